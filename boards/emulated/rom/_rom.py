@@ -1,0 +1,109 @@
+# Entry point of the emulated ESP32: what the chip's ROM, the ESP-IDF
+# bootloader and MicroPython's ports/esp32/main.c do before the REPL.
+# The supervisor starts a fresh process for every reset (a soft reset
+# included, as the port reinitialises its heap), with the cause in
+# SBD_BOARD_CONF; exit codes tell it what to do next.
+import sys
+import _board
+import _repl
+
+EXIT_SOFT_FRIENDLY = 3
+EXIT_SOFT_RAW = 4
+
+_ROM_RESET_TEXT = {
+    1: "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    2: "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    3: "rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    5: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+}
+
+
+class _MicroPythonModule:
+    # `micropython` with kbd_intr() routed to the emulated UART, so that
+    # micropython.kbd_intr(-1) lets Ctrl-C through as a byte, as on the chip.
+    def __init__(self, real):
+        for name in dir(real):
+            if not name.startswith("__"):
+                setattr(self, name, getattr(real, name))
+
+    def kbd_intr(self, chr):
+        _repl.kbd_char[0] = chr
+        _repl.set_intr(chr)
+
+
+def _install_board_modules():
+    import micropython
+    import machine
+    import esp32
+    import network
+    sys.modules["micropython"] = _MicroPythonModule(micropython)
+    for name, mod in (("machine", machine), ("esp32", esp32), ("network", network)):
+        sys.modules[name] = mod
+
+
+def _mount_filesystem():
+    import os
+    import vfs
+    import esp32
+    bdev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
+    try:
+        vfs.mount(vfs.VfsLfs2(bdev), "/")
+    except OSError:
+        # As ports/esp32/modules/inisetup.py: format a blank vfs partition.
+        _repl.write("Performing initial setup\n")
+        vfs.VfsLfs2.mkfs(bdev)
+        vfs.mount(vfs.VfsLfs2(bdev), "/")
+        with open("/boot.py", "w") as f:
+            f.write("# boot.py: runs on every boot, before main.py.\n")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+
+
+def _run_file(name, g):
+    """pyexec_file_if_exists: True when absent or clean, False on error."""
+    try:
+        with open(name) as f:
+            source = f.read()
+    except OSError:
+        return True
+    g["__file__"] = name
+    result = _repl.execute(source, "exec", g, filename=name)
+    if result == "reset":
+        return "reset"
+    return result is None
+
+
+def main():
+    conf = _board.conf
+    cause = conf["reset_cause"]
+    if conf["cold"]:
+        _repl.write("ets Jul 29 2019 12:21:46\n\n%s\n" % _ROM_RESET_TEXT.get(cause, _ROM_RESET_TEXT[1]))
+        _repl.write("sbd emulated ESP32 (%s), flash %d KiB\n" % (conf["name"], conf["flash_size"] // 1024))
+    _repl.set_intr(-1)
+    _install_board_modules()
+    _mount_filesystem()
+    import gc
+    gc.collect()
+
+    mode = conf["repl_mode"]
+    g = {"__name__": "__main__"}
+    ok = _run_file("boot.py", g)
+    if ok == "reset":
+        return _soft_reset(mode)
+    if mode == "friendly" and ok:
+        if _run_file("main.py", g) == "reset":
+            return _soft_reset(mode)
+    g.pop("__file__", None)
+    while True:
+        nxt = _repl.raw(g) if mode == "raw" else _repl.friendly(g)
+        if nxt == "reset":
+            return _soft_reset(mode)
+        mode = nxt
+
+
+def _soft_reset(mode):
+    _repl.write("MPY: soft reboot\n")
+    return EXIT_SOFT_RAW if mode == "raw" else EXIT_SOFT_FRIENDLY
+
+
+sys.exit(main())

@@ -1,0 +1,347 @@
+# Board support: the `esp32` module of MicroPython's ESP32 port, emulated.
+# Partition reads the ESP-IDF partition table from the flash image; NVS keeps
+# its key/value store on the "nvs" partition. Names, signatures and errors
+# follow the ESP32 port (OSError(-esp_err, "ESP_ERR_...")).
+import struct
+import binascii
+import _board
+
+HEAP_DATA = 4
+HEAP_EXEC = 1
+WAKEUP_ALL_LOW = False
+WAKEUP_ANY_HIGH = True
+
+_ESP_ERR = {
+    0x1102: "ESP_ERR_NVS_NOT_FOUND",
+    0x1103: "ESP_ERR_NVS_TYPE_MISMATCH",
+    0x1105: "ESP_ERR_NVS_NOT_ENOUGH_SPACE",
+    0x1106: "ESP_ERR_NVS_INVALID_NAME",
+    0x1109: "ESP_ERR_NVS_KEY_TOO_LONG",
+    0x110C: "ESP_ERR_NVS_INVALID_LENGTH",
+    0x102: "ESP_ERR_INVALID_ARG",
+    0x103: "ESP_ERR_INVALID_STATE",
+    0x104: "ESP_ERR_INVALID_SIZE",
+    0x105: "ESP_ERR_NOT_FOUND",
+}
+
+
+def _esp_err(code):
+    return OSError(-code, _ESP_ERR.get(code, "ESP_FAIL"))
+
+
+def _read_table():
+    buf = bytearray(0xC00)
+    _board.flash_read(_board.conf["table_offset"], buf)
+    parts = []
+    for pos in range(0, len(buf), 32):
+        if buf[pos] != 0xAA or buf[pos + 1] != 0x50:
+            break
+        ptype, sub, off, size = struct.unpack("<BBII", buf[pos + 2 : pos + 12])
+        label = bytes(buf[pos + 12 : pos + 28]).split(b"\0")[0].decode()
+        parts.append((ptype, sub, off, size, label))
+    return parts
+
+
+class Partition:
+    BOOT = 0
+    RUNNING = 1
+    TYPE_APP = 0
+    TYPE_DATA = 1
+
+    def __init__(self, id, block_size=4096, _entry=None):
+        if _entry is not None:
+            entry = _entry
+        elif id == Partition.BOOT or id == Partition.RUNNING:
+            entry = _ota_slot(_booted_slot() if id == Partition.RUNNING else _boot_slot())
+        else:
+            entry = None
+            for p in _read_table():
+                if p[4] == id:
+                    entry = p
+            if entry is None:
+                raise ValueError("partition not found")
+        self._set(entry, block_size)
+
+    def _set(self, entry, block_size):
+        self._type, self._sub, self._off, self._size, self._label = entry
+        self._bs = block_size
+
+    @staticmethod
+    def find(type=TYPE_APP, subtype=0xFF, label=None, block_size=4096):
+        found = []
+        for p in _read_table():
+            if p[0] == type and (subtype == 0xFF or p[1] == subtype) and (label is None or p[4] == label):
+                found.append(Partition(None, block_size, p))
+        return found
+
+    def info(self):
+        return (self._type, self._sub, self._off, self._size, self._label, False)
+
+    def __repr__(self):
+        return "<Partition type=%d, subtype=%d, address=%d, size=%d, label=%s, encrypted=0>" % (
+            self._type, self._sub, self._off, self._size, self._label)
+
+    def _check(self, block_num, n, offset):
+        start = block_num * self._bs + offset
+        if start < 0 or start + n > self._size:
+            raise _esp_err(0x104)
+        return self._off + start
+
+    def readblocks(self, block_num, buf, offset=0):
+        _board.flash_read(self._check(block_num, len(buf), offset), buf)
+
+    def writeblocks(self, block_num, buf, offset=None):
+        if offset is None:
+            # Simple block interface: the port erases the blocks, then writes.
+            addr = self._check(block_num, len(buf), 0)
+            _board.flash_erase(addr, len(buf))
+        else:
+            addr = self._check(block_num, len(buf), offset)
+        _board.flash_write(addr, buf)
+
+    def ioctl(self, cmd, arg):
+        if cmd == 4:
+            return self._size // self._bs
+        if cmd == 5:
+            return self._bs
+        if cmd == 6:
+            _board.flash_erase(self._check(arg, self._bs, 0), self._bs)
+            return 0
+        if cmd in (1, 2, 3):
+            return 0
+        return None
+
+    def set_boot(self):
+        if self._type != Partition.TYPE_APP or not self._label.startswith("ota_"):
+            raise _esp_err(0x102)
+        _write_otadata(int(self._label[4:]))
+
+    def get_next_update(self):
+        if not self._label.startswith("ota_"):
+            raise _esp_err(0x105)
+        return Partition(None, 4096, _ota_slot((int(self._label[4:]) + 1) % 2))
+
+    @staticmethod
+    def mark_app_valid_cancel_rollback():
+        return None
+
+
+# otadata: two sectors, each holding (ota_seq, seq_label[20], ota_state, crc32(ota_seq)).
+def _otadata():
+    for p in _read_table():
+        if p[0] == 1 and p[1] == 0:
+            return p
+    return None
+
+
+def _boot_slot():
+    od = _otadata()
+    if od is None:
+        return 0
+    best = 0
+    buf = bytearray(32)
+    for i in range(2):
+        _board.flash_read(od[2] + i * 4096, buf)
+        seq = struct.unpack("<I", buf[0:4])[0]
+        crc = struct.unpack("<I", buf[28:32])[0]
+        if seq != 0xFFFFFFFF and crc == binascii.crc32(buf[0:4]) and seq > best:
+            best = seq
+    return 0 if best == 0 else (best - 1) % 2
+
+
+_BOOTED = _boot_slot()
+
+
+def _booted_slot():
+    return _BOOTED
+
+
+def _ota_slot(n):
+    for p in _read_table():
+        if p[0] == 0 and p[1] == 0x10 + n:
+            return p
+    raise _esp_err(0x105)
+
+
+def _write_otadata(slot):
+    od = _otadata()
+    seqs = []
+    buf = bytearray(32)
+    for i in range(2):
+        _board.flash_read(od[2] + i * 4096, buf)
+        s = struct.unpack("<I", buf[0:4])[0]
+        seqs.append(0 if s == 0xFFFFFFFF else s)
+    seq = max(seqs) + 1
+    while (seq - 1) % 2 != slot:
+        seq += 1
+    target = 0 if seqs[0] <= seqs[1] else 1
+    entry = struct.pack("<I", seq) + b"\xff" * 20 + struct.pack("<I", 0xFFFFFFFF)
+    entry += struct.pack("<I", binascii.crc32(entry[0:4]))
+    _board.flash_erase(od[2] + target * 4096, 4096)
+    _board.flash_write(od[2] + target * 4096, entry)
+
+
+# NVS -----------------------------------------------------------------------
+# The store lives on the "nvs" partition as two banks. Every change writes the
+# whole store to the other bank (sequence number + CRC), then erases the old
+# bank, so a power cut leaves either the old or the new store, and an erased
+# key leaves no copy behind. An erased partition reads as an empty store.
+_T_I32 = 1
+_T_BLOB = 2
+_MAGIC = b"SBDN"
+_store = None
+
+
+def _nvs_part():
+    for p in _read_table():
+        if p[0] == 1 and p[1] == 2 and p[4] == "nvs":
+            return p
+    raise _esp_err(0x105)
+
+
+def _bank_read(part, bank):
+    half = part[3] // 2
+    head = bytearray(16)
+    _board.flash_read(part[2] + bank * half, head)
+    if bytes(head[0:4]) != _MAGIC:
+        return None
+    seq, length, crc = struct.unpack("<III", head[4:16])
+    if length > half - 16:
+        return None
+    body = bytearray(length)
+    _board.flash_read(part[2] + bank * half + 16, body)
+    if binascii.crc32(body) != crc:
+        return None
+    return seq, body
+
+
+def _decode(body):
+    store = {}
+    i = 0
+    while i < len(body):
+        nl = body[i]
+        ns = bytes(body[i + 1 : i + 1 + nl]).decode()
+        i += 1 + nl
+        kl = body[i]
+        key = bytes(body[i + 1 : i + 1 + kl]).decode()
+        i += 1 + kl
+        t = body[i]
+        vl = struct.unpack("<H", body[i + 1 : i + 3])[0]
+        val = bytes(body[i + 3 : i + 3 + vl])
+        i += 3 + vl
+        store[(ns, key)] = (t, val)
+    return store
+
+
+def _encode(store):
+    out = bytearray()
+    for (ns, key), (t, val) in store.items():
+        out += bytes([len(ns)]) + ns.encode() + bytes([len(key)]) + key.encode()
+        out += bytes([t]) + struct.pack("<H", len(val)) + val
+    return out
+
+
+def _load():
+    global _store, _seq, _bank
+    part = _nvs_part()
+    best = None
+    for bank in (0, 1):
+        got = _bank_read(part, bank)
+        if got is not None and (best is None or got[0] > best[0]):
+            best = (got[0], got[1], bank)
+    if best is None:
+        _store, _seq, _bank = {}, 0, 1
+    else:
+        _store, _seq, _bank = _decode(best[1]), best[0], best[2]
+    return _store
+
+
+def _save(store):
+    global _seq, _bank
+    part = _nvs_part()
+    half = part[3] // 2
+    body = _encode(store)
+    if len(body) > half - 16:
+        raise _esp_err(0x1105)
+    new = 1 - _bank
+    head = _MAGIC + struct.pack("<III", _seq + 1, len(body), binascii.crc32(body))
+    _board.flash_erase(part[2] + new * half, half)
+    _board.flash_write(part[2] + new * half, head + body)
+    _board.flash_erase(part[2] + _bank * half, half)
+    _seq, _bank = _seq + 1, new
+
+
+def _check_name(name):
+    if not isinstance(name, str):
+        raise TypeError("can't convert to str implicitly")
+    if len(name) > 15:
+        raise _esp_err(0x1109)
+    if not name:
+        raise _esp_err(0x1106)
+
+
+class NVS:
+    def __init__(self, namespace):
+        _check_name(namespace)
+        self._ns = namespace
+        if _store is None:
+            _load()
+
+    def __repr__(self):
+        return "<NVS namespace>"
+
+    def _get(self, key, t):
+        _check_name(key)
+        item = _store.get((self._ns, key))
+        if item is None:
+            raise _esp_err(0x1102)
+        if item[0] != t:
+            raise _esp_err(0x1103)
+        return item[1]
+
+    def _set(self, key, t, val):
+        _check_name(key)
+        old = _store.get((self._ns, key))
+        if old is not None and old[0] != t:
+            raise _esp_err(0x1103)
+        if old == (t, val):
+            return
+        new = dict(_store)
+        new[(self._ns, key)] = (t, val)
+        _save(new)
+        _store.clear()
+        _store.update(new)
+
+    def set_i32(self, key, value):
+        if not -0x80000000 <= value <= 0x7FFFFFFF:
+            raise OverflowError("overflow converting long int to machine word")
+        self._set(key, _T_I32, struct.pack("<i", value))
+
+    def get_i32(self, key):
+        return struct.unpack("<i", self._get(key, _T_I32))[0]
+
+    def set_blob(self, key, value):
+        if isinstance(value, str):
+            value = value.encode()
+        self._set(key, _T_BLOB, bytes(value))
+
+    def get_blob(self, key, buffer):
+        val = self._get(key, _T_BLOB)
+        if len(buffer) < len(val):
+            raise _esp_err(0x110C)
+        buffer[0 : len(val)] = val
+        return len(val)
+
+    def erase_key(self, key):
+        _check_name(key)
+        if (self._ns, key) not in _store:
+            raise _esp_err(0x1102)
+        new = dict(_store)
+        del new[(self._ns, key)]
+        _save(new)
+        _store.clear()
+        _store.update(new)
+
+    def commit(self):
+        return None
+

@@ -1,0 +1,140 @@
+# Board support: the `network` module of MicroPython's ESP32 port, emulated.
+# The "access point" is the lab: the board's network namespace with one link
+# to the lab bridge. WLAN reports the link's real state, so cutting the link
+# from the host (ip link set ... down) is a Wi-Fi outage for the firmware.
+import binascii
+import _board
+
+STA_IF = 0
+AP_IF = 1
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
+STAT_BEACON_TIMEOUT = 200
+STAT_ASSOC_FAIL = 203
+STAT_HANDSHAKE_TIMEOUT = 204
+AUTH_OPEN = 0
+AUTH_WPA2_PSK = 3
+
+_hostname = "mpy-esp32"
+_net = _board.conf["net"]
+
+
+def hostname(name=None):
+    global _hostname
+    if name is None:
+        return _hostname
+    if len(name) > 32:
+        raise ValueError("hostname too long")
+    _hostname = name
+
+
+def country(code=None):
+    return "01" if code is None else None
+
+
+class _Interface:
+    # One per radio interface: every WLAN(STA_IF) object shares it, as on the port.
+    def __init__(self):
+        self.active = False
+        self.ssid = None
+        self.status = STAT_IDLE
+
+
+_interfaces = {STA_IF: _Interface(), AP_IF: _Interface()}
+
+
+class WLAN:
+    def __init__(self, interface_id=STA_IF):
+        if interface_id not in _interfaces:
+            raise ValueError("invalid WLAN interface identifier")
+        self._if = interface_id
+        self._s = _interfaces[interface_id]
+
+    def active(self, is_active=None):
+        if is_active is None:
+            return self._s.active
+        self._s.active = bool(is_active)
+        if not self._s.active:
+            self._s.status = STAT_IDLE
+        return None
+
+    def _require_sta(self):
+        if self._if != STA_IF:
+            raise OSError("AP mode is not available on the emulated board")
+        if not self._s.active:
+            raise OSError("Wifi Not Started")
+
+    def connect(self, ssid=None, key=None, *, bssid=None):
+        self._require_sta()
+        self._s.ssid = ssid
+        if ssid != _net["ssid"]:
+            self._s.status = STAT_NO_AP_FOUND
+        elif _net.get("psk") and key != _net["psk"]:
+            self._s.status = STAT_WRONG_PASSWORD
+        else:
+            self._s.status = STAT_CONNECTING
+
+    def disconnect(self):
+        self._s.status = STAT_IDLE
+
+    def status(self, param=None):
+        if param == "rssi":
+            if not self.isconnected():
+                raise OSError("STA must be connected")
+            return -48
+        if param is not None:
+            raise ValueError("unknown status param")
+        if self._s.status in (STAT_CONNECTING, STAT_GOT_IP):
+            self._s.status = STAT_GOT_IP if _board.link_up() else STAT_CONNECTING
+        return self._s.status
+
+    def isconnected(self):
+        return self._s.active and self._if == STA_IF and self.status() == STAT_GOT_IP
+
+    def ifconfig(self, config=None):
+        if config is not None:
+            raise OSError("static addresses are set by the lab network")
+        if not self.isconnected():
+            return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
+        return (_net["address"], _net["netmask"], _net["gateway"], _net["dns"])
+
+    def ipconfig(self, *args, **kwargs):
+        if args:
+            key = args[0]
+            if key == "addr4":
+                c = self.ifconfig()
+                return (c[0], c[1])
+            if key == "gw4":
+                return self.ifconfig()[2]
+            if key == "dhcp4":
+                return True
+            raise ValueError("unexpected key")
+        if kwargs:
+            raise OSError("static addresses are set by the lab network")
+
+    def config(self, *args, **kwargs):
+        if kwargs:
+            for k, v in kwargs.items():
+                if k in ("pm", "txpower", "reconnects", "dhcp_hostname", "hostname"):
+                    if k in ("dhcp_hostname", "hostname"):
+                        hostname(v)
+                    continue
+                raise ValueError("unknown config param")
+            return None
+        key = args[0]
+        if key == "mac":
+            return binascii.unhexlify(_board.conf["unique_id"])
+        if key == "ssid" or key == "essid":
+            return self._s.ssid or ""
+        if key in ("hostname", "dhcp_hostname"):
+            return _hostname
+        if key == "channel":
+            return 1
+        raise ValueError("unknown config param")
+
+    def scan(self):
+        self._require_sta()
+        return [(_net["ssid"].encode(), b"\x02\x00\x00\x00\x00\x01", 1, -48, AUTH_WPA2_PSK, False)]

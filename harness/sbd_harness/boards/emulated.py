@@ -1,0 +1,250 @@
+"""The emulated ESP32: a SerialBoard on a PTY, plus the hands a lab bench has.
+
+Beyond the serial port it can cut the power, press the EN and BOOT buttons,
+read the flash chip, and cut the board's network link.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import serial
+
+from ..emulator import netlab
+from ..emulator.board_state import BoardState
+from ..emulator.flash_image import FlashImage, parse_csv
+from ..paths import boards_dir, state_dir
+from .base import BoardError
+from .serial_board import SerialBoard
+
+BOOT_BUTTON_GPIO = 0
+NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _boards_root() -> Path:
+    path = state_dir() / "boards"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_name(name: str) -> str:
+    if not name or len(name) > 32 or not set(name) <= NAME_OK or name[0] in "-_":
+        raise BoardError(f"invalid board name {name!r}: use 1-32 of a-z, 0-9, '-', '_'")
+    return name
+
+
+def _random_unique_id() -> str:
+    """Six bytes, like the ESP32's base MAC, locally administered and unicast."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] | 0x02) & 0xFE
+    return raw.hex()
+
+
+class EmulatedBoard(SerialBoard):
+    kind = "emulated"
+
+    def __init__(self, name: str):
+        self.state = BoardState(_boards_root() / check_name(name))
+        super().__init__(port=str(self.state.serial_link), name=name)
+
+    # lifecycle -------------------------------------------------------------------------
+    @classmethod
+    def all(cls) -> list["EmulatedBoard"]:
+        return [cls(p.name) for p in sorted(_boards_root().iterdir()) if (p / "board.json").exists()]
+
+    @property
+    def conf(self) -> dict[str, Any]:
+        if not self.state.exists():
+            raise BoardError(f"no emulated board named {self.name!r} (sbd board start {self.name})")
+        return self.state.load()
+
+    def _create(self) -> None:
+        spec = json.loads((boards_dir() / "emulated" / "board.json").read_text())
+        parts = parse_csv((boards_dir() / "emulated" / spec["partitions"]).read_text())
+        self.state.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state.dir, 0o700)
+        FlashImage.create(self.state.flash_path, spec["flash_size"], parts, spec["partition_table_offset"])
+        self.state.write_pins({})
+        taken = {b.conf.get("index") for b in self.all() if b.name != self.name}
+        index = next(i for i in range(10_000) if i not in taken)
+        conf = {
+            "name": self.name,
+            "index": index,
+            "unique_id": _random_unique_id(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "flash_size": spec["flash_size"],
+            "partition_table_offset": spec["partition_table_offset"],
+            "heap_bytes": spec["heap_bytes"],
+            "machine_name": spec["machine_name"] + " (sbd emulated)",
+            "lab_ssid": "sbd-lab-%d" % index,
+            "lab_psk": secrets.token_urlsafe(18),
+        }
+        self.state.save(conf)
+
+    def is_running(self) -> bool:
+        status = self.state.read_status()
+        pid = status.get("supervisor_pid")
+        if not pid or not self.state.control_socket.exists():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def start(self, timeout: float = 20) -> dict[str, Any]:
+        """Creates the board on first use, powers it on, waits for its port."""
+        if self.is_running():
+            return self.describe()
+        if not self.state.exists():
+            self._create()
+        conf = self.state.load()
+        net = netlab.create(conf["index"])
+        conf["net"] = net.as_conf(conf["lab_ssid"], conf["lab_psk"])
+        self.state.save(conf)
+        self.state.mark_stopped()
+        (self.state.dir / "failure.txt").unlink(missing_ok=True)
+        log = open(self.state.supervisor_log, "ab")
+        subprocess.Popen(
+            [sys.executable, "-m", "sbd_harness.emulator.supervisor", str(self.state.dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.state.dir / "ready").exists() and self.state.control_socket.exists():
+                return self.describe()
+            failure = self.state.dir / "failure.txt"
+            if failure.exists():
+                raise BoardError(f"board {self.name} failed to start: {failure.read_text().strip()}")
+            time.sleep(0.02)
+        raise BoardError(f"board {self.name} did not start within {timeout}s; see {self.state.supervisor_log}")
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.is_running():
+            pid = self.state.read_status().get("supervisor_pid")
+            try:
+                self.control({"cmd": "stop"})
+            except BoardError:
+                if pid:
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid and time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.02)
+        conf = self.conf
+        net = conf.get("net") or {}
+        if net.get("mode") == "netns":
+            netlab.destroy_names(net.get("netns"), net.get("host_if"))
+        self.state.mark_stopped()
+
+    def remove(self) -> None:
+        """Stops the board and throws it away: flash, identity and logs."""
+        if self.state.exists():
+            self.stop()
+        shutil.rmtree(self.state.dir, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        conf = self.conf
+        net = conf.get("net") or {}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "serial": conf.get("serial") if self.is_running() else None,
+            "serial_link": str(self.state.serial_link),
+            "address": net.get("address"),
+            "network": net.get("mode"),
+            "netns": net.get("netns"),
+            "flash": str(self.state.flash_path),
+            "unique_id": conf["unique_id"],
+            "running": self.is_running(),
+            "cpu_pid": self.state.read_status().get("cpu_pid"),
+            "weakened_by_loopback": netlab.LOOPBACK_WEAKENS if net.get("mode") == "loopback" else [],
+        }
+
+    @property
+    def port(self) -> str:
+        """The PTY itself (/dev/pts/N): stable for as long as the board runs."""
+        conf = self.conf
+        if not self.is_running() or "serial" not in conf:
+            raise BoardError(f"board {self.name} is not running (sbd board start {self.name})")
+        return conf["serial"]
+
+    @property
+    def address(self) -> str | None:
+        return (self.conf.get("net") or {}).get("address")
+
+    # the bench's hands -------------------------------------------------------------------
+    def control(self, request: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(self.state.control_socket))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            raw = b""
+            while not raw.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                raw += chunk
+        except OSError as exc:
+            raise BoardError(f"board {self.name} is not answering ({exc}); is it running?") from exc
+        finally:
+            sock.close()
+        reply = json.loads(raw or b"{}")
+        if not reply.get("ok"):
+            raise BoardError(reply.get("error", "the board refused"))
+        return reply
+
+    def _trigger_reset(self, port: serial.Serial, kind: str) -> None:
+        if kind in ("hard", "power-cut"):
+            self.control({"cmd": "reset", "kind": kind})
+        else:
+            super()._trigger_reset(port, kind)
+
+    def reset(self, kind: str = "hard") -> None:
+        if kind in ("hard", "power-cut"):
+            self.control({"cmd": "reset", "kind": kind})
+        else:
+            super().reset(kind)
+
+    def cpu_pid(self) -> int | None:
+        return self.control({"cmd": "status"}).get("cpu_pid")
+
+    def press_boot_button(self, pressed: bool = True) -> None:
+        self.control({"cmd": "pin", "pin": BOOT_BUTTON_GPIO, "level": 0 if pressed else 1})
+
+    def flash_image(self) -> FlashImage:
+        return FlashImage(self.state.flash_path, self.conf["partition_table_offset"])
+
+    def erase_flash(self) -> None:
+        """Every partition back to 0xFF, as `esptool erase-flash` followed by re-flashing MicroPython."""
+        image = self.flash_image()
+        for part in image.partitions():
+            if part.type != 0:  # app slots hold "MicroPython itself"
+                image.erase_partition(part.label)
+
+    def set_link(self, up: bool) -> None:
+        net = self.conf.get("net") or {}
+        if net.get("mode") != "netns":
+            raise BoardError("this board shares the host's loopback: its link cannot be cut (run as root)")
+        netlab.set_link(net["host_if"], up)
+
+    def serial_log(self) -> str:
+        try:
+            return self.state.serial_log.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return ""

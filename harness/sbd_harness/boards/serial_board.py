@@ -1,0 +1,219 @@
+"""A board on a serial port: a real ESP32 on USB, an rfc2217:// URL, or a PTY.
+
+Talks MicroPython's raw REPL through mpremote's transport, opens the port
+with pyserial, and writes MicroPython itself with esptool. The emulated
+board is driven through this same code, over its PTY.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import serial
+from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport_serial import SerialTransport
+
+from ..bootline import last_boot_line
+from .base import Board, BoardError, BootCapture, Progress
+
+WRITE_CHUNK = 1024  # bytes per raw-REPL call when copying files
+
+_SHA256_CODE = """
+import hashlib, json
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256(); b = bytearray(512)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(b if n == 512 else b[:n])
+    f.close()
+    return ''.join('%02x' % x for x in h.digest())
+print(json.dumps({p: _h(p) for p in PATHS}))
+"""
+
+_RMTREE_CODE = """
+import os
+def _rm(p):
+    try:
+        st = os.stat(p)
+    except OSError:
+        return
+    if st[0] & 0x4000:
+        for n in os.listdir(p):
+            _rm(p.rstrip('/') + '/' + n)
+        if p != '/':
+            os.rmdir(p)
+    else:
+        os.remove(p)
+_rm(PATH)
+"""
+
+
+class SerialBoard(Board):
+    kind = "serial"
+
+    def __init__(self, port: str, name: str | None = None, baudrate: int = 115200, chip: str = "esp32"):
+        self._port = port
+        self.name = name or port
+        self.baudrate = baudrate
+        self.chip = chip
+
+    @property
+    def port(self) -> str:
+        return self._port
+
+    # raw REPL ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, soft_reset: bool = False) -> Iterator[SerialTransport]:
+        """The raw REPL, held for a series of commands."""
+        try:
+            transport = SerialTransport(self.port, baudrate=self.baudrate)
+        except TransportError as exc:
+            raise BoardError(f"cannot open {self.port}: {exc} (is another program using the port?)") from exc
+        try:
+            try:
+                transport.enter_raw_repl(soft_reset=soft_reset)
+            except (TransportError, serial.SerialException, OSError) as exc:
+                raise BoardError(
+                    f"no raw REPL on {self.port}: {exc}. A provisioned board keeps its console "
+                    "locked; otherwise check the port and that MicroPython is running"
+                ) from exc
+            yield transport
+            transport.exit_raw_repl()
+        finally:
+            with contextlib.suppress(Exception):
+                transport.close()
+
+    def exec(self, code: str, timeout: float = 10) -> str:
+        with self.session() as t:
+            return self._exec(t, code, timeout)
+
+    @staticmethod
+    def _exec(t: SerialTransport, code: str, timeout: float = 10) -> str:
+        try:
+            out, err = t.exec_raw(code, timeout=timeout)
+        except TransportError as exc:
+            raise BoardError(f"the board did not answer: {exc}") from exc
+        if err:
+            raise BoardError("the board raised:\n" + err.decode(errors="replace"))
+        return out.decode(errors="replace")
+
+    # files -------------------------------------------------------------------------
+    def put_files(self, files: Mapping[str, bytes], progress: Progress | None = None) -> None:
+        total = sum(len(d) for d in files.values())
+        done = 0
+        dirs = sorted({p.rsplit("/", 1)[0] for p in files if p.count("/") > 1}, key=len)
+        with self.session() as t:
+            for d in dirs:
+                parts = d.strip("/").split("/")
+                for i in range(1, len(parts) + 1):
+                    sub = "/" + "/".join(parts[:i])
+                    self._exec(t, f"import os\ntry:\n os.mkdir({sub!r})\nexcept OSError:\n pass")
+            for path, data in files.items():
+                base = done
+
+                def report(sent: int, _size: int, base: int = base) -> None:
+                    if progress:
+                        progress(base + sent, total)
+
+                try:
+                    t.fs_writefile(path, data, chunk_size=WRITE_CHUNK, progress_callback=report)
+                except (TransportError, OSError) as exc:
+                    raise BoardError(f"writing {path} failed: {exc}") from exc
+                done += len(data)
+                if progress:
+                    progress(done, total)
+
+    def read_file(self, path: str) -> bytes:
+        with self.session() as t:
+            try:
+                return t.fs_readfile(path)
+            except (TransportError, OSError) as exc:
+                raise BoardError(f"reading {path} failed: {exc}") from exc
+
+    def remove_tree(self, path: str) -> None:
+        self.exec(f"PATH = {path!r}\n" + _RMTREE_CODE)
+
+    def file_sha256(self, paths: list[str]) -> dict[str, str | None]:
+        out = self.exec(f"PATHS = {json.dumps(paths)}\n" + _SHA256_CODE, timeout=30)
+        return json.loads(out.strip().splitlines()[-1])
+
+    # resets and boot ---------------------------------------------------------------
+    def reset(self, kind: str = "hard") -> None:
+        with self._open_port() as port:
+            self._trigger_reset(port, kind)
+
+    def _open_port(self) -> serial.Serial:
+        try:
+            return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.1, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise BoardError(f"cannot open {self.port}: {exc}") from exc
+
+    def _trigger_reset(self, port: serial.Serial, kind: str) -> None:
+        if kind == "soft":
+            port.write(b"\r\x03\x03\x04")  # interrupt, then Ctrl-D at the REPL
+            return
+        if kind == "power-cut":
+            raise BoardError("the harness cannot cut a real board's power: unplug and replug it")
+        if kind != "hard":
+            raise BoardError(f"unknown reset kind {kind!r}: use soft, hard or power-cut")
+        try:
+            # The auto-reset circuit of ESP32 dev boards: RTS drives EN, DTR drives IO0.
+            port.dtr = False
+            port.rts = True
+            time.sleep(0.1)
+            port.rts = False
+        except (OSError, serial.SerialException):
+            # No modem lines (a PTY, some USB bridges): ask MicroPython instead.
+            port.write(b"\r\x03\x03\x02")
+            time.sleep(0.1)
+            port.write(b"import machine; machine.reset()\r")
+
+    def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3) -> BootCapture:
+        start = time.monotonic()
+        data = bytearray()
+        with self._open_port() as port:
+            port.reset_input_buffer()
+            self._trigger_reset(port, kind)
+            seen_at = None
+            while time.monotonic() - start < timeout:
+                chunk = port.read(4096)
+                if chunk:
+                    data += chunk
+                if seen_at is None and last_boot_line(data.decode(errors="replace")):
+                    seen_at = time.monotonic()
+                if seen_at is not None and time.monotonic() - seen_at >= settle:
+                    break
+        text = data.decode(errors="replace")
+        return BootCapture(text, last_boot_line(text), time.monotonic() - start)
+
+    # MicroPython itself ---------------------------------------------------------------
+    def esptool_command(self, firmware_bin: Path, offset: int, flash_args: list[str], baud: int) -> list[str]:
+        return [sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port, "--baud", str(baud),
+                "write-flash", *flash_args, hex(offset), str(firmware_bin)]
+
+    def write_micropython(self, firmware_bin: Path, offset: int, flash_args: list[str], baud: int = 460800,
+                          erase: bool = True) -> None:
+        """Writes the official MicroPython .bin with esptool (erasing the chip first)."""
+        firmware_bin = Path(firmware_bin)
+        if not firmware_bin.is_file():
+            raise BoardError(f"{firmware_bin}: no such file (download the .bin for your chip from micropython.org)")
+        if erase:
+            self._run_esptool([sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port, "erase-flash"])
+        self._run_esptool(self.esptool_command(firmware_bin, offset, flash_args, baud))
+
+    @staticmethod
+    def _run_esptool(cmd: list[str]) -> None:
+        proc = subprocess.run(cmd)
+        if proc.returncode != 0:
+            raise BoardError(f"esptool failed ({proc.returncode}): {' '.join(cmd)}")

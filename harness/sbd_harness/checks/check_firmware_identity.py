@@ -1,0 +1,70 @@
+"""Checks that a board runs the firmware that was built, and says who it is.
+
+They read only what any board shows (its boot line on the serial console),
+and, while the console is open, what the REPL answers.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sbd_harness.boards.base import BoardError
+from sbd_harness.bootline import missing_keys
+
+# IDs that betray a constant or a placeholder rather than the chip's own ID.
+DEGENERATE_IDS = {"000000000000", "ffffffffffff", "001122334455", "aabbccddeeff", "deadbeefcafe",
+                  "123456789abc", "010203040506"}
+
+UNIQUE_ID_CODE = "import machine, binascii\nprint(binascii.hexlify(machine.unique_id()).decode())"
+
+
+@pytest.mark.sbd_check(
+    id="boot-line-identifies-firmware",
+    title="The boot line names the model, the firmware version built and the security state",
+    etsi_en_303_645=["5.3-16"], nist_ir_8259a=["1", "6"])
+def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
+    boot = sbd_boot.boot_line
+    sbd_evidence["boot_line"] = boot
+    sbd_evidence["boot_s"] = round(sbd_boot.elapsed_s, 3)
+    assert boot is not None, "no JSON boot line on the serial console after a reset"
+    assert not missing_keys(boot), f"boot line lacks {missing_keys(boot)}"
+    assert boot["fw_version"] == sbd_bundle.version, (
+        f"board runs version {boot['fw_version']}, the build is {sbd_bundle.version}")
+    assert isinstance(boot["security"], dict) and boot["security"].get("profile"), "no security state"
+
+
+@pytest.mark.sbd_check(
+    id="device-id-from-hardware",
+    title="The device ID is the chip's own unique ID, not a constant",
+    nist_ir_8259a=["1"])
+def check_device_id(sbd_board, sbd_boot, sbd_evidence):
+    boot = sbd_boot.boot_line
+    assert boot is not None, "no boot line to read a device ID from"
+    device_id = str(boot.get("device_id"))
+    sbd_evidence["device_id"] = device_id
+    assert re.fullmatch(r"[0-9a-f]{12}", device_id), f"device ID {device_id!r} is not 6 bytes of hex"
+    assert device_id not in DEGENERATE_IDS, f"device ID {device_id} is a placeholder"
+    try:
+        chip_id = sbd_board.exec(UNIQUE_ID_CODE).strip()
+    except BoardError as exc:
+        pytest.skip(f"console closed, machine.unique_id() unreadable: {str(exc).splitlines()[0]}")
+    sbd_evidence["machine_unique_id"] = chip_id
+    assert device_id == chip_id, f"boot line says {device_id}, the chip says {chip_id}"
+
+
+@pytest.mark.sbd_check(
+    id="firmware-matches-build",
+    title="Every firmware file on the board has the SHA-256 of the build",
+    eu_cra=["I(2)(f)"])
+def check_firmware_matches_build(sbd_board, sbd_bundle, sbd_evidence):
+    expected = sbd_bundle.file_hashes()
+    try:
+        actual = sbd_board.file_sha256(list(expected))
+    except BoardError as exc:
+        pytest.skip(f"console closed, files unreadable: {str(exc).splitlines()[0]}")
+    missing = sorted(p for p, h in actual.items() if h is None)
+    changed = sorted(p for p, h in actual.items() if h is not None and h != expected[p])
+    sbd_evidence.update({"files": len(expected), "missing": missing, "changed": changed,
+                         "bundle_sha256": sbd_bundle.sha256})
+    assert not missing and not changed, f"missing {missing}, changed {changed}"

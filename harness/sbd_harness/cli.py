@@ -1,0 +1,313 @@
+"""`sbd`: boards, flashing, console and verification from the command line.
+
+Exit status: 0 on success, 1 when `sbd verify` found a failing check or an
+error, 2 on bad input or a board that does not answer (with a message saying
+what to do).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .boards.base import Board, BoardError
+from .bundle import BundleError, FirmwareBundle
+from .emulator.flash_image import PartitionTableError
+
+EXIT_FAIL, EXIT_USAGE = 1, 2
+
+
+class CliError(Exception):
+    pass
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _emulated(name: str):
+    from .boards.emulated import EmulatedBoard
+    return EmulatedBoard(name)
+
+
+def _target(args: argparse.Namespace) -> Board:
+    """The board named by --board (emulated) or --port (real)."""
+    from .boards.serial_board import SerialBoard
+    if getattr(args, "board", None) and getattr(args, "port", None):
+        raise CliError("give either --board NAME (emulated) or --port PORT (real board), not both")
+    if getattr(args, "board", None):
+        board = _emulated(args.board)
+        if not board.is_running():
+            raise CliError(f"emulated board {args.board!r} is not running: sbd board start {args.board}")
+        return board
+    if getattr(args, "port", None):
+        return SerialBoard(args.port, chip=getattr(args, "chip", "esp32"), baudrate=getattr(args, "baud", 115200))
+    raise CliError("which board? give --board NAME (emulated) or --port PORT (real board)")
+
+
+# board ------------------------------------------------------------------------------------
+def cmd_board_start(args: argparse.Namespace) -> int:
+    _print_json(_emulated(args.name).start())
+    return 0
+
+
+def cmd_board_stop(args: argparse.Namespace) -> int:
+    board = _emulated(args.name)
+    board.conf  # raises a clear error for an unknown board
+    board.stop()
+    return 0
+
+
+def cmd_board_rm(args: argparse.Namespace) -> int:
+    board = _emulated(args.name)
+    board.conf
+    board.remove()
+    return 0
+
+
+def cmd_board_list(args: argparse.Namespace) -> int:
+    from .boards.emulated import EmulatedBoard
+    boards = [b.describe() for b in EmulatedBoard.all()]
+    if args.json:
+        _print_json(boards)
+        return 0
+    if not boards:
+        print("no emulated boards (sbd board start NAME)")
+    for b in boards:
+        state = "running" if b["running"] else "stopped"
+        print(f"{b['name']:<20} {state:<8} {b['serial'] or '-':<14} {b['address'] or '-':<15} id {b['unique_id']}")
+    return 0
+
+
+def cmd_board_reset(args: argparse.Namespace) -> int:
+    kind = "soft" if args.soft else "power-cut" if args.power_cut else "hard"
+    board = _emulated(args.name)
+    if not board.is_running():
+        raise CliError(f"emulated board {args.name!r} is not running")
+    board.reset(kind)
+    return 0
+
+
+def cmd_board_erase(args: argparse.Namespace) -> int:
+    board = _emulated(args.name)
+    board.conf
+    board.erase_flash()
+    if board.is_running():
+        board.reset("power-cut")
+    return 0
+
+
+def cmd_board_button(args: argparse.Namespace) -> int:
+    _emulated(args.name).press_boot_button(not args.release)
+    return 0
+
+
+def cmd_board_link(args: argparse.Namespace) -> int:
+    _emulated(args.name).set_link(args.state == "up")
+    return 0
+
+
+def cmd_board_log(args: argparse.Namespace) -> int:
+    board = _emulated(args.name)
+    board.conf
+    sys.stdout.write(board.serial_log()[-args.bytes:])
+    return 0
+
+
+# firmware ------------------------------------------------------------------------------
+def _bundle(args: argparse.Namespace) -> FirmwareBundle:
+    return FirmwareBundle.from_dir(Path(args.firmware) if args.firmware else None)
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from .flashing import flash_firmware
+    bundle = _bundle(args)
+    board = _target(args)
+    if args.micropython:
+        if board.kind != "serial":
+            raise CliError("--micropython writes a .bin to a real board; emulated boards already run MicroPython")
+        spec = _board_spec(args.chip)
+        board.write_micropython(Path(args.micropython), int(spec.get("firmware_offset", 0x1000)),
+                                list(spec.get("flash_args", [])), int(spec.get("flash_baudrate", 460800)))
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    with Progress(TextColumn(f"copying firmware {bundle.version} to {board.name}"), BarColumn(),
+                  DownloadColumn(), TransferSpeedColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("copy", total=bundle.total_bytes)
+        hashes = flash_firmware(board, bundle, lambda done, total: bar.update(task, completed=done),
+                                reset=not args.no_reset)
+    print(f"flashed {len(hashes)} files ({bundle.total_bytes} bytes), firmware {bundle.version}, "
+          f"bundle sha256 {bundle.sha256}")
+    return 0
+
+
+def _board_spec(chip: str) -> dict[str, Any]:
+    from .paths import boards_dir
+    path = boards_dir() / chip / "board.json"
+    if not path.exists():
+        known = sorted(p.name for p in boards_dir().iterdir() if (p / "board.json").exists())
+        raise CliError(f"no board description {path}; known: {', '.join(known)}")
+    return json.loads(path.read_text())
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    board = _target(args)
+    print(f"sbd: console on {board.port} (exit with Ctrl-] or Ctrl-x)", file=sys.stderr)
+    os.execvp(sys.executable, [sys.executable, "-m", "mpremote", "connect", board.port, "resume", "repl"])
+    return 0  # pragma: no cover
+
+
+def cmd_bootline(args: argparse.Namespace) -> int:
+    board = _target(args)
+    capture = board.capture_boot("soft" if args.soft else "hard", timeout=args.timeout)
+    if capture.boot_line is None:
+        sys.stderr.write(capture.transcript[-2000:] + "\n")
+        raise CliError(f"no boot line from {board.name} within {args.timeout}s")
+    _print_json(capture.boot_line)
+    return 0
+
+
+# verify -----------------------------------------------------------------------------
+def cmd_verify(args: argparse.Namespace) -> int:
+    import pytest
+
+    from .checks import CHECKS_DIR
+    board = _target(args)
+    _bundle(args)  # a clear error for a bad firmware folder, before any check runs
+    report_path = Path(args.report) if args.report else Path("reports") / board.name / "report.json"
+    md_path = Path(args.markdown) if args.markdown else report_path.with_suffix(".md")
+    for p in (report_path, md_path, Path(args.junit) if args.junit else None):
+        if p is not None:
+            p.parent.mkdir(parents=True, exist_ok=True)
+    pytest_args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
+                   "-q", "--no-header", "-p", "no:cacheprovider",
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning",
+                   "--sbd-report", str(report_path), "--sbd-markdown", str(md_path)]
+    if board.kind == "emulated":
+        pytest_args += ["--board-name", board.name]
+    else:
+        pytest_args += ["--port", board.port, "--board", args.chip]
+    if not args.flash:
+        pytest_args.append("--no-flash")
+    if args.firmware:
+        pytest_args += ["--firmware", args.firmware]
+    if args.junit:
+        pytest_args += ["--junitxml", args.junit, "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
+    if args.k:
+        pytest_args += ["-k", args.k]
+    code = pytest.main(pytest_args)
+    if not report_path.exists():
+        raise CliError(f"the check run ended before writing a report (pytest exit {int(code)})")
+    report = json.loads(report_path.read_text())
+    _print_verify_table(report)
+    print(f"report: {report_path}  summary: {md_path}" + (f"  junit: {args.junit}" if args.junit else ""))
+    s = report["summary"]
+    return EXIT_FAIL if s["fail"] or s["error"] or int(code) not in (0, 1) else 0
+
+
+SHORT_BASELINE = {"etsi_en_303_645": "EN303645", "nist_ir_8259a": "IR8259A", "eu_cra": "CRA",
+                  "uk_psti": "PSTI", "owasp_isvs": "ISVS"}
+
+
+def _print_verify_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    colours = {"pass": "green", "fail": "red", "skip": "yellow", "error": "magenta"}
+    table = Table(title=f"sbd verify: {report['board'].get('name')} (firmware {report['firmware'].get('version')})")
+    for col in ("check", "status", "provisions", "detail"):
+        table.add_column(col)
+    for c in report["checks"]:
+        prov = ", ".join(f"{SHORT_BASELINE[k]} {'/'.join(v)}" for k, v in c["provisions"].items() if v)
+        table.add_row(c["id"], f"[{colours[c['status']]}]{c['status'].upper()}[/]", prov, c.get("message") or "")
+    s = report["summary"]
+    table.caption = f"{s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error"
+    Console(width=max(120, Console().width)).print(table)
+
+
+# parser ---------------------------------------------------------------------------------
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", help="an emulated board's name")
+    p.add_argument("--port", help="a real board's serial port or rfc2217:// URL")
+    p.add_argument("--chip", default="esp32", help="real board type, a folder under boards/ (default esp32)")
+    p.add_argument("--baud", type=int, default=115200, help="console baud rate of a real board")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sbd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    board = sub.add_parser("board", help="emulated boards").add_subparsers(dest="action", required=True)
+    for name, fn, helptext in (("start", cmd_board_start, "create (first time) and power on; prints JSON"),
+                               ("stop", cmd_board_stop, "power off; flash and identity are kept"),
+                               ("rm", cmd_board_rm, "stop and delete: flash, identity, logs"),
+                               ("erase", cmd_board_erase, "erase the flash (MicroPython stays), then power-cycle")):
+        p = board.add_parser(name, help=helptext)
+        p.add_argument("name")
+        p.set_defaults(func=fn)
+    p = board.add_parser("list", help="emulated boards and their state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_board_list)
+    p = board.add_parser("reset", help="reset a board (default: hard, the EN button)")
+    p.add_argument("name")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--hard", action="store_true", help="EN button (default)")
+    g.add_argument("--soft", action="store_true", help="Ctrl-D soft reboot")
+    g.add_argument("--power-cut", action="store_true", help="cut the power at once, then restore it")
+    p.set_defaults(func=cmd_board_reset)
+    p = board.add_parser("button", help="hold the BOOT button (GPIO0) down, or --release it")
+    p.add_argument("name")
+    p.add_argument("--release", action="store_true")
+    p.set_defaults(func=cmd_board_button)
+    p = board.add_parser("link", help="cut or restore the board's network link")
+    p.add_argument("name")
+    p.add_argument("state", choices=["up", "down"])
+    p.set_defaults(func=cmd_board_link)
+    p = board.add_parser("log", help="print the board's serial log")
+    p.add_argument("name")
+    p.add_argument("--bytes", type=int, default=20000)
+    p.set_defaults(func=cmd_board_log)
+
+    p = sub.add_parser("flash", help="put the firmware files on a board")
+    _add_target(p)
+    p.add_argument("--firmware", help="firmware folder (default: the project's firmware/)")
+    p.add_argument("--micropython", help="real boards: first write this official MicroPython .bin with esptool")
+    p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser("console", help="attach to a board's serial console (mpremote repl)")
+    _add_target(p)
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("bootline", help="reset a board and print its boot line")
+    _add_target(p)
+    p.add_argument("--soft", action="store_true", help="soft reset instead of hard")
+    p.add_argument("--timeout", type=float, default=20)
+    p.set_defaults(func=cmd_bootline)
+
+    p = sub.add_parser("verify", help="run the conformance checks and write the report")
+    _add_target(p)
+    p.add_argument("--firmware", help="the build to compare with (default: the project's firmware/)")
+    p.add_argument("--report", help="JSON report path")
+    p.add_argument("--markdown", help="Markdown summary path (default: beside the JSON)")
+    p.add_argument("--junit", help="JUnit XML path")
+    p.add_argument("--flash", action="store_true", help="flash the firmware before checking")
+    p.add_argument("-k", help="only checks matching this pytest expression")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, BoardError, BundleError, PartitionTableError) as exc:
+        print(f"sbd: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The emulated ESP32 board: flash image, supervisor process, lab network."""

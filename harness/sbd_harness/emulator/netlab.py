@@ -1,0 +1,111 @@
+"""The lab network: a bridge on the host and one network namespace per board.
+
+Each board's CPU runs inside its own namespace with one veth link to the
+`sbdlab0` bridge, so a scan of its address sees that board and nothing else.
+Addresses come from 198.18.0.0/24 (RFC 2544's benchmarking range, never
+routed on the internet), and the namespaces get no default route: traffic
+from a board cannot leave the lab. Without root, boards share the host's
+loopback instead, and reports say which checks that weakens.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+BRIDGE = "sbdlab0"
+SUBNET = ipaddress.ip_network(os.environ.get("SBD_LAB_SUBNET", "198.18.0.0/24"))
+HOST_ADDRESS = str(SUBNET.network_address + 1)
+FIRST_BOARD_HOST = 10
+
+LOOPBACK_WEAKENS = [
+    "port scans see the host's services as well as the board's",
+    "the board's outbound connections cannot be told apart from the host's",
+    "network outages cannot be cut per board",
+]
+
+
+class LabNetworkError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BoardNetwork:
+    mode: str            # "netns" or "loopback"
+    address: str
+    netmask: str
+    gateway: str
+    netns: str | None
+    host_if: str | None
+
+    def as_conf(self, ssid: str, psk: str) -> dict:
+        conf = {"mode": self.mode, "address": self.address, "netmask": self.netmask,
+                "gateway": self.gateway, "dns": self.gateway, "ssid": ssid, "psk": psk,
+                "netns": self.netns, "host_if": self.host_if, "host_address": self.gateway}
+        if self.netns:
+            conf["link_state"] = "/sys/class/net/eth0/operstate"
+        return conf
+
+
+def namespaces_available() -> bool:
+    """Root and iproute2: the condition for real per-board networks."""
+    if os.environ.get("SBD_NO_NETNS"):
+        return False
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise LabNetworkError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def ensure_bridge() -> None:
+    if _ip("link", "show", BRIDGE, check=False).returncode != 0:
+        _ip("link", "add", BRIDGE, "type", "bridge")
+    prefix = f"{HOST_ADDRESS}/{SUBNET.prefixlen}"
+    if prefix not in _ip("-o", "addr", "show", "dev", BRIDGE).stdout:
+        _ip("addr", "add", prefix, "dev", BRIDGE)
+    _ip("link", "set", BRIDGE, "up")
+
+
+def board_address(index: int) -> str:
+    host = FIRST_BOARD_HOST + index
+    if host >= SUBNET.num_addresses - 1:
+        raise LabNetworkError("no free address left in the lab subnet")
+    return str(SUBNET.network_address + host)
+
+
+def create(index: int) -> BoardNetwork:
+    """A namespace `sbd-<index>` with eth0 at the board's address, linked to the bridge."""
+    if not namespaces_available():
+        return BoardNetwork("loopback", "127.0.0.1", "255.0.0.0", "127.0.0.1", None, None)
+    ensure_bridge()
+    ns, host_if, peer = f"sbd-{index}", f"sbdv{index}", f"sbdp{index}"
+    destroy_names(ns, host_if)
+    _ip("netns", "add", ns)
+    _ip("link", "add", host_if, "type", "veth", "peer", "name", peer)
+    _ip("link", "set", peer, "netns", ns)
+    _ip("link", "set", host_if, "master", BRIDGE)
+    _ip("link", "set", host_if, "up")
+    address = board_address(index)
+    _ip("-n", ns, "link", "set", peer, "name", "eth0")
+    _ip("-n", ns, "addr", "add", f"{address}/{SUBNET.prefixlen}", "dev", "eth0")
+    _ip("-n", ns, "link", "set", "eth0", "up")
+    _ip("-n", ns, "link", "set", "lo", "up")
+    return BoardNetwork("netns", address, str(SUBNET.netmask), HOST_ADDRESS, ns, host_if)
+
+
+def destroy_names(ns: str | None, host_if: str | None) -> None:
+    if host_if:
+        _ip("link", "del", host_if, check=False)
+    if ns:
+        _ip("netns", "del", ns, check=False)
+
+
+def set_link(host_if: str, up: bool) -> None:
+    """Cuts or restores a board's only link: a Wi-Fi outage seen from the board."""
+    _ip("link", "set", host_if, "up" if up else "down")

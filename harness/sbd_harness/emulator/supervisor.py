@@ -1,0 +1,364 @@
+"""The emulated board's "hardware": one long-lived process per board.
+
+It owns what survives a reset on a real board: the serial port (a PTY whose
+path never changes), the flash image, the watchdog, the buttons. The CPU is a
+MicroPython unix-port process it starts for every boot. User bytes go from the
+outer PTY to the CPU's own PTY (where the line discipline turns the interrupt
+character into SIGINT, like the UART driver does), and the CPU's output comes
+back, is appended to serial.log, and goes out on the outer PTY; when nobody
+has the port open, output that does not fit is dropped, as on a UART.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import time
+import tty
+from pathlib import Path
+
+from ..micropython import micropython_command
+from ..paths import boards_dir
+from .board_state import BoardState
+
+PWRON_RESET, HARD_RESET, WDT_RESET, SOFT_RESET = 1, 2, 3, 5
+EXIT_SOFT_FRIENDLY, EXIT_SOFT_RAW = 3, 4
+SERIAL_LOG_MAX = 8 * 1024 * 1024
+PENDING_INPUT_MAX = 64 * 1024
+
+
+def _cpu_tty_attrs(fd: int) -> None:
+    """Raw input, cooked output ("\\n" -> "\\r\\n"), no signals until the ROM asks."""
+    attrs = termios.tcgetattr(fd)
+    attrs[0] = 0                                              # iflag
+    attrs[1] = termios.OPOST | termios.ONLCR                  # oflag
+    attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL   # cflag
+    attrs[3] = termios.NOFLSH                                 # lflag: no ECHO/ICANON/ISIG
+    cc = attrs[6]
+    cc[termios.VMIN] = 1
+    cc[termios.VTIME] = 0
+    cc[termios.VINTR] = b"\x03"
+    cc[termios.VQUIT] = b"\x00"
+    cc[termios.VSUSP] = b"\x00"
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+def _nonblocking(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+
+class Supervisor:
+    def __init__(self, state: BoardState):
+        self.state = state
+        self.conf = state.load()
+        self.sel = selectors.DefaultSelector()
+        self.child: subprocess.Popen | None = None
+        self.cpu_master = -1
+        self.ctl_read = -1
+        self.pending_input = b""
+        self.reset_cause = PWRON_RESET
+        self.cold = True
+        self.repl_mode = "friendly"
+        self.requested: tuple[int, bool] | None = None  # (cause, cold) for a reset we asked for
+        self.wdt_timeout: float | None = None
+        self.wdt_deadline: float | None = None
+        self.running = True
+        self.boots = 0
+
+    # serial port seen by the user -------------------------------------------------
+    def open_serial(self) -> None:
+        self.user_master, slave = os.openpty()
+        tty.setraw(slave)
+        # Keeping a slave fd open means the master never sees a hang-up when
+        # the user closes the port, so the path stays valid for the board's life.
+        self.user_slave_keepalive = slave
+        _nonblocking(self.user_master)
+        path = os.ttyname(slave)
+        os.chmod(path, 0o660)
+        link = self.state.serial_link
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(path)
+        self.conf["serial"] = path
+        self.sel.register(self.user_master, selectors.EVENT_READ, self.on_user_input)
+
+    def open_control(self) -> None:
+        path = self.state.control_socket
+        if path.exists():
+            path.unlink()
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control.bind(str(path))
+        os.chmod(path, 0o600)
+        self.control.listen(8)
+        self.sel.register(self.control, selectors.EVENT_READ, self.on_control_connect)
+
+    # the CPU ------------------------------------------------------------------------
+    def boot(self) -> None:
+        master, slave = os.openpty()
+        _cpu_tty_attrs(slave)
+        ctl_r, ctl_w = os.pipe()
+        conf = {
+            "name": self.conf["name"],
+            "unique_id": self.conf["unique_id"],
+            "flash": str(self.state.flash_path),
+            "table_offset": self.conf["partition_table_offset"],
+            "flash_size": self.conf["flash_size"],
+            "pins": str(self.state.pins_path),
+            "link_state": self.conf["net"].get("link_state"),
+            "ctl_fd": ctl_w,
+            "reset_cause": self.reset_cause,
+            "cold": self.cold,
+            "repl_mode": self.repl_mode,
+            "machine": self.conf["machine_name"],
+            "net": self.conf["net"],
+        }
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "MICROPYPATH": str(boards_dir() / "emulated" / "rom"),
+            "SBD_BOARD_CONF": json.dumps(conf),
+            "HOME": str(self.state.dir),
+        }
+        cmd = micropython_command(self.conf["heap_bytes"]) + [str(boards_dir() / "emulated" / "rom" / "_rom.py")]
+        if self.conf["net"].get("netns"):
+            cmd = ["ip", "netns", "exec", self.conf["net"]["netns"]] + cmd
+
+        def claim_tty() -> None:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.child = subprocess.Popen(
+            cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(self.state.dir),
+            start_new_session=True, preexec_fn=claim_tty, pass_fds=(ctl_w,),
+        )
+        os.close(slave)
+        os.close(ctl_w)
+        _nonblocking(master)
+        self.cpu_master = master
+        self.ctl_read = ctl_r
+        self.ctl_buf = b""
+        self.sel.register(master, selectors.EVENT_READ, self.on_cpu_output)
+        self.sel.register(ctl_r, selectors.EVENT_READ, self.on_cpu_control)
+        self.boots += 1
+        self.state.write_status({"cpu_pid": self.child.pid, "boots": self.boots,
+                                 "reset_cause": self.reset_cause, "repl_mode": self.repl_mode})
+        self.flush_pending_input()
+
+    def cut_cpu(self) -> None:
+        """Stops the CPU at once (SIGKILL: what a power cut or the EN pin does)."""
+        if self.child and self.child.poll() is None:
+            try:
+                os.killpg(self.child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def on_cpu_exit(self) -> None:
+        assert self.child is not None
+        code = self.child.wait()
+        self.drain_cpu_output()
+        for fd in (self.cpu_master, self.ctl_read):
+            try:
+                self.sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+            os.close(fd)
+        self.cpu_master = self.ctl_read = -1
+        self.child = None
+        if not self.running:
+            return
+        if self.requested is not None:
+            self.reset_cause, self.cold = self.requested
+            self.requested = None
+            self.repl_mode = "friendly"
+            self.pending_input = b""
+        elif code in (EXIT_SOFT_FRIENDLY, EXIT_SOFT_RAW):
+            self.cold = False
+            self.repl_mode = "raw" if code == EXIT_SOFT_RAW else "friendly"
+        elif code == -signal.SIGKILL:
+            # killed from outside: a power cut; the board powers up again
+            self.reset_cause, self.cold, self.repl_mode = PWRON_RESET, True, "friendly"
+            self.pending_input = b""
+            self.wdt_deadline = self.wdt_timeout = None
+            time.sleep(0.05)
+        else:
+            # the interpreter crashed: the chip panics and reboots
+            self.emit(f"\r\n[sbd emulator] CPU stopped (exit {code}); rebooting\r\n".encode())
+            self.reset_cause, self.cold, self.repl_mode = HARD_RESET, True, "friendly"
+            time.sleep(0.2)
+        if self.cold:
+            self.wdt_deadline = self.wdt_timeout = None
+        self.boot()
+
+    # data paths -----------------------------------------------------------------------
+    def emit(self, data: bytes) -> None:
+        self.state.append_serial_log(data, SERIAL_LOG_MAX)
+        try:
+            os.write(self.user_master, data)
+        except BlockingIOError:
+            pass  # nobody is reading: the UART's bytes are gone
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EAGAIN):
+                raise
+
+    def on_cpu_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.emit(data)
+        else:
+            self.sel.unregister(fd)
+
+    def drain_cpu_output(self) -> None:
+        while True:
+            try:
+                data = os.read(self.cpu_master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.emit(data)
+
+    def on_user_input(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, OSError):
+            return
+        self.pending_input = (self.pending_input + data)[-PENDING_INPUT_MAX:]
+        self.flush_pending_input()
+
+    def flush_pending_input(self) -> None:
+        if self.cpu_master < 0 or not self.pending_input:
+            return
+        try:
+            n = os.write(self.cpu_master, self.pending_input)
+            self.pending_input = self.pending_input[n:]
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass
+
+    def on_cpu_control(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(fd)
+            return
+        self.ctl_buf += data
+        while b"\n" in self.ctl_buf:
+            line, self.ctl_buf = self.ctl_buf.split(b"\n", 1)
+            self.cpu_request(line.decode().split())
+
+    def cpu_request(self, words: list[str]) -> None:
+        if not words:
+            return
+        if words[0] == "reset":
+            self.reset(SOFT_RESET, cold=True)
+        elif words[0] == "wdt":
+            self.wdt_timeout = int(words[1]) / 1000
+            self.wdt_deadline = time.monotonic() + self.wdt_timeout
+        elif words[0] == "feed" and self.wdt_timeout:
+            self.wdt_deadline = time.monotonic() + self.wdt_timeout
+
+    def reset(self, cause: int, cold: bool = True) -> None:
+        self.requested = (cause, cold)
+        self.cut_cpu()
+
+    # control socket (the harness's hands on the board) -----------------------------
+    def on_control_connect(self, sock: socket.socket) -> None:
+        conn, _ = sock.accept()
+        conn.settimeout(5)
+        try:
+            raw = b""
+            while not raw.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                raw += chunk
+            try:
+                reply = self.handle_command(json.loads(raw or b"{}"))
+            except (ValueError, KeyError, TypeError) as exc:
+                reply = {"ok": False, "error": f"bad request: {exc}"}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def handle_command(self, req: dict) -> dict:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "cpu_pid": self.child.pid if self.child else None,
+                    "boots": self.boots, "reset_cause": self.reset_cause, "serial": self.conf["serial"]}
+        if cmd == "reset":
+            kind = req.get("kind", "hard")
+            if kind == "hard":
+                self.reset(HARD_RESET)
+            elif kind == "power-cut":
+                self.reset(PWRON_RESET)
+                self.wdt_timeout = self.wdt_deadline = None
+            else:
+                return {"ok": False, "error": f"unknown reset kind {kind!r}"}
+            return {"ok": True, "boots_before": self.boots}
+        if cmd == "pin":
+            pin, level = int(req["pin"]), int(req["level"])
+            self.state.set_pin(pin, level)
+            return {"ok": True}
+        if cmd == "stop":
+            self.running = False
+            self.cut_cpu()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    # main loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_soon())
+        self.open_serial()
+        self.open_control()
+        self.state.save(self.conf)
+        self.boot()
+        self.state.mark_ready()
+        while self.running or self.child is not None:
+            timeout = 0.2
+            if self.wdt_deadline is not None:
+                timeout = max(0.0, min(timeout, self.wdt_deadline - time.monotonic()))
+            for key, _ in self.sel.select(timeout):
+                key.data(key.fileobj)
+            if self.wdt_deadline is not None and time.monotonic() >= self.wdt_deadline:
+                self.emit(b"\r\nE (wdt) Task watchdog got triggered.\r\n")
+                self.wdt_deadline = None
+                self.reset(WDT_RESET)
+            if self.pending_input:
+                self.flush_pending_input()
+            if self.child is not None and self.child.poll() is not None:
+                self.on_cpu_exit()
+        self.state.mark_stopped()
+
+    def stop_soon(self) -> None:
+        self.running = False
+        self.cut_cpu()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    state = BoardState(Path(argv[0]))
+    try:
+        Supervisor(state).run()
+    except Exception as exc:  # leave a note where the harness looks for it
+        state.write_failure(repr(exc))
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Baseline provision identifiers, as listed in shared/reference/baselines.md.
+
+Every check cites provisions from these tables only; a test rejects any ID
+that is not here, so none can be invented. Titles are short paraphrases.
+ETSI TS 103 701 has one test group per EN 303 645 provision, with the same ID.
+"""
+from __future__ import annotations
+
+BASELINES = {
+    "etsi_en_303_645": "ETSI EN 303 645 V3.1.3",
+    "nist_ir_8259a": "NIST IR 8259A",
+    "eu_cra": "EU Cyber Resilience Act, Annex I",
+    "uk_psti": "UK PSTI (SI 2023/1007), Schedule 1",
+    "owasp_isvs": "OWASP ISVS 1.0",
+}
+
+ETSI_EN_303_645 = {
+    "5.0-1": "Record why a provision is not applicable or not met",
+    "5.1-1": "Passwords unique per device or user-set",
+    "5.1-2": "Pre-installed unique passwords resist class-wide attacks",
+    "5.1-2A": "Passwords for machine-to-machine authentication",
+    "5.1-3": "Best-practice cryptography for authentication",
+    "5.1-4": "Simple way to change the authentication value",
+    "5.1-5": "Brute force over the network impracticable",
+    "5.2-1": "Public vulnerability disclosure policy",
+    "5.2-2": "Act on reports promptly",
+    "5.2-3": "Monitor and fix for the support period",
+    "5.3-1": "Software securely updatable",
+    "5.3-2": "Mechanism for secure installation of updates",
+    "5.3-3": "Updates simple to apply",
+    "5.3-4A": "Automatic updates possible",
+    "5.3-4B": "Automatic updates on by default",
+    "5.3-5": "Check for security updates periodically",
+    "5.3-6A": "User can enable, disable or postpone updates",
+    "5.3-6B": "Update notifications",
+    "5.3-7": "Best-practice cryptography in the update mechanism",
+    "5.3-8": "Timely security updates",
+    "5.3-9": "Device verifies authenticity and integrity of updates",
+    "5.3-10": "Network updates verified through a trust relationship",
+    "5.3-11": "Inform the user an update is needed",
+    "5.3-12": "Warn when an update disrupts basic function",
+    "5.3-13": "Defined support period published",
+    "5.3-14": "Non-updatable products: rationale",
+    "5.3-15A": "Non-updatable products: isolation",
+    "5.3-15B": "Non-updatable products: replaceable hardware",
+    "5.3-16": "Model designation clearly recognisable",
+    "5.4-1": "Sensitive security parameters stored securely",
+    "5.4-2": "Hard-coded per-device identity resists tampering",
+    "5.4-3": "No hard-coded critical security parameters",
+    "5.4-4": "Per-device secrets for updates and services",
+    "5.5-1": "Best-practice cryptography for communications",
+    "5.5-2": "Reviewed implementations",
+    "5.5-3": "Cryptography updatable",
+    "5.5-4": "Network access to functions only after authentication",
+    "5.5-5": "Security configuration over the network needs authentication",
+    "5.5-6": "Critical secrets encrypted in transit",
+    "5.5-7": "Critical secrets protected on remote interfaces",
+    "5.5-8": "Critical secrets managed over their lifecycle",
+    "5.6-1": "Unused interfaces disabled",
+    "5.6-2": "Minimal unauthenticated disclosure",
+    "5.6-3": "Physical interfaces not needlessly exposed",
+    "5.6-4A": "Debug interfaces disabled or access-controlled",
+    "5.6-4B": "Physical debug ports physically protected",
+    "5.6-5": "Only needed services",
+    "5.6-6": "Minimal code",
+    "5.6-7": "Least privilege",
+    "5.6-8": "Hardware memory protection",
+    "5.6-9": "Secure development",
+    "5.7-1": "Software verified with secure boot",
+    "5.7-2": "Unauthorised change: alert and limit networking",
+    "5.8-1": "Personal data protected in transit",
+    "5.8-2": "Sensitive data to services protected",
+    "5.8-3": "Sensing capabilities documented",
+    "5.9-1": "Resilient to network and power outages",
+    "5.9-2": "Stay locally functional",
+    "5.9-3": "Orderly reconnect",
+    "5.10-1": "Examine telemetry for security anomalies",
+    "5.11-1": "Simple erasure of user data",
+    "5.11-2": "Delete data from services",
+    "5.11-3": "Clear deletion instructions",
+    "5.11-4": "Deletion confirmation",
+    "5.12-1": "Minimal setup decisions",
+    "5.12-2": "Secure-setup guidance",
+    "5.12-3": "How to check setup",
+    "5.13-1A": "Validate input from user interfaces",
+    "5.13-1B": "Validate input from network interfaces and APIs",
+    **{f"6-{i}": "Data protection" for i in range(1, 9)},
+}
+
+NIST_IR_8259A = {
+    "1": "Device identification",
+    "2": "Device configuration",
+    "3": "Data protection",
+    "4": "Logical access to interfaces",
+    "5": "Software update",
+    "6": "Cybersecurity state awareness",
+}
+
+EU_CRA = {
+    **{f"I(2)({c})": t for c, t in zip("abcdefghijklm", [
+        "No known exploitable vulnerabilities", "Secure by default, reset to original state",
+        "Security updates", "Protection from unauthorised access", "Confidentiality",
+        "Integrity of data, commands, programs, configuration", "Data minimisation",
+        "Availability of essential functions", "Minimise impact on other devices",
+        "Limited attack surface", "Exploitation mitigation", "Record and monitor security activity",
+        "Secure removal of all data and settings"])},
+    **{f"II({i})": t for i, t in enumerate([
+        "Identify components, SBOM", "Fix without delay", "Regular testing", "Disclose fixed vulnerabilities",
+        "Coordinated disclosure policy", "Contact address for reports", "Secure update distribution",
+        "Free security updates with advisories"], start=1)},
+    "Art13(8)": "Support period",
+}
+
+UK_PSTI = {
+    "Sch1(1)": "Passwords unique or user-set, not guessable",
+    "Sch1(2)": "Published way to report security issues",
+    "Sch1(3)": "Published minimum security-update period",
+}
+
+OWASP_ISVS = {
+    "1.2.1": "SBOM",
+    "2.1.8": "Credentials changeable", "2.1.9": "Credentials not hard-coded", "2.1.10": "Credentials unique",
+    "2.1.12": "Brute-force protection",
+    "3.1.3": "Debug interfaces", "3.1.4": "Boot integrity", "3.1.5": "Boot integrity",
+    "3.4.3": "Signed updates", "3.4.4": "No check-then-use race", "3.4.6": "Anti-rollback",
+    "3.4.7": "Fallback on failure",
+    "4.1.1": "TLS", "4.1.2": "TLS configuration", "4.1.3": "Certificate validation", "4.1.5": "Pinning",
+    "4.2.3": "Certificates for MQTT",
+    "5.1.1": "Debug ports",
+}
+
+CATALOGUE: dict[str, dict[str, str]] = {
+    "etsi_en_303_645": ETSI_EN_303_645,
+    "nist_ir_8259a": NIST_IR_8259A,
+    "eu_cra": EU_CRA,
+    "uk_psti": UK_PSTI,
+    "owasp_isvs": OWASP_ISVS,
+}
+
+
+def unknown_ids(provisions: dict[str, list[str]]) -> list[str]:
+    """IDs a check cites that the catalogue does not know."""
+    bad = []
+    for baseline, ids in provisions.items():
+        known = CATALOGUE.get(baseline)
+        if known is None:
+            bad.append(f"{baseline}: unknown baseline")
+            continue
+        bad += [f"{baseline}: {i}" for i in ids if i not in known]
+    return bad
+
+
+def ts_103_701_groups(etsi_ids: list[str]) -> list[str]:
+    """ETSI TS 103 701 test groups for EN 303 645 provisions (same IDs)."""
+    return sorted(set(etsi_ids))

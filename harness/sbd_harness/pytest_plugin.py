@@ -1,0 +1,230 @@
+"""pytest plugin: boards as fixtures, checks tagged with provisions, reports.
+
+For users' own suites (`pytest --board emulated` or `--board esp32 --port
+/dev/ttyUSB0`) and for `sbd verify`, which runs the check catalogue with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .boards.base import Board, BoardError, BootCapture
+from .bundle import FirmwareBundle
+from .provisions import CATALOGUE, unknown_ids
+from .report import build_report, to_markdown, write_json
+
+PROVISION_KEYS = tuple(CATALOGUE)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("sbd", "security-by-design boards")
+    g.addoption("--board", default=None,
+                help="board type: 'emulated' (a fresh emulated ESP32) or a folder name under boards/ (esp32, ...)")
+    g.addoption("--board-name", default=None, help="an emulated board already started with `sbd board start NAME`")
+    g.addoption("--port", default=None, help="serial port or rfc2217:// URL of a real board")
+    g.addoption("--firmware", default=None, help="firmware folder (default: the project's firmware/)")
+    g.addoption("--no-flash", action="store_true", help="use the firmware already on the board")
+    g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
+    g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[]): "
+        "a conformance check and the provisions it covers")
+    if config.getoption("--sbd-report") or config.getoption("--sbd-markdown"):
+        config.pluginmanager.register(ReportCollector(config), "sbd-report-collector")
+
+
+def check_meta(item: pytest.Item) -> dict[str, Any] | None:
+    mark = item.get_closest_marker("sbd_check")
+    if mark is None:
+        return None
+    kw = dict(mark.kwargs)
+    provisions = {k: list(kw.get(k, [])) for k in PROVISION_KEYS}
+    bad = unknown_ids(provisions)
+    if bad:
+        raise pytest.UsageError(f"{item.nodeid} cites unknown provisions: {bad}")
+    return {"id": kw["id"], "title": kw["title"], "provisions": provisions}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        check_meta(item)  # fail collection on an invented provision ID
+
+
+# fixtures ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def sbd_bundle(pytestconfig: pytest.Config) -> FirmwareBundle:
+    fw = pytestconfig.getoption("--firmware")
+    return FirmwareBundle.from_dir(Path(fw) if fw else None)
+
+
+def _progress_printer(label: str):
+    try:
+        from rich.progress import Progress
+    except ImportError:  # pragma: no cover
+        return None, None
+    progress = Progress(transient=True)
+    task = progress.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return progress, update
+
+
+@pytest.fixture(scope="session")
+def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterator[Board]:
+    """The board under test, with the firmware flashed (unless --no-flash)."""
+    from .boards.emulated import EmulatedBoard
+    from .boards.serial_board import SerialBoard
+    from .flashing import flash_firmware
+
+    kind = pytestconfig.getoption("--board")
+    name = pytestconfig.getoption("--board-name")
+    port = pytestconfig.getoption("--port")
+    owned = None
+    if name:
+        board: Board = EmulatedBoard(name)
+        if not board.is_running():
+            raise pytest.UsageError(f"emulated board {name!r} is not running: sbd board start {name}")
+    elif port:
+        board = SerialBoard(port, chip=(kind or "esp32"))
+    elif kind in (None, "emulated"):
+        owned = EmulatedBoard(f"pytest-{os.getpid()}")
+        owned.start()
+        board = owned
+    else:
+        raise pytest.UsageError(f"--board {kind} needs --port (the board's serial port)")
+    try:
+        if not pytestconfig.getoption("--no-flash"):
+            progress, update = _progress_printer(f"flashing {board.name}")
+            if progress:
+                with progress:
+                    flash_firmware(board, sbd_bundle, update)
+            else:
+                flash_firmware(board, sbd_bundle)
+        yield board
+    finally:
+        if owned is not None:
+            owned.remove()
+
+
+@pytest.fixture(scope="session")
+def sbd_boot(sbd_board: Board) -> BootCapture:
+    """The serial output of one fresh boot of the board under test."""
+    try:
+        return sbd_board.capture_boot("hard")
+    except BoardError as exc:
+        pytest.fail(f"could not capture a boot: {exc}")
+
+
+@pytest.fixture
+def sbd_evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What a check saw; it goes into the report beside the verdict."""
+    evidence: dict[str, Any] = {}
+    request.node.sbd_evidence = evidence
+    return evidence
+
+
+# report ------------------------------------------------------------------------------
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    meta = check_meta(item)
+    if meta is None:
+        return
+    report.sbd_meta = meta
+    report.sbd_evidence = getattr(item, "sbd_evidence", {})
+    if report.when == "call":
+        item.user_properties.append(("provisions", json.dumps(meta["provisions"])))
+        if report.failed and call.excinfo is not None and not call.excinfo.errisinstance(AssertionError):
+            report.sbd_error = True
+
+
+class ReportCollector:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.results: dict[str, dict[str, Any]] = {}
+        self.started: dict[str, float] = {}
+        self.board_info: dict[str, Any] = {}
+        self.firmware: dict[str, Any] = {}
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.started[nodeid] = time.monotonic()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        meta = getattr(report, "sbd_meta", None)
+        if meta is None:
+            return
+        entry = self.results.setdefault(report.nodeid, {
+            **meta, "status": "pass", "evidence": {}, "duration_s": 0.0, "message": ""})
+        entry["evidence"] = report.sbd_evidence
+        entry["duration_s"] = round(time.monotonic() - self.started.get(report.nodeid, time.monotonic()), 3)
+        if report.skipped:
+            entry["status"] = "skip"
+            entry["message"] = _skip_reason(report)
+        elif report.failed:
+            if report.when != "call" or getattr(report, "sbd_error", False):
+                entry["status"] = "error"
+            elif entry["status"] != "error":
+                entry["status"] = "fail"
+            entry["message"] = _short_failure(report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        board = session.config.stash.get(BOARD_INFO_KEY, {})
+        firmware = session.config.stash.get(FIRMWARE_INFO_KEY, {})
+        notes = session.config.stash.get(NOTES_KEY, [])
+        report = build_report(board, firmware, list(self.results.values()), notes)
+        json_path = self.config.getoption("--sbd-report")
+        md_path = self.config.getoption("--sbd-markdown")
+        if json_path:
+            write_json(report, Path(json_path))
+        if md_path:
+            Path(md_path).write_text(to_markdown(report))
+
+
+BOARD_INFO_KEY = pytest.StashKey[dict]()
+FIRMWARE_INFO_KEY = pytest.StashKey[dict]()
+NOTES_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sbd_describe_run(request: pytest.FixtureRequest) -> None:
+    """Puts the board and firmware under test into the report, when a check used them."""
+    config = request.config
+    if not (config.getoption("--sbd-report") or config.getoption("--sbd-markdown")):
+        return
+    board = request.getfixturevalue("sbd_board")
+    bundle = request.getfixturevalue("sbd_bundle")
+    config.stash[BOARD_INFO_KEY] = board.describe()
+    config.stash[FIRMWARE_INFO_KEY] = {"version": bundle.version, "sha256": bundle.sha256,
+                                       "files": len(bundle.files)}
+    notes = []
+    weakened = board.describe().get("weakened_by_loopback") or []
+    if weakened:
+        notes.append("No network namespace (not root): the board shares the host's loopback, so "
+                     + "; ".join(weakened) + ".")
+    config.stash[NOTES_KEY] = notes
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+def _short_failure(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return crash.message.splitlines()[0][:500]
+    return str(report.longrepr).strip().splitlines()[-1][:500] if report.longrepr else ""
