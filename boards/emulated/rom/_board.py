@@ -41,8 +41,8 @@ def flash_erase(offset, size):
 
 
 def tell_supervisor(line):
+    # Unbuffered: one write() per line. (No flush: it would fsync a pipe.)
     _ctl.write(line.encode() + b"\n")
-    _ctl.flush()
 
 
 def halt():

@@ -23,7 +23,7 @@ class _MicroPythonModule:
     # micropython.kbd_intr(-1) lets Ctrl-C through as a byte, as on the chip.
     def __init__(self, real):
         for name in dir(real):
-            if not name.startswith("__"):
+            if not name.startswith("__") and name != "kbd_intr":
                 setattr(self, name, getattr(real, name))
 
     def kbd_intr(self, chr):

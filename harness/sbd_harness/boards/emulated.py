@@ -42,6 +42,25 @@ def check_name(name: str) -> str:
     return name
 
 
+# Supervisors this process started: reaped here, so a stopped one is not
+# mistaken for a live one while it lingers as a zombie.
+_SUPERVISORS: dict[int, subprocess.Popen] = {}
+
+
+def _alive(pid: int) -> bool:
+    child = _SUPERVISORS.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _SUPERVISORS[pid]
+            return False
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _random_unique_id() -> str:
     """Six bytes, like the ESP32's base MAC, locally administered and unicast."""
     raw = bytearray(secrets.token_bytes(6))
@@ -74,18 +93,15 @@ class EmulatedBoard(SerialBoard):
         os.chmod(self.state.dir, 0o700)
         FlashImage.create(self.state.flash_path, spec["flash_size"], parts, spec["partition_table_offset"])
         self.state.write_pins({})
-        taken = {b.conf.get("index") for b in self.all() if b.name != self.name}
-        index = next(i for i in range(10_000) if i not in taken)
         conf = {
             "name": self.name,
-            "index": index,
             "unique_id": _random_unique_id(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "flash_size": spec["flash_size"],
             "partition_table_offset": spec["partition_table_offset"],
             "heap_bytes": spec["heap_bytes"],
             "machine_name": spec["machine_name"] + " (sbd emulated)",
-            "lab_ssid": "sbd-lab-%d" % index,
+            "lab_ssid": f"sbd-lab-{self.name}",
             "lab_psk": secrets.token_urlsafe(18),
         }
         self.state.save(conf)
@@ -95,11 +111,7 @@ class EmulatedBoard(SerialBoard):
         pid = status.get("supervisor_pid")
         if not pid or not self.state.control_socket.exists():
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return _alive(pid)
 
     def start(self, timeout: float = 20) -> dict[str, Any]:
         """Creates the board on first use, powers it on, waits for its port."""
@@ -108,21 +120,23 @@ class EmulatedBoard(SerialBoard):
         if not self.state.exists():
             self._create()
         conf = self.state.load()
-        net = netlab.create(conf["index"])
+        net = netlab.create(self.state.dir.resolve())
         conf["net"] = net.as_conf(conf["lab_ssid"], conf["lab_psk"])
         self.state.save(conf)
         self.state.mark_stopped()
         (self.state.dir / "failure.txt").unlink(missing_ok=True)
         log = open(self.state.supervisor_log, "ab")
-        subprocess.Popen(
+        supervisor = subprocess.Popen(
             [sys.executable, "-m", "sbd_harness.emulator.supervisor", str(self.state.dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
         )
         log.close()
+        _SUPERVISORS[supervisor.pid] = supervisor
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (self.state.dir / "ready").exists() and self.state.control_socket.exists():
+                self._wait_booted(since=0, timeout=max(1.0, deadline - time.monotonic()))
                 return self.describe()
             failure = self.state.dir / "failure.txt"
             if failure.exists():
@@ -139,16 +153,13 @@ class EmulatedBoard(SerialBoard):
                 if pid:
                     os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while pid and time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
+            while pid and _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
         conf = self.conf
         net = conf.get("net") or {}
         if net.get("mode") == "netns":
             netlab.destroy_names(net.get("netns"), net.get("host_if"))
+            netlab.release(self.state.dir.resolve())
         self.state.mark_stopped()
 
     def remove(self) -> None:
@@ -242,6 +253,51 @@ class EmulatedBoard(SerialBoard):
         if net.get("mode") != "netns":
             raise BoardError("this board shares the host's loopback: its link cannot be cut (run as root)")
         netlab.set_link(net["host_if"], up)
+
+    def log_size(self) -> int:
+        try:
+            return self.state.serial_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_for_output(self, marker: str, since: int = 0, timeout: float = 20, after: str | None = None) -> str:
+        """Waits until the serial log, from byte `since` on (and past `after`, if given),
+        shows `marker`; returns the log from `since`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._log_since(since)
+            start = 0 if after is None else text.find(after)
+            if start >= 0 and marker in text[start + len(after or ""):]:
+                return text
+            if time.monotonic() > deadline:
+                raise BoardError(f"board {self.name}: no {marker!r} on the serial port within {timeout}s")
+            time.sleep(0.02)
+
+    BOOTED_MARKERS = (">>> ", '{"sbd": "boot"', "raw REPL; CTRL-B")
+
+    def _wait_booted(self, since: int, timeout: float) -> None:
+        """Until the first boot shows a prompt or a boot line (a locked board shows no prompt)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self._log_since(since)
+            if any(m in text for m in self.BOOTED_MARKERS):
+                return
+            time.sleep(0.02)
+
+    def _log_since(self, since: int) -> str:
+        try:
+            with open(self.state.serial_log, "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def reset_and_wait(self, kind: str = "hard", marker: str = ">>> ", timeout: float = 20) -> str:
+        """Resets and waits for the boot to reach `marker` (by default the REPL prompt)."""
+        since = self.log_size()
+        self.reset(kind)
+        after = "MPY: soft reboot" if kind == "soft" else "rst:0x"
+        return self.wait_for_output(marker, since, timeout, after=after)
 
     def serial_log(self) -> str:
         try:

@@ -101,8 +101,9 @@ class BoardState:
         levels: dict[int, int] = {}
         try:
             for line in self.pins_path.read_text().splitlines():
-                k, v = line.split("=", 1)
-                levels[int(k)] = int(v)
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    levels[int(k)] = int(v)
         except FileNotFoundError:
             pass
         return levels

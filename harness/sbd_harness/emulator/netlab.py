@@ -14,11 +14,16 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 BRIDGE = "sbdlab0"
 SUBNET = ipaddress.ip_network(os.environ.get("SBD_LAB_SUBNET", "198.18.0.0/24"))
 HOST_ADDRESS = str(SUBNET.network_address + 1)
 FIRST_BOARD_HOST = 10
+# Leases live outside any one state folder: every run on this machine (a
+# developer's, CI's, the tests') shares the bridge, so addresses are leased
+# machine-wide, each lease naming the board folder that holds it.
+LEASES = Path(os.environ.get("SBD_LAB_LEASES", "/run/sbd-lab/leases"))
 
 LOOPBACK_WEAKENS = [
     "port scans see the host's services as well as the board's",
@@ -72,26 +77,56 @@ def ensure_bridge() -> None:
     _ip("link", "set", BRIDGE, "up")
 
 
-def board_address(index: int) -> str:
-    host = FIRST_BOARD_HOST + index
-    if host >= SUBNET.num_addresses - 1:
-        raise LabNetworkError("no free address left in the lab subnet")
-    return str(SUBNET.network_address + host)
+def _lease(owner: Path) -> int:
+    """Leases a host number for the board in `owner`; reclaims leases of boards gone."""
+    LEASES.mkdir(parents=True, exist_ok=True)
+    for host in range(FIRST_BOARD_HOST, SUBNET.num_addresses - 1):
+        path = LEASES / str(host)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            holder = Path(path.read_text().strip() or "/nonexistent")
+            if holder == owner:
+                return host
+            if (holder / "board.json").exists():
+                continue
+            destroy_names(f"sbd-{host}", f"sbdv{host}")
+            path.unlink(missing_ok=True)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                continue
+        os.write(fd, str(owner).encode())
+        os.close(fd)
+        return host
+    raise LabNetworkError("no free address left in the lab subnet")
 
 
-def create(index: int) -> BoardNetwork:
-    """A namespace `sbd-<index>` with eth0 at the board's address, linked to the bridge."""
+def release(owner: Path) -> None:
+    if not LEASES.exists():
+        return
+    for path in LEASES.iterdir():
+        try:
+            if Path(path.read_text().strip()) == owner:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def create(owner: Path) -> BoardNetwork:
+    """A namespace `sbd-<host>` with eth0 at 198.18.0.<host>, linked to the bridge."""
     if not namespaces_available():
         return BoardNetwork("loopback", "127.0.0.1", "255.0.0.0", "127.0.0.1", None, None)
     ensure_bridge()
-    ns, host_if, peer = f"sbd-{index}", f"sbdv{index}", f"sbdp{index}"
+    host = _lease(owner)
+    ns, host_if, peer = f"sbd-{host}", f"sbdv{host}", f"sbdp{host}"
     destroy_names(ns, host_if)
     _ip("netns", "add", ns)
     _ip("link", "add", host_if, "type", "veth", "peer", "name", peer)
     _ip("link", "set", peer, "netns", ns)
     _ip("link", "set", host_if, "master", BRIDGE)
     _ip("link", "set", host_if, "up")
-    address = board_address(index)
+    address = str(SUBNET.network_address + host)
     _ip("-n", ns, "link", "set", peer, "name", "eth0")
     _ip("-n", ns, "addr", "add", f"{address}/{SUBNET.prefixlen}", "dev", "eth0")
     _ip("-n", ns, "link", "set", "eth0", "up")

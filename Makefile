@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Each sets itself up from
+# nothing on a Debian machine (virtualenv, pip packages, OS packages).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-test.txt | md5sum | cut -c1-12)
+APT_PACKAGES := $(if $(shell command -v ip),,iproute2) $(if $(shell command -v mosquitto),,mosquitto)
+
+.PHONY: setup system-deps demo test bench clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+ifneq ($(strip $(APT_PACKAGES)),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing OS packages: $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	else \
+		echo "missing OS packages: $(APT_PACKAGES) (install them as root: apt-get install $(APT_PACKAGES))"; \
+	fi
+endif
+
+$(STAMP): pyproject.toml requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e . -r requirements-test.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: setup
+	$(BIN)/python -m sbd_harness.demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m sbd_harness.bench --out bench/results.json
+
+clean:
+	-$(BIN)/sbd board list --json >/dev/null 2>&1 && for b in $$($(BIN)/python -c "import json,subprocess;print(' '.join(b['name'] for b in json.loads(subprocess.check_output(['$(BIN)/sbd','board','list','--json']))))"); do $(BIN)/sbd board rm $$b; done
+	rm -rf $(VENV) .sbd reports build

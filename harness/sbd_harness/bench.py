@@ -1,0 +1,101 @@
+"""`make bench`: speed and memory figures, written as JSON (docs/benchmarks.md).
+
+Every figure is the median of several runs on emulated boards; nothing here
+asserts a threshold: the numbers are for people and for trend lines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import serial
+
+from .boards.emulated import EmulatedBoard
+from .bundle import FirmwareBundle
+from .flashing import flash_firmware
+
+
+def _median(samples: list[float]) -> float:
+    return round(statistics.median(samples), 3)
+
+
+def _wait_for(port: serial.Serial, marker: bytes, timeout: float = 20) -> None:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {marker!r} within {timeout}s")
+        data += port.read(4096)
+
+
+def board_start_ms(runs: int) -> float:
+    """Cold start (supervisor, flash mount, boot.py, main.py) until the REPL prompt is on the serial port."""
+    samples = []
+    for i in range(runs):
+        board = EmulatedBoard(f"bench-start-{i}")
+        board.remove()
+        t0 = time.monotonic()
+        board.start()
+        with serial.Serial(board.port, timeout=0.05) as port:
+            _wait_for(port, b">>> ")
+        samples.append((time.monotonic() - t0) * 1000)
+        board.remove()
+    return _median(samples)
+
+
+def fw_copy_kib_per_s(board: EmulatedBoard, bundle: FirmwareBundle, runs: int) -> float:
+    """Firmware files copied through the raw REPL (mpremote transport), KiB/s, hashes checked."""
+    samples = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        flash_firmware(board, bundle, reset=False)
+        samples.append(bundle.total_bytes / 1024 / (time.monotonic() - t0))
+    return _median(samples)
+
+
+def repl_roundtrip_ms(board: EmulatedBoard, runs: int) -> float:
+    """One raw-REPL exec of a trivial statement, round trip, session already open."""
+    samples = []
+    with board.session() as t:
+        for _ in range(runs):
+            t0 = time.monotonic()
+            t.exec_raw("pass")
+            samples.append((time.monotonic() - t0) * 1000)
+    return _median(samples)
+
+
+def run(runs: int) -> dict:
+    bundle = FirmwareBundle.from_dir()
+    results: dict = {"board_start_ms": board_start_ms(runs)}
+    board = EmulatedBoard("bench")
+    board.remove()
+    board.start()
+    try:
+        results["fw_copy_kib_per_s"] = fw_copy_kib_per_s(board, bundle, runs)
+        results["repl_roundtrip_ms"] = repl_roundtrip_ms(board, runs * 10)
+    finally:
+        board.remove()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    results = run(args.runs)
+    results["_meta"] = {"runs": args.runs, "statistic": "median", "python": platform.python_version(),
+                        "machine": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Shared fixtures for the project's own tests.
+
+Every test run keeps its emulated boards in its own state folder, so runs
+never see each other's boards, and removes every board it started.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "harness"))  # also when the package is not installed
+
+_STATE = tempfile.mkdtemp(prefix="sbd-test-")
+os.environ["SBD_STATE_DIR"] = _STATE
+os.environ.setdefault("SBD_LAB_LEASES", "/run/sbd-lab/leases")
+
+from sbd_harness.boards.emulated import EmulatedBoard  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for board in EmulatedBoard.all():
+        board.remove()
+    shutil.rmtree(_STATE, ignore_errors=True)
+
+
+@pytest.fixture
+def make_board() -> Iterator[Callable[..., EmulatedBoard]]:
+    """Starts emulated boards with fresh names; removes them afterwards."""
+    made: list[EmulatedBoard] = []
+
+    def make(prefix: str = "t") -> EmulatedBoard:
+        board = EmulatedBoard(f"{prefix}-{uuid.uuid4().hex[:8]}")
+        board.start()
+        made.append(board)
+        return board
+
+    yield make
+    for board in made:
+        board.remove()
+
+
+@pytest.fixture(scope="module")
+def module_board() -> Iterator[EmulatedBoard]:
+    """One started board for a module's read-mostly tests."""
+    board = EmulatedBoard(f"m-{uuid.uuid4().hex[:8]}")
+    board.start()
+    yield board
+    board.remove()
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    from sbd_harness.bundle import FirmwareBundle
+    return FirmwareBundle.from_dir(ROOT / "firmware")
+
+
+@pytest.fixture(scope="module")
+def flashed_board(module_board, bundle) -> EmulatedBoard:
+    from sbd_harness.flashing import flash_firmware
+    flash_firmware(module_board, bundle)
+    return module_board
