@@ -19,9 +19,20 @@ ROOT = HERE.parent.parent
 RUNNER = HERE / "mp_runner.py"
 
 
+def _is_mptest(path: Path) -> bool:
+    return path.name.startswith("mptest_") and path.suffix == ".py"
+
+
 def pytest_collect_file(parent: pytest.Collector, file_path: Path):
-    if file_path.name.startswith("mptest_") and file_path.suffix == ".py":
+    # A file named on the command line goes through pytest_pycollect_makemodule.
+    if _is_mptest(file_path) and not parent.session.isinitpath(file_path):
         return MicroPythonFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector):
+    if _is_mptest(module_path):
+        return MicroPythonFile.from_parent(parent, path=module_path)
     return None
 
 

@@ -60,8 +60,9 @@ class Board(abc.ABC):
         """SHA-256 of each file as computed on the device (None: no such file)."""
 
     @abc.abstractmethod
-    def reset(self, kind: str = "hard") -> None:
-        """"soft" (Ctrl-D), "hard" (EN pin) or "power-cut" where the board can."""
+    def reset(self, kind: str = "hard", timeout: float = 15) -> None:
+        """"soft" (Ctrl-D), "hard" (EN pin) or "power-cut" where the board can;
+        returns once the new boot shows a prompt or a boot line."""
 
     @abc.abstractmethod
     def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3) -> BootCapture:

@@ -226,11 +226,14 @@ class EmulatedBoard(SerialBoard):
         else:
             super()._trigger_reset(port, kind)
 
-    def reset(self, kind: str = "hard") -> None:
-        if kind in ("hard", "power-cut"):
-            self.control({"cmd": "reset", "kind": kind})
-        else:
-            super().reset(kind)
+    def reset(self, kind: str = "hard", timeout: float = 15) -> None:
+        """Resets and returns once the new boot shows a prompt or a boot line."""
+        if kind not in ("hard", "power-cut"):
+            super().reset(kind, timeout)
+            return
+        since = self.log_size()
+        self.control({"cmd": "reset", "kind": kind})
+        self._wait_booted(since, timeout, after="rst:0x")
 
     def cpu_pid(self) -> int | None:
         return self.control({"cmd": "status"}).get("cpu_pid")
@@ -273,14 +276,14 @@ class EmulatedBoard(SerialBoard):
                 raise BoardError(f"board {self.name}: no {marker!r} on the serial port within {timeout}s")
             time.sleep(0.02)
 
-    BOOTED_MARKERS = (">>> ", '{"sbd": "boot"', "raw REPL; CTRL-B")
-
-    def _wait_booted(self, since: int, timeout: float) -> None:
-        """Until the first boot shows a prompt or a boot line (a locked board shows no prompt)."""
+    def _wait_booted(self, since: int, timeout: float, after: str = "") -> None:
+        """Until a boot shows a prompt or a boot line (a locked board shows no prompt)."""
+        markers = [m.decode() for m in self.BOOTED_MARKERS]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self._log_since(since)
-            if any(m in text for m in self.BOOTED_MARKERS):
+            start = text.find(after)
+            if start >= 0 and any(m in text[start:] for m in markers):
                 return
             time.sleep(0.02)
 
@@ -295,8 +298,11 @@ class EmulatedBoard(SerialBoard):
     def reset_and_wait(self, kind: str = "hard", marker: str = ">>> ", timeout: float = 20) -> str:
         """Resets and waits for the boot to reach `marker` (by default the REPL prompt)."""
         since = self.log_size()
-        self.reset(kind)
         after = "MPY: soft reboot" if kind == "soft" else "rst:0x"
+        if kind == "soft":
+            super().reset(kind, timeout)
+        else:
+            self.control({"cmd": "reset", "kind": kind})
         return self.wait_for_output(marker, since, timeout, after=after)
 
     def serial_log(self) -> str:

@@ -62,11 +62,13 @@ _rm(PATH)
 class SerialBoard(Board):
     kind = "serial"
 
-    def __init__(self, port: str, name: str | None = None, baudrate: int = 115200, chip: str = "esp32"):
+    def __init__(self, port: str, name: str | None = None, baudrate: int = 115200, chip: str = "esp32",
+                 repl_timeout: float = 10):
         self._port = port
         self.name = name or port
         self.baudrate = baudrate
         self.chip = chip
+        self.repl_timeout = repl_timeout
 
     @property
     def port(self) -> str:
@@ -77,12 +79,13 @@ class SerialBoard(Board):
     def session(self, soft_reset: bool = False) -> Iterator[SerialTransport]:
         """The raw REPL, held for a series of commands."""
         try:
-            transport = SerialTransport(self.port, baudrate=self.baudrate)
+            # A read timeout on the port itself: no single read may hang on a silent port.
+            transport = SerialTransport(self.port, baudrate=self.baudrate, timeout=1)
         except TransportError as exc:
             raise BoardError(f"cannot open {self.port}: {exc} (is another program using the port?)") from exc
         try:
             try:
-                transport.enter_raw_repl(soft_reset=soft_reset)
+                transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.repl_timeout)
             except (TransportError, serial.SerialException, OSError) as exc:
                 raise BoardError(
                     f"no raw REPL on {self.port}: {exc}. A provisioned board keeps its console "
@@ -149,9 +152,18 @@ class SerialBoard(Board):
         return json.loads(out.strip().splitlines()[-1])
 
     # resets and boot ---------------------------------------------------------------
-    def reset(self, kind: str = "hard") -> None:
+    # What a board shows once a boot has finished: a prompt or its boot line.
+    BOOTED_MARKERS = (b">>> ", b'{"sbd": "boot"', b"raw REPL; CTRL-B")
+
+    def reset(self, kind: str = "hard", timeout: float = 15) -> None:
+        """Resets and returns once the new boot shows a prompt or a boot line."""
         with self._open_port() as port:
+            port.reset_input_buffer()
             self._trigger_reset(port, kind)
+            seen = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not any(m in seen for m in self.BOOTED_MARKERS):
+                seen = (seen + port.read(4096))[-4096:]
 
     def _open_port(self) -> serial.Serial:
         try:
@@ -180,22 +192,31 @@ class SerialBoard(Board):
             port.write(b"import machine; machine.reset()\r")
 
     def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3) -> BootCapture:
+        """Records the boot until its boot line (plus `settle` seconds), or until
+        the boot ends at a REPL prompt without one, or until `timeout`."""
         start = time.monotonic()
         data = bytearray()
         with self._open_port() as port:
             port.reset_input_buffer()
             self._trigger_reset(port, kind)
-            seen_at = None
+            done_at = None
             while time.monotonic() - start < timeout:
                 chunk = port.read(4096)
                 if chunk:
                     data += chunk
-                if seen_at is None and last_boot_line(data.decode(errors="replace")):
-                    seen_at = time.monotonic()
-                if seen_at is not None and time.monotonic() - seen_at >= settle:
+                if done_at is None and self._boot_finished(data):
+                    done_at = time.monotonic()
+                if done_at is not None and time.monotonic() - done_at >= settle:
                     break
         text = data.decode(errors="replace")
         return BootCapture(text, last_boot_line(text), time.monotonic() - start)
+
+    @staticmethod
+    def _boot_finished(data: bytes) -> bool:
+        # The ESP32 ROM prints "rst:0x.." on every reset; what came before it is the old boot.
+        tail = data[data.rfind(b"rst:0x"):] if b"rst:0x" in data else data
+        text = tail.decode(errors="replace")
+        return last_boot_line(text) is not None or b"\n>>> " in tail
 
     # MicroPython itself ---------------------------------------------------------------
     def esptool_command(self, firmware_bin: Path, offset: int, flash_args: list[str], baud: int) -> list[str]:

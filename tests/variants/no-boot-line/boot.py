@@ -1,0 +1,1 @@
+# Broken variant: the firmware no longer announces itself at boot.
