@@ -29,7 +29,7 @@ def main() -> int:
         return 1
     console.rule("[bold]3. Its boot line, read from the serial port")
     capture = board.capture_boot("hard")
-    console.print(capture.transcript.strip())
+    print(capture.transcript.strip(), flush=True)
     console.rule("[bold]4. sbd verify")
     code = cli.main(["verify", "--board", BOARD, "--report", "reports/demo/report.json",
                      "--junit", "reports/demo/junit.xml"])
