@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-test.txt | md5sum | cut -c1-12)
-APT_PACKAGES := $(if $(shell command -v ip),,iproute2) $(if $(shell command -v mosquitto),,mosquitto)
+HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
+APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
+                $(if $(shell command -v mosquitto),,mosquitto)
 
 .PHONY: setup system-deps demo test bench clean
 

@@ -45,7 +45,7 @@ def test_boot_capture_on_a_port_without_modem_lines(flashed_board, bundle):
     assert capture.boot_line is not None, capture.transcript[-800:]
     assert capture.boot_line["fw_version"] == bundle.version
     assert capture.boot_line["device_id"] == flashed_board.conf["unique_id"]
-    assert capture.boot_line["reset_cause"] == "soft"  # machine.reset(), as the fallback says
+    assert capture.boot_line["reset_cause"] == "hard"  # machine.reset(), as the fallback says
 
 
 def test_a_port_with_no_micropython_behind_it_gives_a_clear_error():

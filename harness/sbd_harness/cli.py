@@ -176,7 +176,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .checks import CHECKS_DIR
     board = _target(args)
     _bundle(args)  # a clear error for a bad firmware folder, before any check runs
-    report_path = Path(args.report) if args.report else Path("reports") / board.name / "report.json"
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in board.name).strip("_") or "board"
+    report_path = Path(args.report) if args.report else Path("reports") / safe_name / "report.json"
     md_path = Path(args.markdown) if args.markdown else report_path.with_suffix(".md")
     for p in (report_path, md_path, Path(args.junit) if args.junit else None):
         if p is not None:

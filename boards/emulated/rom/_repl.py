@@ -43,7 +43,10 @@ def execute(source, mode, g, print_eof=False, filename="<stdin>"):
     result = None
     try:
         try:
-            set_intr(kbd_char[0])
+            # As pyexec's parse_compile_execute: every file and every REPL input
+            # starts with Ctrl-C enabled, whatever kbd_intr() said before.
+            kbd_char[0] = CTRL_C
+            set_intr(CTRL_C)
             if isinstance(source, bytes):
                 source = source.decode()
             code = compile(source, filename, mode)

@@ -10,11 +10,11 @@ import _repl
 EXIT_SOFT_FRIENDLY = 3
 EXIT_SOFT_RAW = 4
 
+# What the ESP32 ROM prints for each machine.reset_cause() value.
 _ROM_RESET_TEXT = {
     1: "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    2: "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+    2: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
     3: "rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-    5: "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
 }
 
 
@@ -26,7 +26,8 @@ class _MicroPythonModule:
             if not name.startswith("__") and name != "kbd_intr":
                 setattr(self, name, getattr(real, name))
 
-    def kbd_intr(self, chr):
+    @staticmethod
+    def kbd_intr(chr):
         _repl.kbd_char[0] = chr
         _repl.set_intr(chr)
 
@@ -39,6 +40,26 @@ def _install_board_modules():
     sys.modules["micropython"] = _MicroPythonModule(micropython)
     for name, mod in (("machine", machine), ("esp32", esp32), ("network", network)):
         sys.modules[name] = mod
+
+
+class _Module:
+    # A copy of a built-in module without some of its names.
+    def __init__(self, real, drop):
+        for name in dir(real):
+            if not name.startswith("__") and name not in drop:
+                setattr(self, name, getattr(real, name))
+
+
+_HOST_ESCAPES = ("system", "getenv", "putenv", "unsetenv", "VfsPosix")
+
+
+def _seal_host():
+    # The chip has no host: firmware and REPL users get os and vfs without the
+    # unix port's ways out (shell commands, the environment, host folders).
+    import os
+    import vfs
+    sys.modules["os"] = _Module(os, _HOST_ESCAPES)
+    sys.modules["vfs"] = _Module(vfs, _HOST_ESCAPES)
 
 
 def _mount_filesystem():
@@ -82,6 +103,7 @@ def main():
     _repl.set_intr(-1)
     _install_board_modules()
     _mount_filesystem()
+    _seal_host()
     import gc
     gc.collect()
 

@@ -24,6 +24,10 @@ def unique_id():
 
 
 def reset_cause():
+    # As ports/esp32/modmachine.c: a soft reboot reports SOFT_RESET, otherwise
+    # the chip's reset reason (EN pin and power: PWRON; esp_restart: HARD).
+    if not _board.conf["cold"]:
+        return SOFT_RESET
     return _board.conf["reset_cause"]
 
 

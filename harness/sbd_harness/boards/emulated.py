@@ -245,7 +245,8 @@ class EmulatedBoard(SerialBoard):
         return FlashImage(self.state.flash_path, self.conf["partition_table_offset"])
 
     def erase_flash(self) -> None:
-        """Every partition back to 0xFF, as `esptool erase-flash` followed by re-flashing MicroPython."""
+        """Every data partition back to 0xFF; the app slots, which hold MicroPython
+        itself, are kept: `esptool erase-flash` then re-flashing MicroPython."""
         image = self.flash_image()
         for part in image.partitions():
             if part.type != 0:  # app slots hold "MicroPython itself"

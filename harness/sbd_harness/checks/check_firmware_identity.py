@@ -29,6 +29,7 @@ def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
     sbd_evidence["boot_s"] = round(sbd_boot.elapsed_s, 3)
     assert boot is not None, "no JSON boot line on the serial console after a reset"
     assert not missing_keys(boot), f"boot line lacks {missing_keys(boot)}"
+    assert boot.get("model"), "the boot line names no model"
     assert boot["fw_version"] == sbd_bundle.version, (
         f"board runs version {boot['fw_version']}, the build is {sbd_bundle.version}")
     assert isinstance(boot["security"], dict) and boot["security"].get("profile"), "no security state"

@@ -263,7 +263,8 @@ class Supervisor:
         if not words:
             return
         if words[0] == "reset":
-            self.reset(SOFT_RESET, cold=True)
+            # machine.reset() is esp_restart(): the port reports HARD_RESET
+            self.reset(HARD_RESET, cold=True)
         elif words[0] == "wdt":
             self.wdt_timeout = int(words[1]) / 1000
             self.wdt_deadline = time.monotonic() + self.wdt_timeout
@@ -303,7 +304,8 @@ class Supervisor:
         if cmd == "reset":
             kind = req.get("kind", "hard")
             if kind == "hard":
-                self.reset(HARD_RESET)
+                # The EN pin: on the ESP32 a chip power-on reset (rst:0x1)
+                self.reset(PWRON_RESET)
             elif kind == "power-cut":
                 self.reset(PWRON_RESET)
                 self.wdt_timeout = self.wdt_deadline = None
