@@ -1,5 +1,16 @@
-# boot.py: runs first at every boot and soft reset (before main.py).
-# Announces the firmware on the console; later practices hook in here.
-from sbd import boot_report
-
-boot_report.announce()
+# boot.py: the first code of ours at every boot.
+# Ctrl-C is closed before anything else: MicroPython enables it at the start
+# of every file, and a Ctrl-C that lands before the lock would otherwise end
+# this file and drop a locked device into the REPL. Nothing escapes this file.
+# Provisions: ETSI EN 303 645 5.6-4A; OWASP ISVS 3.1.3.
+try:
+    import micropython
+    micropython.kbd_intr(-1)
+except BaseException:
+    import micropython
+    micropython.kbd_intr(-1)
+try:
+    from sbd import boot
+    boot.run()
+except BaseException as e:
+    print('{"sbd": "boot_error", "error": %r}' % type(e).__name__)

@@ -1,3 +1,14 @@
-# main.py: the application. Runs after boot.py on a normal boot.
-# The reference application grows one practice at a time; for now an
-# unprovisioned device returns to the REPL so it can be provisioned.
+# main.py: the application, after boot.py. The same first lines as boot.py,
+# for the same reason: MicroPython re-enables Ctrl-C for this file too.
+try:
+    import micropython
+    micropython.kbd_intr(-1)
+except BaseException:
+    import micropython
+    micropython.kbd_intr(-1)
+try:
+    from sbd import app
+    app.main()
+except BaseException:
+    import machine
+    machine.reset()

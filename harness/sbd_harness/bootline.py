@@ -11,8 +11,8 @@ from typing import Any
 REQUIRED_KEYS = ("sbd", "fw_version", "device_id", "security")
 
 
-def parse_boot_lines(text: str) -> list[dict[str, Any]]:
-    """Every boot line in a serial transcript, oldest first."""
+def parse_json_lines(text: str) -> list[dict[str, Any]]:
+    """Every {"sbd": ...} JSON line the firmware printed, oldest first."""
     found = []
     for raw in text.splitlines():
         line = raw.strip().strip("\x00")
@@ -23,9 +23,14 @@ def parse_boot_lines(text: str) -> list[dict[str, Any]]:
             obj = json.loads(line[start:])
         except ValueError:
             continue
-        if isinstance(obj, dict) and obj.get("sbd") == "boot":
+        if isinstance(obj, dict):
             found.append(obj)
     return found
+
+
+def parse_boot_lines(text: str) -> list[dict[str, Any]]:
+    """Every boot line in a serial transcript, oldest first."""
+    return [obj for obj in parse_json_lines(text) if obj.get("sbd") == "boot"]
 
 
 def last_boot_line(text: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from .boards.base import Board, BoardError
 from .bundle import BundleError, FirmwareBundle
 from .emulator.flash_image import PartitionTableError
+from .pki import LabCA, PKIError
 
 EXIT_FAIL, EXIT_USAGE = 1, 2
 
@@ -169,6 +170,70 @@ def cmd_bootline(args: argparse.Namespace) -> int:
     return 0
 
 
+# PKI and provisioning ---------------------------------------------------------------
+def _ca(args: argparse.Namespace) -> LabCA:
+    return LabCA(Path(args.pki) if getattr(args, "pki", None) else None)
+
+
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    ca = _ca(args)
+    ca.init()
+    from .pki import fingerprint
+    _print_json({"pki": str(ca.dir), "ca_certificate": str(ca.cert_path), "crl": str(ca.crl_path),
+                 "ca_sha256": fingerprint(ca.certificate)})
+    return 0
+
+
+def cmd_pki_show(args: argparse.Namespace) -> int:
+    ca = _ca(args)
+    from .pki import fingerprint
+    index = ca.index()
+    _print_json({"pki": str(ca.dir), "ca_subject": ca.certificate.subject.rfc4514_string(),
+                 "ca_sha256": fingerprint(ca.certificate),
+                 "devices": {d: {"fingerprint": e["fingerprint"], "revoked": e["serial"] in index["revoked"]}
+                             for d, e in index["devices"].items()}})
+    return 0
+
+
+def cmd_pki_revoke(args: argparse.Namespace) -> int:
+    ca = _ca(args)
+    ca.revoke(args.device_id)
+    print(f"revoked {args.device_id}; CRL: {ca.crl_path}")
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from .provisioning import provision
+    board = _target(args)
+    ca = _ca(args)
+    if not ca.exists():
+        raise CliError(f"no CA in {ca.dir}: run `sbd pki init` first")
+    result = provision(board, ca, lock=not args.no_lock)
+    cert = result.issued.certificate
+    _print_json({"device_id": result.device_id, "subject": cert.subject.rfc4514_string(),
+                 "fingerprint_sha256": result.issued.fingerprint, "serial": format(cert.serial_number, "x"),
+                 "not_after": cert.not_valid_after_utc.isoformat(), "locked": not args.no_lock,
+                 "boot_line": result.boot_line})
+    return 0
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    board = _target(args)
+    ca = _ca(args)
+    device_id = args.device or _device_id_of(board)
+    line = ca.sign_command(device_id, args.name)
+    reply = board.console_request(line)
+    _print_json(reply)
+    return 0 if reply.get("ok") else EXIT_FAIL
+
+
+def _device_id_of(board: Board) -> str:
+    capture = board.capture_boot("hard")
+    if capture.boot_line is None:
+        raise CliError(f"no boot line from {board.name}: give --device ID")
+    return str(capture.boot_line["device_id"])
+
+
 # verify -----------------------------------------------------------------------------
 def cmd_verify(args: argparse.Namespace) -> int:
     import pytest
@@ -198,6 +263,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pytest_args += ["--junitxml", args.junit, "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
     if args.k:
         pytest_args += ["-k", args.k]
+    if args.pki:
+        pytest_args += ["--pki", args.pki]
+    if args.destructive:
+        pytest_args.append("--destructive")
     code = pytest.main(pytest_args)
     if not report_path.exists():
         raise CliError(f"the check run ended before writing a report (pytest exit {int(code)})")
@@ -287,6 +356,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=20)
     p.set_defaults(func=cmd_bootline)
 
+    pki = sub.add_parser("pki", help="the lab CA").add_subparsers(dest="action", required=True)
+    for name, fn, helptext in (("init", cmd_pki_init, "create the lab CA (P-256), its CRL and index"),
+                               ("show", cmd_pki_show, "the CA and the devices it certified")):
+        p = pki.add_parser(name, help=helptext)
+        p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+        p.set_defaults(func=fn)
+    p = pki.add_parser("revoke", help="revoke a device's certificate and rewrite the CRL")
+    p.add_argument("device_id")
+    p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+    p.set_defaults(func=cmd_pki_revoke)
+
+    p = sub.add_parser("provision", help="certify an unprovisioned board's own key, then lock its console")
+    _add_target(p)
+    p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+    p.add_argument("--no-lock", action="store_true", help="leave the console open (development only)")
+    p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("command", help="send a command signed by the lab CA to a locked board")
+    _add_target(p)
+    p.add_argument("name", choices=["status", "factory_reset", "unlock_console"])
+    p.add_argument("--device", help="the device ID (default: read from its boot line)")
+    p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+    p.set_defaults(func=cmd_command)
+
     p = sub.add_parser("verify", help="run the conformance checks and write the report")
     _add_target(p)
     p.add_argument("--firmware", help="the build to compare with (default: the project's firmware/)")
@@ -295,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", help="JUnit XML path")
     p.add_argument("--flash", action="store_true", help="flash the firmware before checking")
     p.add_argument("-k", help="only checks matching this pytest expression")
+    p.add_argument("--pki", help="the lab CA's folder (default: <state>/pki)")
+    p.add_argument("--destructive", action="store_true",
+                   help="also run checks that change the board for good (factory reset)")
     p.set_defaults(func=cmd_verify)
     return parser
 
@@ -303,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CliError, BoardError, BundleError, PartitionTableError) as exc:
+    except (CliError, BoardError, BundleError, PartitionTableError, PKIError) as exc:
         print(f"sbd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

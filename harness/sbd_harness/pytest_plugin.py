@@ -29,6 +29,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--port", default=None, help="serial port or rfc2217:// URL of a real board")
     g.addoption("--firmware", default=None, help="firmware folder (default: the project's firmware/)")
     g.addoption("--no-flash", action="store_true", help="use the firmware already on the board")
+    g.addoption("--pki", default=None, help="the lab CA's folder (default: <state>/pki)")
+    g.addoption("--destructive", action="store_true",
+                help="also run checks that change the board for good (factory reset)")
     g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
     g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
 
@@ -57,6 +60,8 @@ def check_meta(item: pytest.Item) -> dict[str, Any] | None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         check_meta(item)  # fail collection on an invented provision ID
+    # Checks that change the board for good run last, after every other check saw it.
+    items.sort(key=lambda item: "sbd_destructive" in getattr(item, "fixturenames", ()))
 
 
 # fixtures ----------------------------------------------------------------------------
@@ -126,6 +131,21 @@ def sbd_boot(sbd_board: Board) -> BootCapture:
         pytest.fail(f"could not capture a boot: {exc}")
 
 
+@pytest.fixture(scope="session")
+def sbd_ca(pytestconfig: pytest.Config):
+    """The lab CA that provisions boards (`sbd pki init`)."""
+    from .pki import LabCA
+    pki = pytestconfig.getoption("--pki")
+    return LabCA(Path(pki) if pki else None)
+
+
+@pytest.fixture
+def sbd_destructive(pytestconfig: pytest.Config) -> None:
+    """Skips a check that changes the board for good unless --destructive was given."""
+    if not pytestconfig.getoption("--destructive"):
+        pytest.skip("destructive (it factory-resets the board): run with --destructive")
+
+
 @pytest.fixture
 def sbd_evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
     """What a check saw; it goes into the report beside the verdict."""
@@ -135,6 +155,14 @@ def sbd_evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 # report ------------------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    meta = check_meta(item)
+    if meta is not None:  # into JUnit XML as a property, whatever the outcome
+        item.user_properties.append(("provisions", json.dumps(meta["provisions"])))
+
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
@@ -145,7 +173,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report.sbd_meta = meta
     report.sbd_evidence = getattr(item, "sbd_evidence", {})
     if report.when == "call":
-        item.user_properties.append(("provisions", json.dumps(meta["provisions"])))
         if report.failed and call.excinfo is not None and not call.excinfo.errisinstance(AssertionError):
             report.sbd_error = True
 

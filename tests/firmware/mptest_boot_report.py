@@ -48,4 +48,4 @@ def test_boot_line_is_one_json_object_with_the_required_keys():
     for key in ("sbd", "model", "fw_version", "device_id", "reset_cause", "security"):
         assert key in obj, key
     assert obj["sbd"] == "boot" and obj["fw_version"] == version.VERSION
-    assert obj["security"] == {"profile": "reference", "provisioned": False, "console": "open"}
+    assert obj["security"] == {"profile": "reference", "provisioned": False, "console": "open", "cert_sha256": None}

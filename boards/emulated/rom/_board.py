@@ -17,6 +17,9 @@ if conf.get("link_state"):
         _link = None
 
 SECTOR = 4096
+# Allocated once at power-on: on the chip, flash and NVS work happens in
+# ESP-IDF's heap, so the emulator must not charge MicroPython's for it.
+_BLANK = b"\xff" * SECTOR
 
 
 def flash_read(offset, buf):
@@ -32,11 +35,11 @@ def flash_write(offset, buf):
 
 
 def flash_erase(offset, size):
-    blank = b"\xff" * SECTOR
     _flash.seek(offset)
+    blank = memoryview(_BLANK)
     while size > 0:
         n = SECTOR if size >= SECTOR else size
-        _flash.write(blank if n == SECTOR else blank[:n])
+        _flash.write(blank[:n])
         size -= n
 
 

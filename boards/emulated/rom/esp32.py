@@ -29,7 +29,19 @@ def _esp_err(code):
     return OSError(-code, _ESP_ERR.get(code, "ESP_FAIL"))
 
 
+_TABLE = None
+
+
 def _read_table():
+    # Read once per boot, as ESP-IDF does; later calls must not allocate:
+    # on the chip this work uses ESP-IDF's heap, not MicroPython's.
+    global _TABLE
+    if _TABLE is None:
+        _TABLE = _parse_table()
+    return _TABLE
+
+
+def _parse_table():
     buf = bytearray(0xC00)
     _board.flash_read(_board.conf["table_offset"], buf)
     parts = []
@@ -234,10 +246,16 @@ def _decode(body):
 
 
 def _encode(store):
-    out = bytearray()
+    size = 0
     for (ns, key), (t, val) in store.items():
-        out += bytes([len(ns)]) + ns.encode() + bytes([len(key)]) + key.encode()
-        out += bytes([t]) + struct.pack("<H", len(val)) + val
+        size += 5 + len(ns) + len(key) + len(val)
+    out = bytearray(size)
+    i = 0
+    for (ns, key), (t, val) in store.items():
+        for part in (bytes([len(ns)]), ns.encode(), bytes([len(key)]), key.encode(), bytes([t]),
+                     struct.pack("<H", len(val)), val):
+            out[i:i + len(part)] = part
+            i += len(part)
     return out
 
 
@@ -266,7 +284,8 @@ def _save(store):
     new = 1 - _bank
     head = _MAGIC + struct.pack("<III", _seq + 1, len(body), binascii.crc32(body))
     _board.flash_erase(part[2] + new * half, half)
-    _board.flash_write(part[2] + new * half, head + body)
+    _board.flash_write(part[2] + new * half + 16, body)
+    _board.flash_write(part[2] + new * half, head)  # the header last: a valid bank is a whole one
     _board.flash_erase(part[2] + _bank * half, half)
     _seq, _bank = _seq + 1, new
 

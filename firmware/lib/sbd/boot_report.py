@@ -9,8 +9,9 @@ import json
 from sbd import device, version
 
 
-def security_state(provisioned=False, console="open"):
-    return {"profile": version.PROFILE, "provisioned": provisioned, "console": console}
+def security_state(provisioned=False, console="open", cert_sha256=None):
+    return {"profile": version.PROFILE, "provisioned": provisioned, "console": console,
+            "cert_sha256": cert_sha256}
 
 
 def boot_line(device_id, reset_cause, security):
@@ -24,7 +25,7 @@ def boot_line(device_id, reset_cause, security):
     })
 
 
-def announce():
-    line = boot_line(device.device_id(), device.reset_cause(), security_state())
+def announce(security=None):
+    line = boot_line(device.device_id(), device.reset_cause(), security or security_state())
     print(line)
     return line

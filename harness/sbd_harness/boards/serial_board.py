@@ -92,7 +92,8 @@ class SerialBoard(Board):
                     "locked; otherwise check the port and that MicroPython is running"
                 ) from exc
             yield transport
-            transport.exit_raw_repl()
+            if transport.in_raw_repl:
+                transport.exit_raw_repl()
         finally:
             with contextlib.suppress(Exception):
                 transport.close()
@@ -217,6 +218,23 @@ class SerialBoard(Board):
         tail = data[data.rfind(b"rst:0x"):] if b"rst:0x" in data else data
         text = tail.decode(errors="replace")
         return last_boot_line(text) is not None or b"\n>>> " in tail
+
+    def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20) -> dict:
+        """Writes one line to the console of a running (locked) firmware and
+        returns its JSON answer: the first {"sbd": reply_key, ...} line."""
+        from ..bootline import parse_json_lines
+        data = bytearray()
+        with self._open_port() as port:
+            port.reset_input_buffer()
+            # A newline first ends whatever partial line noise left in the device's buffer.
+            port.write(b"\r\n" + line.encode() + b"\r\n")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                data += port.read(4096)
+                for obj in parse_json_lines(data.decode(errors="replace")):
+                    if obj.get("sbd") == reply_key:
+                        return obj
+        raise BoardError(f"no answer from {self.name} within {timeout}s: {bytes(data[-300:])!r}")
 
     # MicroPython itself ---------------------------------------------------------------
     def esptool_command(self, firmware_bin: Path, offset: int, flash_args: list[str], baud: int) -> list[str]:

@@ -1,0 +1,56 @@
+# Secure storage: the device's keys, certificates and settings live in NVS,
+# never in files. On a real ESP32, turn on flash encryption and NVS
+# encryption so they are also protected at rest (docs/secure-storage.md).
+# Provisions: ETSI EN 303 645 5.4-1 (sensitive security parameters stored
+# securely), 5.4-3 (none in the firmware image); NIST IR 8259A 3.
+import esp32
+
+NAMESPACE = "sbd"
+NVS_NOT_FOUND = -0x1102
+MAX_BLOB = 2048
+
+
+def _nvs():
+    return esp32.NVS(NAMESPACE)
+
+
+def get(key, max_len=MAX_BLOB):
+    """The blob stored under key, or None."""
+    buf = bytearray(max_len)
+    try:
+        n = _nvs().get_blob(key, buf)
+    except OSError as e:
+        if e.args[0] == NVS_NOT_FOUND:
+            return None
+        raise
+    return bytes(buf[:n])
+
+
+def put(key, value):
+    nvs = _nvs()
+    nvs.set_blob(key, value)
+    nvs.commit()
+
+
+def get_int(key, default=0):
+    try:
+        return _nvs().get_i32(key)
+    except OSError as e:
+        if e.args[0] == NVS_NOT_FOUND:
+            return default
+        raise
+
+
+def put_int(key, value):
+    nvs = _nvs()
+    nvs.set_i32(key, value)
+    nvs.commit()
+
+
+def erase_partition():
+    """Every byte of the NVS partition back to 0xFF: keys, certificates,
+    settings. (erase_key alone may leave old entries in flash until NVS
+    garbage-collects its pages.) Reset right after: NVS still caches them."""
+    part = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="nvs")[0]
+    for block in range(part.ioctl(4, 0)):
+        part.ioctl(6, block)

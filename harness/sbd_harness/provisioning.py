@@ -1,0 +1,81 @@
+"""`sbd provision`: gives an unprovisioned board its certificate and locks it.
+
+The device makes its own key pair and CSR; the CA checks the CSR (signature,
+P-256, subject CN = the device ID the chip reports), issues the certificate,
+the device checks and stores it, then locks its console and reboots. Every
+byte the device sent on the serial port is kept in the result, so checks can
+search it for key material.
+"""
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+
+from .boards.base import Board, BoardError
+from .boards.serial_board import SerialBoard
+from .bootline import last_boot_line
+from .pki import IssuedCertificate, LabCA
+
+UNIQUE_ID_CODE = "import machine, binascii\nprint(binascii.hexlify(machine.unique_id()).decode())"
+
+
+@dataclass
+class ProvisionResult:
+    device_id: str
+    issued: IssuedCertificate
+    boot_line: dict | None
+    transcript: str
+
+
+def _line(output: str, prefix: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(prefix + " "):
+            return line[len(prefix) + 1:].strip()
+    raise BoardError(f"the device did not answer with {prefix!r}: {output.strip()[-300:]}")
+
+
+def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60) -> ProvisionResult:
+    if not isinstance(board, SerialBoard):
+        raise BoardError("provisioning needs a board on a serial port")
+    transcript: list[str] = []
+    with board.session() as t:
+        def run(code: str) -> str:
+            out = board._exec(t, code, timeout=timeout)
+            transcript.append(out)
+            return out
+
+        device_id = run(UNIQUE_ID_CODE).strip()
+        state = run("from sbd import state\nprint(state.summary()['provisioned'])").strip()
+        if state != "False":
+            raise BoardError(f"{board.name} is already provisioned: factory reset it first")
+        csr_der = base64.b64decode(_line(run("from sbd import provisioning\nprovisioning.request()"), "CSR"))
+        issued = ca.issue(csr_der, device_id)
+        cert_b64 = base64.b64encode(issued.der).decode()
+        ca_b64 = base64.b64encode(ca.certificate_der).decode()
+        installed = _line(run(f"provisioning.install({cert_b64!r}, {ca_b64!r})"), "INSTALLED")
+        if installed != issued.fingerprint:
+            raise BoardError(f"the device stored a certificate with fingerprint {installed}, expected {issued.fingerprint}")
+        boot = None
+        if lock:
+            t.exec_raw_no_follow("provisioning.lock()")
+            boot_text = _read_until_boot_line(t.serial, timeout)
+            transcript.append(boot_text)
+            boot = last_boot_line(boot_text)
+            if boot is None:
+                raise BoardError(f"{board.name} did not come back with a boot line after locking")
+            t.in_raw_repl = False  # the board rebooted into its locked firmware
+    return ProvisionResult(device_id, issued, boot, "".join(transcript))
+
+
+def _read_until_boot_line(port, timeout: float) -> str:
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data += port.read(4096)
+        text = data.decode(errors="replace")
+        if "rst:0x" in text and last_boot_line(text[text.rfind("rst:0x"):]):
+            time.sleep(0.2)
+            data += port.read(4096)
+            return data.decode(errors="replace")
+    return data.decode(errors="replace")

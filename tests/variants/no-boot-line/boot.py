@@ -1,1 +1,0 @@
-# Broken variant: the firmware no longer announces itself at boot.
