@@ -59,6 +59,65 @@ def repl_roundtrip_ms(board: EmulatedBoard, runs: int) -> float:
     return _median(samples)
 
 
+P256_TIMING = """
+import time, hashlib
+from sbd import p256
+sk, pk = p256.generate_keypair()
+d = hashlib.sha256(b'bench').digest()
+sig = p256.sign(sk, d)
+sign, verify = [], []
+for i in range({n}):
+    t = time.ticks_us(); s = p256.sign(sk, d); sign.append(time.ticks_diff(time.ticks_us(), t))
+    t = time.ticks_us(); ok = p256.verify(pk, d, s); verify.append(time.ticks_diff(time.ticks_us(), t))
+    assert ok
+sign.sort(); verify.sort()
+print(sign[len(sign) // 2] / 1000, verify[len(verify) // 2] / 1000)
+"""
+
+
+def p256_on_board(board: EmulatedBoard, runs: int) -> tuple[float, float]:
+    """Median ms of one sbd.p256 sign and one verify, timed on the emulated board itself."""
+    sign_ms, verify_ms = board.exec(P256_TIMING.format(n=runs), timeout=120).split()
+    return float(sign_ms), float(verify_ms)
+
+
+def p256_verify_cpython_ms(runs: int) -> float:
+    """Median ms of one P-256 verify with CPython's cryptography (OpenSSL), for scale."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    sig = key.sign(b"bench", ec.ECDSA(hashes.SHA256()))
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        key.public_key().verify(sig, b"bench", ec.ECDSA(hashes.SHA256()))
+        samples.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(samples), 4)
+
+
+def provision_s_per_board(runs: int, bundle: FirmwareBundle) -> float:
+    """`sbd provision` of a flashed, unprovisioned board: key, CSR, issue, install, lock, reboot."""
+    import tempfile
+    from .pki import LabCA
+    from .provisioning import provision
+    samples = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = LabCA(Path(tmp))
+        ca.init()
+        for i in range(runs):
+            board = EmulatedBoard(f"bench-prov-{i}")
+            board.remove()
+            board.start()
+            try:
+                flash_firmware(board, bundle)
+                t0 = time.monotonic()
+                provision(board, ca)
+                samples.append(time.monotonic() - t0)
+            finally:
+                board.remove()
+    return _median(samples)
+
+
 def run(runs: int) -> dict:
     bundle = FirmwareBundle.from_dir()
     results: dict = {"board_start_ms": board_start_ms(runs)}
@@ -68,8 +127,11 @@ def run(runs: int) -> dict:
     try:
         results["fw_copy_kib_per_s"] = fw_copy_kib_per_s(board, bundle, runs)
         results["repl_roundtrip_ms"] = repl_roundtrip_ms(board, runs * 10)
+        results["p256_sign_ms"], results["p256_verify_ms"] = p256_on_board(board, runs * 4)
     finally:
         board.remove()
+    results["p256_verify_cpython_ms"] = p256_verify_cpython_ms(runs * 20)
+    results["provision_s_per_board"] = provision_s_per_board(runs, bundle)
     return results
 
 

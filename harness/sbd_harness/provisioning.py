@@ -72,10 +72,10 @@ def _read_until_boot_line(port, timeout: float) -> str:
     data = bytearray()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        data += port.read(4096)
+        data += port.read(port.in_waiting or 1)  # no waiting for a full buffer
         text = data.decode(errors="replace")
         if "rst:0x" in text and last_boot_line(text[text.rfind("rst:0x"):]):
             time.sleep(0.2)
-            data += port.read(4096)
+            data += port.read(port.in_waiting)
             return data.decode(errors="replace")
     return data.decode(errors="replace")

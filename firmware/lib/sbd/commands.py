@@ -25,6 +25,22 @@ class CommandError(Exception):
     pass
 
 
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+def _b64decode(part):
+    # MicroPython's a2b_base64 skips characters it does not know; be strict.
+    if not part or len(part) % 4:
+        raise CommandError("bad base64")
+    for c in part:
+        if c not in _B64:
+            raise CommandError("bad base64")
+    try:
+        return binascii.a2b_base64(part)
+    except ValueError:
+        raise CommandError("bad base64")
+
+
 def parse(line, ca_public_key, device_id, last_seq):
     """Returns (name, args, seq) of a valid command, or raises CommandError."""
     from sbd import p256
@@ -35,11 +51,8 @@ def parse(line, ca_public_key, device_id, last_seq):
     parts = line[len(PREFIX):].strip().split(b" ")
     if len(parts) != 2:
         raise CommandError("expected payload and signature")
-    try:
-        payload = binascii.a2b_base64(parts[0])
-        signature = binascii.a2b_base64(parts[1])
-    except ValueError:
-        raise CommandError("bad base64")
+    payload = _b64decode(parts[0])
+    signature = _b64decode(parts[1])
     if not p256.verify(ca_public_key, hashlib.sha256(payload).digest(), signature):
         raise CommandError("bad signature")
     try:

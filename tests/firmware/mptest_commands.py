@@ -1,0 +1,65 @@
+# MicroPython unit tests of the signed-command parser (sbd.commands).
+import binascii
+import hashlib
+import json
+from sbd import commands, p256
+
+CA_SK = binascii.unhexlify("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
+CA_PK = p256.public_key(CA_SK)
+OTHER_SK = binascii.unhexlify("519b423d715f8b581f4fa8ee59f4771a5b44c8130b4e3eacca54a56dda72b464")
+DEVICE = "240ac4010203"
+
+
+def line(body, sk=CA_SK, raw=None):
+    payload = raw if raw is not None else json.dumps(body).encode()
+    sig = p256.sign(sk, hashlib.sha256(payload).digest())
+    return (commands.PREFIX + binascii.b2a_base64(payload).strip() + b" "
+            + binascii.b2a_base64(sig).strip())
+
+
+def refused(text, reason):
+    try:
+        commands.parse(text, CA_PK, DEVICE, 10)
+    except commands.CommandError as e:
+        assert str(e) == reason, (str(e), reason)
+        return
+    raise AssertionError("accepted: %r" % text[:60])
+
+
+def test_a_valid_command_is_accepted():
+    assert commands.parse(line({"cmd": "status", "device": DEVICE, "seq": 11}), CA_PK, DEVICE, 10) \
+        == ("status", {}, 11)
+
+
+def test_signature_is_checked_first():
+    refused(line({"cmd": "status", "device": DEVICE, "seq": 11}, sk=OTHER_SK), "bad signature")
+    good = line({"cmd": "status", "device": DEVICE, "seq": 11})
+    payload, sig = good[len(commands.PREFIX):].split(b" ")
+    tampered = binascii.a2b_base64(payload).replace(b"11", b"99")
+    refused(commands.PREFIX + binascii.b2a_base64(tampered).strip() + b" " + sig, "bad signature")
+
+
+def test_replay_and_sequence_rules():
+    refused(line({"cmd": "status", "device": DEVICE, "seq": 10}), "replayed")
+    refused(line({"cmd": "status", "device": DEVICE, "seq": 3}), "replayed")
+    for seq in (0, -1, 2 ** 31, "11", 1.5, True, None):
+        refused(line({"cmd": "status", "device": DEVICE, "seq": seq}), "bad sequence number")
+
+
+def test_fields_are_validated():
+    refused(line({"cmd": "status", "device": "000000000000", "seq": 11}), "not for this device")
+    refused(line({"cmd": "reboot_into_repl", "device": DEVICE, "seq": 11}), "unknown command")
+    refused(line({"cmd": "status", "device": DEVICE, "seq": 11, "args": {"x": 1}}), "bad args")
+    refused(line({"cmd": "status", "device": DEVICE, "seq": 11, "args": [1]}), "bad args")
+    refused(line({"cmd": "status", "device": DEVICE, "seq": 11, "extra": 1}), "unknown field")
+    refused(line(None, raw=b"[1, 2, 3]"), "not an object")
+    refused(line(None, raw=b"{not json"), "bad json")
+
+
+def test_framing_errors():
+    refused(b"SBD-CMD onlyonepart", "expected payload and signature")
+    refused(b"SBD-CMD a b c", "expected payload and signature")
+    refused(b"HELLO " + b"x" * 10, "not a command")
+    refused(commands.PREFIX + b"!!!! ****", "bad base64")
+    refused(commands.PREFIX + b"A" * (commands.MAX_LINE + 1), "too long")
+    refused(commands.PREFIX + b"AAAA AAAA", "bad signature")  # decodes, but 3-byte "signature"
