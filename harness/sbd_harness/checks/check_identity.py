@@ -112,7 +112,7 @@ def _literal_credentials(files: dict[str, bytes]) -> list[str]:
     etsi_en_303_645=["5.1-1", "5.1-2", "5.4-3"], uk_psti=["Sch1(1)"], owasp_isvs=["2.1.9", "2.1.10"],
     eu_cra=["I(2)(b)"])
 def check_no_shared_secrets(sbd_board, sbd_bundle, sbd_evidence):
-    found = _literal_credentials(sbd_bundle.files)
+    found = _literal_credentials(sbd_bundle.sources)
     shared = []
     if _emulated(sbd_board):
         from sbd_harness.boards.emulated import EmulatedBoard
@@ -124,7 +124,7 @@ def check_no_shared_secrets(sbd_board, sbd_bundle, sbd_evidence):
             for key, value in mine.items():
                 if key[1] in ("sk",) and isinstance(value, bytes) and theirs.get(key) == value:
                     shared.append(f"{key[0]}/{key[1]} also on {other.name}")
-    sbd_evidence.update({"files_scanned": len(sbd_bundle.files), "literal_credentials": found, "shared": shared})
+    sbd_evidence.update({"files_scanned": len(sbd_bundle.sources), "literal_credentials": found, "shared": shared})
     assert not found, f"credentials in the firmware image: {found}"
     assert not shared, f"secrets shared between boards: {shared}"
 

@@ -1,0 +1,58 @@
+# The device's TLS client: mutual TLS with the lab CA. Verification is always
+# on (CERT_REQUIRED, the CA from provisioning, the broker's host name); there
+# is no switch to turn it off. After the handshake the device also checks the
+# broker certificate's validity dates itself against its (set) clock.
+# Provisions: ETSI EN 303 645 5.5-1, 5.5-6, 5.8-1, 5.8-2; NIST IR 8259A 3;
+# EU CRA Annex I (2)(e); OWASP ISVS 4.1.1, 4.1.3, 4.2.3.
+import socket
+import ssl
+from sbd import clock, der, identity, store
+
+
+class TLSError(Exception):
+    pass
+
+
+def _private_key_der():
+    # SEC1 ECPrivateKey, built in RAM for mbedTLS only; never stored or printed.
+    sk = store.get("sk", 32)
+    return der.sequence(der.integer(1), der.octet_string(sk),
+                        der.context(0, der.oid("1.2.840.10045.3.1.7")),
+                        der.context(1, der.bit_string(identity.public_key())))
+
+
+def context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=identity.ca_certificate())
+    ctx.load_cert_chain(identity.certificate(), _private_key_der())
+    return ctx
+
+
+def connect(address, port, hostname, timeout_s=10):
+    """An authenticated TLS stream to the broker, or TLSError."""
+    if not clock.is_set():
+        raise TLSError("clock not set")
+    import gc
+    gc.collect()  # the handshake needs a few KiB in one piece
+    sock = socket.socket()
+    try:
+        sock.settimeout(timeout_s)
+        sock.connect(socket.getaddrinfo(address, port)[0][-1])
+        stream = context().wrap_socket(sock, server_hostname=hostname)
+    except Exception as e:
+        sock.close()
+        raise TLSError("handshake failed: %s" % (e.args[0] if e.args else type(e).__name__))
+    # mbedTLS checks the validity dates against the clock; where the port
+    # offers the peer certificate, check them here too.
+    getpeercert = getattr(stream, "getpeercert", None)
+    try:
+        peer = getpeercert(True) if getpeercert else None
+        if peer:
+            now = clock.asn1_now()
+            if not der.cert_not_before(peer) <= now <= der.cert_not_after(peer):
+                raise TLSError("broker certificate not valid now")
+    except TLSError:
+        stream.close()
+        raise
+    return stream
