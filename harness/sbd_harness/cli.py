@@ -208,7 +208,14 @@ def cmd_provision(args: argparse.Namespace) -> int:
     ca = _ca(args)
     if not ca.exists():
         raise CliError(f"no CA in {ca.dir}: run `sbd pki init` first")
-    result = provision(board, ca, lock=not args.no_lock)
+    settings = None
+    if args.wifi_ssid or args.broker:
+        if not (args.wifi_ssid and args.broker and os.environ.get("SBD_WIFI_PSK")):
+            raise CliError("give --wifi-ssid and --broker ADDR[:PORT], and the passphrase in SBD_WIFI_PSK")
+        addr, _, port = args.broker.partition(":")
+        settings = {"wifi_ssid": args.wifi_ssid, "wifi_psk": os.environ["SBD_WIFI_PSK"], "broker_addr": addr,
+                    "broker_port": int(port or 8883)}
+    result = provision(board, ca, lock=not args.no_lock, settings=settings)
     cert = result.issued.certificate
     _print_json({"device_id": result.device_id, "subject": cert.subject.rfc4514_string(),
                  "fingerprint_sha256": result.issued.fingerprint, "serial": format(cert.serial_number, "x"),
@@ -371,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
     p.add_argument("--no-lock", action="store_true", help="leave the console open (development only)")
+    p.add_argument("--wifi-ssid", help="real boards: the Wi-Fi network (passphrase in SBD_WIFI_PSK)")
+    p.add_argument("--broker", help="real boards: the broker's IPv4 address[:port] (default port 8883)")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("command", help="send a command signed by the lab CA to a locked board")

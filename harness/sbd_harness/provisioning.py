@@ -9,6 +9,7 @@ search it for key material.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from dataclasses import dataclass
 
@@ -35,7 +36,21 @@ def _line(output: str, prefix: str) -> str:
     raise BoardError(f"the device did not answer with {prefix!r}: {output.strip()[-300:]}")
 
 
-def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60) -> ProvisionResult:
+def lab_settings(board: Board, broker_port: int = 8883) -> dict | None:
+    """Settings for an emulated board: the lab's Wi-Fi and the lab broker."""
+    from .boards.emulated import EmulatedBoard
+    from .broker import lab_address
+    if not isinstance(board, EmulatedBoard):
+        return None
+    conf = board.conf
+    return {"wifi_ssid": conf["lab_ssid"], "wifi_psk": conf["lab_psk"], "broker_addr": lab_address(),
+            "broker_port": broker_port}
+
+
+def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
+              settings: dict | None = None) -> ProvisionResult:
+    """Certifies the board's own key; stores `settings` (Wi-Fi, broker), or the
+    lab's for an emulated board; then locks the console unless lock=False."""
     if not isinstance(board, SerialBoard):
         raise BoardError("provisioning needs a board on a serial port")
     transcript: list[str] = []
@@ -50,12 +65,16 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60) -
         if state != "False":
             raise BoardError(f"{board.name} is already provisioned: factory reset it first")
         csr_der = base64.b64decode(_line(run("from sbd import provisioning\nprovisioning.request()"), "CSR"))
+        settings = settings if settings is not None else lab_settings(board)
+        if settings:  # before the certificate: afterwards the device counts as provisioned
+            run(f"provisioning.configure({json.dumps(settings)!r})")
         issued = ca.issue(csr_der, device_id)
         cert_b64 = base64.b64encode(issued.der).decode()
         ca_b64 = base64.b64encode(ca.certificate_der).decode()
         installed = _line(run(f"provisioning.install({cert_b64!r}, {ca_b64!r})"), "INSTALLED")
         if installed != issued.fingerprint:
             raise BoardError(f"the device stored a certificate with fingerprint {installed}, expected {issued.fingerprint}")
+
         boot = None
         if lock:
             t.exec_raw_no_follow("provisioning.lock()")

@@ -27,6 +27,15 @@ def install(cert_b64, ca_b64):
     print("INSTALLED", identity.fingerprint())
 
 
+def configure(settings_json):
+    """Wi-Fi and broker settings; refused whole if any field is invalid."""
+    _unprovisioned()
+    import json
+    from sbd import config
+    config.save(json.loads(settings_json))
+    print("CONFIGURED")
+
+
 def lock():
     """Locks the console and reboots into the locked firmware."""
     if not identity.provisioned():
