@@ -166,3 +166,23 @@ def test_signed_commands_unlock_and_factory_reset_a_locked_board(make_board, ca)
     image = board.flash_image().read(0, board.flash_image().size)
     assert old_sk not in image and result.issued.der not in image
     assert _sk(board) != old_sk
+
+
+def test_a_command_recorded_before_a_factory_reset_is_refused_after_reprovisioning(make_board, ca):
+    board, result = _ready(make_board, ca)
+    recorded = ca.sign_command(result.device_id, "unlock_console", seq=10**6)
+    status = board.console_request(ca.sign_command(result.device_id, "status"), follow="status")
+    assert status["ok"] and status["result"]["security"]["console"] == "locked"
+    assert board.console_request(ca.sign_command(result.device_id, "factory_reset"))["ok"]
+    board.wait_for_output('"provisioned": false', since=0, after='"done": true')
+    provision(board, ca)  # a new key and certificate for the same device ID
+    reply = board.console_request(recorded)
+    assert reply == {"sbd": "cmd", "ok": False, "error": "not for this certificate"}
+    assert board.console_request(ca.sign_command(result.device_id, "status"))["ok"]
+
+
+def test_a_revoked_device_fails_its_identity_check(make_board, ca, tmp_path):
+    board, result = _ready(make_board, ca)
+    ca.revoke(result.device_id)
+    code, status, report = _verify(board, ca, tmp_path, "-k", "identity_certified")
+    assert status["identity-certified-by-lab-ca"] == "fail" and code == 1

@@ -229,7 +229,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     ca = _ca(args)
     device_id = args.device or _device_id_of(board)
     line = ca.sign_command(device_id, args.name)
-    reply = board.console_request(line)
+    reply = board.console_request(line, follow="status" if args.name == "status" else None)
     _print_json(reply)
     return 0 if reply.get("ok") else EXIT_FAIL
 

@@ -134,6 +134,8 @@ class LabCA:
         return self.certificate.public_bytes(serialization.Encoding.DER)
 
     def index(self) -> dict[str, Any]:
+        if not self.index_path.exists():
+            raise PKIError(f"no CA in {self.dir}: run `sbd pki init`")
         return json.loads(self.index_path.read_text())
 
     def _write_index(self, index: dict[str, Any]) -> None:
@@ -183,9 +185,11 @@ class LabCA:
         issued = IssuedCertificate(device_id, cert, point)
         (self.dir / "issued").mkdir(exist_ok=True)
         (self.dir / "issued" / f"{device_id}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        previous = index["devices"].get(device_id, {})
         index["devices"][device_id] = {"serial": cert.serial_number, "fingerprint": issued.fingerprint,
-                                       "public_key": point.hex(), "csr_public_key": point.hex(),
-                                       "issued": now.isoformat(timespec="seconds")}
+                                       "public_key": point.hex(), "issued": now.isoformat(timespec="seconds"),
+                                       # the command counter outlives re-provisioning
+                                       "cmd_seq": previous.get("cmd_seq", 0)}
         self._write_index(index)
         return issued
 
@@ -254,7 +258,7 @@ class LabCA:
             seq = entry.get("cmd_seq", 0) + 1
             entry["cmd_seq"] = seq
             self._write_index(index)
-        body: dict[str, Any] = {"cmd": cmd, "device": device_id, "seq": seq}
+        body: dict[str, Any] = {"cmd": cmd, "device": device_id, "cert": entry["fingerprint"], "seq": seq}
         if args:
             body["args"] = args
         return self.sign_payload(body)

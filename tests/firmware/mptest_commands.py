@@ -8,9 +8,12 @@ CA_SK = binascii.unhexlify("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a
 CA_PK = p256.public_key(CA_SK)
 OTHER_SK = binascii.unhexlify("519b423d715f8b581f4fa8ee59f4771a5b44c8130b4e3eacca54a56dda72b464")
 DEVICE = "240ac4010203"
+CERT = "ab" * 32
 
 
 def line(body, sk=CA_SK, raw=None):
+    if isinstance(body, dict) and "cert" not in body:
+        body = dict(body, cert=CERT)
     payload = raw if raw is not None else json.dumps(body).encode()
     sig = p256.sign(sk, hashlib.sha256(payload).digest())
     return (commands.PREFIX + binascii.b2a_base64(payload).strip() + b" "
@@ -19,7 +22,7 @@ def line(body, sk=CA_SK, raw=None):
 
 def refused(text, reason):
     try:
-        commands.parse(text, CA_PK, DEVICE, 10)
+        commands.parse(text, CA_PK, DEVICE, 10, CERT)
     except commands.CommandError as e:
         assert str(e) == reason, (str(e), reason)
         return
@@ -27,8 +30,14 @@ def refused(text, reason):
 
 
 def test_a_valid_command_is_accepted():
-    assert commands.parse(line({"cmd": "status", "device": DEVICE, "seq": 11}), CA_PK, DEVICE, 10) \
+    assert commands.parse(line({"cmd": "status", "device": DEVICE, "seq": 11}), CA_PK, DEVICE, 10, CERT) \
         == ("status", {}, 11)
+
+
+def test_a_command_for_an_earlier_certificate_is_refused():
+    # recorded before a factory reset and re-provisioning: same device, older certificate
+    refused(line({"cmd": "unlock_console", "device": DEVICE, "seq": 11, "cert": "cd" * 32}),
+            "not for this certificate")
 
 
 def test_signature_is_checked_first():

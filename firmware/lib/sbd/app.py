@@ -24,12 +24,13 @@ def run_locked():
     from sbd import der
     ca_key = der.cert_public_key(identity.ca_certificate())
     device_id = device.device_id()
+    cert_sha256 = identity.fingerprint()
 
     def on_line(line):
         if not line.startswith(commands.PREFIX):
             return  # noise on the UART: ignored, and nothing disclosed
         try:
-            name, args, seq = commands.parse(line, ca_key, device_id, store.get_int("cmd_seq", 0))
+            name, args, seq = commands.parse(line, ca_key, device_id, store.get_int("cmd_seq", 0), cert_sha256)
         except commands.CommandError as e:
             print(json.dumps({"sbd": "cmd", "ok": False, "error": str(e)}))
             return

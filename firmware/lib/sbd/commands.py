@@ -1,6 +1,8 @@
 # Authenticated commands: an operator command is accepted only when it is
-# signed by the CA that provisioned this device, names this device, and
-# carries a sequence number higher than any accepted before (no replay).
+# signed by the CA that provisioned this device, names this device and its
+# current certificate (so nothing recorded before a factory reset and
+# re-provisioning is valid after it), and carries a sequence number higher
+# than any accepted before (no replay).
 # The signature is checked before the command is even parsed, and every field
 # is validated; anything else is refused and changes nothing.
 # Provisions: ETSI EN 303 645 5.5-5 (security-relevant configuration only
@@ -41,7 +43,7 @@ def _b64decode(part):
         raise CommandError("bad base64")
 
 
-def parse(line, ca_public_key, device_id, last_seq):
+def parse(line, ca_public_key, device_id, last_seq, cert_sha256):
     """Returns (name, args, seq) of a valid command, or raises CommandError."""
     from sbd import p256
     if len(line) > MAX_LINE:
@@ -62,10 +64,12 @@ def parse(line, ca_public_key, device_id, last_seq):
     if not isinstance(cmd, dict):
         raise CommandError("not an object")
     for key in cmd:
-        if key not in ("cmd", "device", "seq", "args"):
+        if key not in ("cmd", "device", "cert", "seq", "args"):
             raise CommandError("unknown field")
     if cmd.get("device") != device_id:
         raise CommandError("not for this device")
+    if cmd.get("cert") != cert_sha256:
+        raise CommandError("not for this certificate")
     seq = cmd.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= MAX_SEQ:
         raise CommandError("bad sequence number")

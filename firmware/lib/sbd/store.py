@@ -1,6 +1,6 @@
 # Secure storage: the device's keys, certificates and settings live in NVS,
 # never in files. On a real ESP32, turn on flash encryption and NVS
-# encryption so they are also protected at rest (docs/secure-storage.md).
+# encryption so they are also protected at rest (docs/identity.md, "Storage in NVS").
 # Provisions: ETSI EN 303 645 5.4-1 (sensitive security parameters stored
 # securely), 5.4-3 (none in the firmware image); NIST IR 8259A 3.
 import esp32

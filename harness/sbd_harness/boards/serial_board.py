@@ -219,9 +219,11 @@ class SerialBoard(Board):
         text = tail.decode(errors="replace")
         return last_boot_line(text) is not None or b"\n>>> " in tail
 
-    def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20) -> dict:
+    def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20,
+                        follow: str | None = None) -> dict:
         """Writes one line to the console of a running (locked) firmware and
-        returns its JSON answer: the first {"sbd": reply_key, ...} line."""
+        returns its JSON answer: the first {"sbd": reply_key, ...} line; with
+        `follow`, an accepted command's {"sbd": follow} line goes under "result"."""
         from ..bootline import parse_json_lines
         data = bytearray()
         with self._open_port() as port:
@@ -231,9 +233,13 @@ class SerialBoard(Board):
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 data += port.read(4096)
-                for obj in parse_json_lines(data.decode(errors="replace")):
-                    if obj.get("sbd") == reply_key:
-                        return obj
+                found = parse_json_lines(data.decode(errors="replace"))
+                replies = [o for o in found if o.get("sbd") == reply_key]
+                if replies and (follow is None or not replies[0].get("ok")):
+                    return replies[0]
+                results = [o for o in found if o.get("sbd") == follow]
+                if replies and results:
+                    return dict(replies[0], result=results[0])
         raise BoardError(f"no answer from {self.name} within {timeout}s: {bytes(data[-300:])!r}")
 
     # MicroPython itself ---------------------------------------------------------------

@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -64,10 +65,14 @@ def check_identity_certified(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     fp = fingerprint(cert)
     sbd_evidence.update({"device_id": device_id, "cert_sha256": fp, "boot_cert_sha256": boot["security"].get("cert_sha256")})
     assert boot["security"].get("cert_sha256") == fp, "the device's certificate is not the one the CA issued it"
-    sbd_ca.certificate.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+    try:
+        sbd_ca.certificate.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise AssertionError("the certificate on record is not signed by the lab CA") from None
     assert cert.subject.rfc4514_string() == f"CN={device_id}"
-    entry = sbd_ca.index()["devices"][device_id]
-    assert entry["csr_public_key"] == public_point(cert.public_key()).hex(), "certified key differs from the CSR's"
+    if _emulated(sbd_board):  # the device holds the key its certificate names
+        held = _flash_store(sbd_board).get((NVS_NS, "pk"), b"")
+        assert held == public_point(cert.public_key()), "the device's key is not the certified one"
     assert not sbd_ca.is_revoked(device_id), "the device's certificate is revoked"
 
 
@@ -86,8 +91,12 @@ def check_device_keys_unique(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     if _emulated(sbd_board):
         from sbd_harness.boards.emulated import EmulatedBoard
         for other in EmulatedBoard.all():
-            if other.name != sbd_board.name and _flash_store(other).get((NVS_NS, "pk"), b"").hex() == mine:
-                clashes.append(f"emulated board {other.name}")
+            if other.name == sbd_board.name:
+                continue
+            if _flash_store(other).get((NVS_NS, "pk"), b"").hex() == mine:
+                clashes.append(f"key of emulated board {other.name}")
+            if other.conf["unique_id"] == device_id:
+                clashes.append(f"ID of emulated board {other.name}")
         sbd_evidence["emulated_boards_compared"] = len(EmulatedBoard.all()) - 1
     assert not clashes, f"the same key is held by: {clashes}"
 
@@ -141,7 +150,9 @@ def check_no_key_on_serial(sbd_board, sbd_evidence):
         pytest.skip("the device has no key yet")
     log = sbd_board.state.serial_log.read_bytes()
     hits = find_key(secret, log)
-    sbd_evidence.update({"serial_log_bytes": len(log), "encodings_searched": 15, "found_as": hits})
+    from sbd_harness.checks.leaks import key_encodings
+    sbd_evidence.update({"serial_log_bytes": len(log), "encodings_searched": len(key_encodings(secret)),
+                         "found_as": hits})
     assert not hits, f"the private key is in the serial log as {hits}"
 
 
@@ -203,17 +214,19 @@ def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = _boot(sbd_boot)
     if boot.get("security", {}).get("console") != "locked":
         pytest.skip("commands are served by the locked firmware")
-    device_id = boot["device_id"]
+    device_id, cert = boot["device_id"], boot["security"].get("cert_sha256")
     with tempfile.TemporaryDirectory() as tmp:
         rogue = LabCA(tmp)
         rogue.init("rogue CA")
-        forged = rogue.sign_payload({"cmd": "status", "device": device_id, "seq": 2**30})
+        forged = rogue.sign_payload({"cmd": "status", "device": device_id, "cert": cert, "seq": 2**30})
+    body = {"device": device_id, "cert": cert, "seq": 2**30}
     # Harmless commands only: a device that wrongly accepts one must not wipe itself.
     must_refuse = {
         "forged": forged,
-        "other-device": sbd_ca.sign_payload({"cmd": "status", "device": "0000deadbeef", "seq": 2**30}),
-        "unknown-command": sbd_ca.sign_payload({"cmd": "shell", "device": device_id, "seq": 2**30}),
-        "bad-args": sbd_ca.sign_payload({"cmd": "status", "device": device_id, "seq": 2**30, "args": {"x": 1}}),
+        "other-device": sbd_ca.sign_payload(dict(body, cmd="status", device="0000deadbeef")),
+        "earlier-certificate": sbd_ca.sign_payload(dict(body, cmd="status", cert="00" * 32)),
+        "unknown-command": sbd_ca.sign_payload(dict(body, cmd="shell")),
+        "bad-args": sbd_ca.sign_payload(dict(body, cmd="status", args={"x": 1})),
         "malformed": "SBD-CMD not-base64!! ???",
         "oversized": "SBD-CMD " + "A" * 3000 + " B",
     }
