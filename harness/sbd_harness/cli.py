@@ -311,6 +311,10 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baud", type=int, default=115200, help="console baud rate of a real board")
 
 
+def _add_pki(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pki", help="the lab CA's folder (default: <state>/pki, or SBD_PKI_DIR)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -367,16 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, helptext in (("init", cmd_pki_init, "create the lab CA (P-256), its CRL and index"),
                                ("show", cmd_pki_show, "the CA and the devices it certified")):
         p = pki.add_parser(name, help=helptext)
-        p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+        _add_pki(p)
         p.set_defaults(func=fn)
     p = pki.add_parser("revoke", help="revoke a device's certificate and rewrite the CRL")
     p.add_argument("device_id")
-    p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+    _add_pki(p)
     p.set_defaults(func=cmd_pki_revoke)
 
     p = sub.add_parser("provision", help="certify an unprovisioned board's own key, then lock its console")
     _add_target(p)
-    p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+    _add_pki(p)
     p.add_argument("--no-lock", action="store_true", help="leave the console open (development only)")
     p.add_argument("--wifi-ssid", help="real boards: the Wi-Fi network (passphrase in SBD_WIFI_PSK)")
     p.add_argument("--broker", help="real boards: the broker's IPv4 address[:port] (default port 8883)")
@@ -386,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument("name", choices=["status", "factory_reset", "unlock_console"])
     p.add_argument("--device", help="the device ID (default: read from its boot line)")
-    p.add_argument("--pki", help="PKI folder (default: <state>/pki)")
+    _add_pki(p)
     p.set_defaults(func=cmd_command)
 
     p = sub.add_parser("verify", help="run the conformance checks and write the report")
@@ -397,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", help="JUnit XML path")
     p.add_argument("--flash", action="store_true", help="flash the firmware before checking")
     p.add_argument("-k", help="only checks matching this pytest expression")
-    p.add_argument("--pki", help="the lab CA's folder (default: <state>/pki)")
+    _add_pki(p)
     p.add_argument("--destructive", action="store_true",
                    help="also run checks that change the board for good (factory reset)")
     p.set_defaults(func=cmd_verify)
