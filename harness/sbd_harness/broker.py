@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import tempfile
 import shutil
 import signal
 import socket
@@ -25,8 +26,13 @@ BROKER_HOSTNAME = "broker.sbd.lab"
 TLS12_CIPHERS = ":".join([
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
 ])
-ACL = """# Each device (username = certificate CN) sees only its own topic tree.
+MONITOR = "sbd-monitor"
+ACL = f"""# Each device (username = certificate CN) sees only its own topic tree.
 pattern readwrite devices/%u/#
+
+# The lab's monitor (the harness) reads every device and sends commands.
+user {MONITOR}
+topic readwrite devices/#
 """
 
 
@@ -146,6 +152,20 @@ class Broker:
                 time.sleep(0.05)
         self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.address}:{self.port} within {timeout}s")
+
+    def monitor(self, name: str = MONITOR):
+        """A paho-mqtt client connected over mutual TLS with a host identity."""
+        import paho.mqtt.client as mqtt
+        cert, key = self.ca.issue_client(name)
+        ident = Path(tempfile.mkdtemp(prefix="sbd-client-"))
+        (ident / "c.pem").write_bytes(cert)
+        (ident / "k.pem").write_bytes(key)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}")
+        client.tls_set(ca_certs=str(self.ca.cert_path), certfile=str(ident / "c.pem"), keyfile=str(ident / "k.pem"))
+        client.tls_insecure_set(False)
+        shutil.rmtree(ident)  # loaded into the SSL context already
+        client.connect(self.address, self.port, keepalive=30)
+        return client
 
     def reload_crl(self) -> None:
         """mosquitto rereads certificates and the CRL on SIGHUP."""

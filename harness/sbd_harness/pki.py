@@ -212,6 +212,23 @@ class LabCA:
                 key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
 
+    def issue_client(self, name: str, days: int = 30) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a host-side client such as the lab's
+        monitor; made on the host, so never for a device (devices make their own keys)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                .issuer_name(self.certificate.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(self._key(), hashes.SHA256()))
+        return (cert.public_bytes(serialization.Encoding.PEM),
+                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
     def issued_certificate(self, device_id: str) -> x509.Certificate | None:
         path = self.dir / "issued" / f"{device_id}.pem"
         return x509.load_pem_x509_certificate(path.read_bytes()) if path.exists() else None
