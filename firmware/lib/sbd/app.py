@@ -19,30 +19,65 @@ def main():
         machine.reset()
 
 
+def _forget(*names):
+    # Modules only the boot needed: their code is freed once nothing holds it.
+    import sys
+    for name in names:
+        sys.modules.pop(name, None)
+    import gc
+    gc.collect()
+
+
 def run_locked():
     console.close()
-    from sbd import der
+    _forget("sbd.boot", "sbd.boot_report", "sbd.factory_reset", "sbd.provisioning", "sbd.csr")
+    from sbd import config, der
     ca_key = der.cert_public_key(identity.ca_certificate())
     device_id = device.device_id()
     cert_sha256 = identity.fingerprint()
 
-    def on_line(line):
+    import gc
+
+    def handle(line):
+        """One signed command line, from the console or from MQTT: its reply."""
         if not line.startswith(commands.PREFIX):
-            return  # noise on the UART: ignored, and nothing disclosed
+            return None  # noise: ignored, and nothing disclosed
+        gc.collect()
         try:
             name, args, seq = commands.parse(line, ca_key, device_id, store.get_int("cmd_seq", 0), cert_sha256)
         except commands.CommandError as e:
-            print(json.dumps({"sbd": "cmd", "ok": False, "error": str(e)}))
-            return
+            return {"sbd": "cmd", "ok": False, "error": str(e)}
         store.put_int("cmd_seq", seq)
-        print(json.dumps({"sbd": "cmd", "ok": True, "cmd": name, "seq": seq}))
-        if name == "factory_reset":
+        reply = {"sbd": "cmd", "ok": True, "cmd": name, "seq": seq}
+        if name == "status":
+            reply["status"] = state.summary()
+        return reply
+
+    def act(reply):
+        # Side effects after the reply went out.
+        if reply and reply.get("ok") and reply["cmd"] == "factory_reset":
             from sbd import factory_reset
             factory_reset.erase_and_reset()
-        elif name == "unlock_console":
+        elif reply and reply.get("ok") and reply["cmd"] == "unlock_console":
             store.put_int(state.LOCKED, 0)
             machine.reset()
-        elif name == "status":
-            print(json.dumps({"sbd": "status", "security": state.summary()}))
 
-    console.serve(on_line, commands.MAX_LINE + 1)
+    def on_line(line):
+        reply = handle(line)
+        if reply is not None:
+            print(json.dumps(reply))
+            if reply.get("status") is not None:
+                print(json.dumps({"sbd": "status", "security": reply["status"]}))
+            act(reply)
+
+    tick = None
+    settings = config.load()
+    if settings is not None:
+        from sbd.link import Link
+
+        def on_command(line):
+            return handle(line) or {"sbd": "cmd", "ok": False, "error": "not a command"}
+
+        link = Link(settings, on_command, after_reply=act)
+        tick = link.tick
+    console.serve(on_line, commands.MAX_LINE + 1, tick=tick, period_ms=100)

@@ -1,0 +1,142 @@
+# Connected operation: Wi-Fi, trusted time, mutual TLS to the broker, MQTT
+# with a birth message and a last will, telemetry through the flash-backed
+# outbox (one QoS 1 message in flight; acknowledged messages leave the
+# outbox, nothing is lost to an outage, a reboot or a power cut), and
+# reconnection with capped exponential backoff and jitter. Signed commands
+# arrive on devices/<id>/cmd; their results go to devices/<id>/result.
+# Provisions: ETSI EN 303 645 5.5-1, 5.9-1, 5.9-2, 5.9-3, 5.13-1B;
+# NIST IR 8259A 4; EU CRA Annex I (2)(h).
+import gc
+import json
+import os
+import time
+import network
+from sbd import clock, device, state, tls, version
+from sbd.mqtt import MQTTClient, MQTTProtocolError
+from sbd.outbox import Outbox
+
+BACKOFF_MIN_MS = 1000
+BACKOFF_MAX_MS = 60000
+KEEPALIVE_S = 30
+MAX_PACKET = 1536  # a signed command (at most 1024 bytes) and its topic fit
+
+
+def log(event, **fields):
+    fields["sbd"] = "net"
+    fields["event"] = event
+    print(json.dumps(fields))
+
+
+def backoff_ms(failures):
+    """Exponential from 1 s, capped at 60 s, with jitter in its upper half."""
+    ceiling = min(BACKOFF_MAX_MS, BACKOFF_MIN_MS << min(failures - 1, 16))
+    r = os.urandom(2)
+    return ceiling // 2 + (r[0] << 8 | r[1]) * (ceiling // 2) // 65536
+
+
+class Link:
+    def __init__(self, settings, on_command, after_reply=None):
+        self.cfg = settings
+        self.on_command = on_command
+        self.after_reply = after_reply
+        self.base = "devices/" + device.device_id()
+        self.outbox = Outbox("/data/outbox")
+        self.wlan = network.WLAN(network.STA_IF)
+        # One client for the device's life: its receive buffer is allocated
+        # once, so reconnecting does not fragment the heap.
+        self.mqtt = MQTTClient(self.base[8:], keepalive=KEEPALIVE_S, max_packet=MAX_PACKET)
+        self.mqtt.on_ack = self.acked
+        self.mqtt.on_message = self.message
+        self.client = None
+        self.inflight = None  # (packet id, outbox seq)
+        self.failures = 0
+        now = time.ticks_ms()
+        self.next_try = now
+        self.next_sample = now
+
+    def tick(self):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self.next_sample) >= 0:
+            self.next_sample = time.ticks_add(now, self.cfg["telemetry_s"] * 1000)
+            self.sample()
+        if self.client is None:
+            if time.ticks_diff(now, self.next_try) >= 0:
+                self.connect()
+            return
+        try:
+            for _ in range(8):  # what is waiting, a few packets per tick
+                if self.client is None or self.client.poll(0) is None:
+                    break
+            self.drain()
+        except (MQTTProtocolError, OSError) as e:
+            self.drop(e)
+
+    def sample(self):
+        reading = {"uptime_s": time.ticks_ms() // 1000, "heap_free": gc.mem_free()}
+        self.outbox.put(json.dumps(reading).encode())
+
+    def drain(self):
+        if self.inflight is not None or self.client is None:
+            return
+        waiting = self.outbox.pending(1)
+        if waiting:
+            seq, payload = waiting[0]
+            message = b'{"seq": %d, "data": ' % seq + payload + b"}"
+            pid = self.client.publish(self.base + "/telemetry", message, qos=1)
+            self.inflight = (pid, seq)
+
+    def acked(self, pid):
+        if self.inflight is not None and self.inflight[0] == pid:
+            self.outbox.ack(self.inflight[1])
+            self.inflight = None
+
+    def message(self, topic, payload):
+        if topic != self.base + "/cmd":
+            return
+        try:
+            reply = self.on_command(bytes(payload).strip())
+        except MemoryError:
+            reply = {"sbd": "cmd", "ok": False, "error": "busy"}
+        self.client.publish(self.base + "/result", json.dumps(reply), qos=1)
+        if self.after_reply is not None:
+            self.after_reply(reply)
+
+    def connect(self):
+        try:
+            if not self.wlan.isconnected():
+                self.wlan.active(True)
+                if self.wlan.status() not in (network.STAT_CONNECTING, network.STAT_GOT_IP):
+                    self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])
+                if not self.wlan.isconnected():
+                    raise OSError("wifi not connected")
+            if not clock.sync(self.cfg.get("ntp_host")):
+                raise OSError("clock not set")
+            stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])
+            client = self.mqtt
+            try:
+                client.connect(stream, clean_session=True,
+                               will=(self.base + "/state", b'{"online": false}', 1, True))
+            except Exception:
+                client.close()  # closes the TLS stream too
+                raise
+            self.client = client
+            birth = {"online": True, "fw_version": version.VERSION, "model": version.MODEL,
+                     "security": state.summary()}
+            client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
+            client.subscribe(self.base + "/cmd", 1)
+        except Exception as e:  # noqa: every failure is an outage to ride out
+            self.drop(e)
+            return
+        self.failures = 0
+        self.inflight = None
+        log("connected")
+
+    def drop(self, error):
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        self.inflight = None
+        self.failures += 1
+        delay = backoff_ms(self.failures)
+        self.next_try = time.ticks_add(time.ticks_ms(), delay)
+        log("disconnected", reason=type(error).__name__, retry_ms=delay)
