@@ -167,21 +167,14 @@ class LabCA:
         for other_id, entry in index["devices"].items():
             if entry["public_key"] == point.hex() and other_id != device_id:
                 raise PKIError(f"this key is already certified for device {other_id}: keys must be unique")
-        ca_cert, key = self.certificate, self._key()
         now = _now()
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
-                .issuer_name(ca_cert.subject).public_key(csr.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
-                                             content_commitment=False, key_encipherment=False,
-                                             data_encipherment=False, key_agreement=False,
-                                             encipher_only=False, decipher_only=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-                .sign(key, hashes.SHA256()))
+        cert = self._leaf(device_id, csr.public_key(), days, [
+            (x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, content_commitment=False,
+                           key_encipherment=False, data_encipherment=False, key_agreement=False,
+                           encipher_only=False, decipher_only=False), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key().public_key()), False),
+        ])
         issued = IssuedCertificate(device_id, cert, point)
         (self.dir / "issued").mkdir(exist_ok=True)
         (self.dir / "issued" / f"{device_id}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -193,41 +186,41 @@ class LabCA:
         self._write_index(index)
         return issued
 
-    def issue_server(self, hostname: str, addresses: list[str], days: int = 365) -> tuple[bytes, bytes]:
-        """(certificate PEM, key PEM) for a broker reachable as `hostname` and `addresses`."""
-        import ipaddress
-        key, ca_cert = ec.generate_private_key(ec.SECP256R1()), self.certificate
+    def _leaf(self, common_name: str, public_key, days: int, extensions: list) -> x509.Certificate:
+        """An end-entity certificate from this CA: CN, random serial, not a CA, the extensions given."""
         now = _now()
-        san = [x509.DNSName(hostname)] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-                .issuer_name(ca_cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.SubjectAlternativeName(san), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .sign(self._key(), hashes.SHA256()))
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+                   .issuer_name(self.certificate.subject).public_key(public_key)
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(self._key(), hashes.SHA256())
+
+    @staticmethod
+    def _with_new_key(make) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) of a certificate `make(public_key)` for a key made here."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = make(key.public_key())
         return (cert.public_bytes(serialization.Encoding.PEM),
                 key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
 
+    def issue_server(self, hostname: str, addresses: list[str], days: int = 365) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a broker reachable as `hostname` and `addresses`."""
+        import ipaddress
+        san = [x509.DNSName(hostname)] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+        return self._with_new_key(lambda pub: self._leaf(hostname, pub, days, [
+            (x509.SubjectAlternativeName(san), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]))
+
     def issue_client(self, name: str, days: int = 30) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a host-side client such as the lab's
         monitor; made on the host, so never for a device (devices make their own keys)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = _now()
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(self.certificate.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(self._key(), hashes.SHA256()))
-        return (cert.public_bytes(serialization.Encoding.PEM),
-                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        return self._with_new_key(lambda pub: self._leaf(name, pub, days, [
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)]))
 
     def issued_certificate(self, device_id: str) -> x509.Certificate | None:
         path = self.dir / "issued" / f"{device_id}.pem"

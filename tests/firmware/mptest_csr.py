@@ -3,6 +3,7 @@ from binascii import unhexlify
 from hashlib import sha256
 
 from sbd import csr, der, p256
+from mphelpers import raises
 
 # RFC 6979 A.2.5 test key (never a device key).
 KEY = unhexlify("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
@@ -25,12 +26,6 @@ EXPECTED = unhexlify(
 )
 
 
-def raises(fn, *args):
-    try:
-        fn(*args)
-    except ValueError:
-        return True
-    return False
 
 
 def children(buf, start, end):

@@ -2,18 +2,13 @@
 from binascii import unhexlify
 
 from sbd import der
+from mphelpers import raises
 
 
 def h(s):
     return unhexlify(s.replace(" ", ""))
 
 
-def raises(fn, *args):
-    try:
-        fn(*args)
-    except ValueError:
-        return True
-    return False
 
 
 # --- writers ------------------------------------------------------------------
