@@ -288,3 +288,20 @@ def test_board_code_cannot_reach_the_host(module_board):
     out = mpremote(module_board.port, "resume", "exec",
                    "import os, vfs\nprint(hasattr(os, 'system'), hasattr(os, 'getenv'), hasattr(vfs, 'VfsPosix'))")
     assert out.split() == ["False", "False", "False"]
+
+
+@pytest.mark.skipif(not netlab.namespaces_available(), reason="network namespaces need root")
+def test_a_lease_left_by_a_killed_run_is_reclaimed(tmp_path):
+    """A board whose supervisor died without stopping (a killed test run) gives its address back."""
+    ghost = tmp_path / "ghost"
+    ghost.mkdir()
+    (ghost / "board.json").write_text("{}")
+    (ghost / "status.json").write_text('{"supervisor_pid": 999999999}')
+    host = netlab._lease(ghost)
+    lease = netlab.LEASES / str(host)
+    os.utime(lease, (time.time() - 120, time.time() - 120))  # older than a board's start-up
+    try:
+        assert netlab._lease(tmp_path / "next") == host
+    finally:
+        netlab.release(ghost)
+        netlab.release(tmp_path / "next")

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def _lease(owner: Path) -> int:
             holder = Path(path.read_text().strip() or "/nonexistent")
             if holder == owner:
                 return host
-            if (holder / "board.json").exists():
+            fresh = time.time() - path.stat().st_mtime < 60  # its board may still be starting
+            if (holder / "board.json").exists() and (fresh or _supervisor_alive(holder)):
                 continue
             destroy_names(f"sbd-{host}", f"sbdv{host}")
             path.unlink(missing_ok=True)
@@ -100,6 +102,17 @@ def _lease(owner: Path) -> int:
         os.close(fd)
         return host
     raise LabNetworkError("no free address left in the lab subnet")
+
+
+def _supervisor_alive(board_dir: Path) -> bool:
+    """A lease is live while its board's supervisor runs (a killed test run leaves none)."""
+    import json
+    try:
+        pid = json.loads((board_dir / "status.json").read_text())["supervisor_pid"]
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 def release(owner: Path) -> None:
