@@ -34,6 +34,14 @@ def _emulated(name: str):
     return EmulatedBoard(name)
 
 
+def _existing(name: str):
+    """An emulated board that was created (running or not); a clear error otherwise."""
+    board = _emulated(name)
+    if not board.state.exists():
+        raise CliError(f"no emulated board named {name!r} (sbd board start {name})")
+    return board
+
+
 def _target(args: argparse.Namespace) -> Board:
     """The board named by --board (emulated) or --port (real)."""
     from .boards.serial_board import SerialBoard
@@ -56,15 +64,13 @@ def cmd_board_start(args: argparse.Namespace) -> int:
 
 
 def cmd_board_stop(args: argparse.Namespace) -> int:
-    board = _emulated(args.name)
-    board.conf  # raises a clear error for an unknown board
+    board = _existing(args.name)
     board.stop()
     return 0
 
 
 def cmd_board_rm(args: argparse.Namespace) -> int:
-    board = _emulated(args.name)
-    board.conf
+    board = _existing(args.name)
     board.remove()
     return 0
 
@@ -93,8 +99,7 @@ def cmd_board_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_board_erase(args: argparse.Namespace) -> int:
-    board = _emulated(args.name)
-    board.conf
+    board = _existing(args.name)
     board.erase_flash()
     if board.is_running():
         board.reset("power-cut")
@@ -112,8 +117,7 @@ def cmd_board_link(args: argparse.Namespace) -> int:
 
 
 def cmd_board_log(args: argparse.Namespace) -> int:
-    board = _emulated(args.name)
-    board.conf
+    board = _existing(args.name)
     sys.stdout.write(board.serial_log()[-args.bytes:])
     return 0
 

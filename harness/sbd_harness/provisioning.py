@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from dataclasses import dataclass
 
 from .boards.base import Board, BoardError
-from .boards.serial_board import SerialBoard
+from .boards.serial_board import SerialBoard, read_boot
 from .bootline import last_boot_line
 from .pki import IssuedCertificate, LabCA
 
@@ -78,7 +77,7 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
         boot = None
         if lock:
             t.exec_raw_no_follow("provisioning.lock()")
-            boot_text = _read_until_boot_line(t.serial, timeout)
+            boot_text = read_boot(t.serial, timeout)
             transcript.append(boot_text)
             boot = last_boot_line(boot_text)
             if boot is None:
@@ -86,15 +85,3 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
             t.in_raw_repl = False  # the board rebooted into its locked firmware
     return ProvisionResult(device_id, issued, boot, "".join(transcript))
 
-
-def _read_until_boot_line(port, timeout: float) -> str:
-    data = bytearray()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data += port.read(port.in_waiting or 1)  # no waiting for a full buffer
-        text = data.decode(errors="replace")
-        if "rst:0x" in text and last_boot_line(text[text.rfind("rst:0x"):]):
-            time.sleep(0.2)
-            data += port.read(port.in_waiting)
-            return data.decode(errors="replace")
-    return data.decode(errors="replace")

@@ -64,7 +64,7 @@ class Partition:
         if _entry is not None:
             entry = _entry
         elif id == Partition.BOOT or id == Partition.RUNNING:
-            entry = _ota_slot(_booted_slot() if id == Partition.RUNNING else _boot_slot())
+            entry = _ota_slot(_BOOTED if id == Partition.RUNNING else _boot_slot())
         else:
             entry = None
             for p in _read_table():
@@ -161,11 +161,7 @@ def _boot_slot():
     return 0 if best == 0 else (best - 1) % 2
 
 
-_BOOTED = _boot_slot()
-
-
-def _booted_slot():
-    return _BOOTED
+_BOOTED = _boot_slot()  # the slot this boot came from, fixed until the next reset
 
 
 def _ota_slot(n):

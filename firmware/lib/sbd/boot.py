@@ -1,6 +1,5 @@
 # Runs at every boot: factory-reset button, identity, the boot line, and
 # whether the console stays open.
-import micropython
 from sbd import boot_report, console, factory_reset, identity, state
 
 

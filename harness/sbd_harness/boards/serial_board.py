@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import serial
-from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
 from ..bootline import last_boot_line
@@ -57,6 +57,27 @@ def _rm(p):
         os.remove(p)
 _rm(PATH)
 """
+
+
+def _boot_finished(data: bytes) -> bool:
+    # The ESP32 ROM prints "rst:0x.." on every reset; what came before it is the old boot.
+    tail = data[data.rfind(b"rst:0x"):] if b"rst:0x" in data else data
+    return last_boot_line(tail.decode(errors="replace")) is not None or b"\n>>> " in tail
+
+
+def read_boot(port: serial.Serial, timeout: float, settle: float = 0.3) -> str:
+    """What the port shows of a boot that is under way: until its boot line (plus
+    `settle` seconds), or the REPL prompt of a boot without one, or `timeout`."""
+    data = bytearray()
+    start = time.monotonic()
+    done_at = None
+    while time.monotonic() - start < timeout:
+        data += port.read(port.in_waiting or 1)  # never wait for a full buffer
+        if done_at is None and _boot_finished(data):
+            done_at = time.monotonic()
+        if done_at is not None and time.monotonic() - done_at >= settle:
+            break
+    return data.decode(errors="replace")
 
 
 class SerialBoard(Board):
@@ -196,28 +217,11 @@ class SerialBoard(Board):
         """Records the boot until its boot line (plus `settle` seconds), or until
         the boot ends at a REPL prompt without one, or until `timeout`."""
         start = time.monotonic()
-        data = bytearray()
         with self._open_port() as port:
             port.reset_input_buffer()
             self._trigger_reset(port, kind)
-            done_at = None
-            while time.monotonic() - start < timeout:
-                chunk = port.read(4096)
-                if chunk:
-                    data += chunk
-                if done_at is None and self._boot_finished(data):
-                    done_at = time.monotonic()
-                if done_at is not None and time.monotonic() - done_at >= settle:
-                    break
-        text = data.decode(errors="replace")
+            text = read_boot(port, timeout, settle)
         return BootCapture(text, last_boot_line(text), time.monotonic() - start)
-
-    @staticmethod
-    def _boot_finished(data: bytes) -> bool:
-        # The ESP32 ROM prints "rst:0x.." on every reset; what came before it is the old boot.
-        tail = data[data.rfind(b"rst:0x"):] if b"rst:0x" in data else data
-        text = tail.decode(errors="replace")
-        return last_boot_line(text) is not None or b"\n>>> " in tail
 
     def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20,
                         follow: str | None = None) -> dict:

@@ -16,7 +16,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sbd_harness.boards.base import BoardError
 from sbd_harness.bootline import last_boot_line
 from sbd_harness.checks.leaks import find_key
 from sbd_harness.pki import LabCA, fingerprint, public_point

@@ -82,7 +82,7 @@ def parse_csv(text: str) -> list[Partition]:
 
 def _check_layout(parts: list[Partition]) -> None:
     spans = sorted((p.offset, p.offset + p.size, p.label) for p in parts)
-    for (s1, e1, l1), (s2, _e2, l2) in zip(spans, spans[1:]):
+    for (_s1, e1, l1), (s2, _e2, l2) in zip(spans, spans[1:], strict=False):
         if s2 < e1:
             raise PartitionTableError(f"partitions {l1} and {l2} overlap")
     for p in parts:
@@ -171,10 +171,3 @@ class FlashImage:
             f.seek(p.offset)
             f.write(bytes([ERASED]) * p.size)
 
-    def erase_all(self) -> None:
-        """`esptool erase_flash`: everything back to 0xFF, partition table included."""
-        size = self.size
-        with open(self.path, "r+b") as f:
-            chunk = bytes([ERASED]) * 0x10000
-            for _ in range(size // len(chunk)):
-                f.write(chunk)
