@@ -4,13 +4,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-test.txt | md5sum | cut -c1-12)
+# sslyze (the TLS scanner the broker tests use) pins an older `cryptography`
+# than the harness, so it gets a virtualenv of its own.
+SSLYZE_VERSION := 6.3.1
+SSLYZE_VENV    := $(VENV)/tools/sslyze
+SSLYZE_STAMP   := $(SSLYZE_VENV)/.installed-sslyze-$(SSLYZE_VERSION)
 HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto)
 
 .PHONY: setup system-deps demo test bench clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(SSLYZE_STAMP)
 
 system-deps:
 ifneq ($(strip $(APT_PACKAGES)),)
@@ -26,6 +31,12 @@ $(STAMP): pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e . -r requirements-test.txt
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(SSLYZE_STAMP):
+	$(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install -q sslyze==$(SSLYZE_VERSION)
+	rm -f $(SSLYZE_VENV)/.installed-*
 	touch $@
 
 demo: setup

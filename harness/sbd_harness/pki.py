@@ -214,7 +214,9 @@ class LabCA:
         san = [x509.DNSName(hostname)] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
         return self._with_new_key(lambda pub: self._leaf(hostname, pub, days, [
             (x509.SubjectAlternativeName(san), False),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]))
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            # RFC 5280 requires it; strict path validators (sslyze's) refuse a chain without it
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()), False)]))
 
     def issue_client(self, name: str, days: int = 30) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a host-side client such as the lab's
@@ -228,12 +230,16 @@ class LabCA:
 
     # revocation ---------------------------------------------------------------------
     def revoke(self, device_id: str) -> None:
-        index = self.index()
-        entry = index["devices"].get(device_id)
+        entry = self.index()["devices"].get(device_id)
         if entry is None:
             raise PKIError(f"no certificate issued for {device_id}")
-        if entry["serial"] not in index["revoked"]:
-            index["revoked"].append(entry["serial"])
+        self.revoke_serial(entry["serial"])
+
+    def revoke_serial(self, serial: int) -> None:
+        """Revokes any certificate of this CA (a device's, or a host client's) and rewrites the CRL."""
+        index = self.index()
+        if serial not in index["revoked"]:
+            index["revoked"].append(serial)
         self._write_index(index)
         self.write_crl()
 
