@@ -23,6 +23,11 @@ os.environ["SBD_STATE_DIR"] = _STATE
 os.environ.setdefault("SBD_LAB_LEASES", "/run/sbd-lab/leases")
 
 from sbd_harness.boards.emulated import EmulatedBoard  # noqa: E402
+from sbd_harness.broker import free_port, lab_address  # noqa: E402
+
+# The lab broker of `sbd verify` runs in tests on a port of their own, not on
+# 8883, where a demo or a user's broker may be running.
+os.environ["SBD_BROKER"] = f"{lab_address()}:{free_port(lab_address())}"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

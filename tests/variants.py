@@ -74,6 +74,23 @@ VARIANTS: dict[str, list[tuple[str, str, str]]] = {
     "no-cert-verification": [
         ("lib/sbd/tls.py", "    ctx.verify_mode = ssl.CERT_REQUIRED\n", "    ctx.verify_mode = ssl.CERT_NONE\n"),
     ],
+    "silent-telemetry": [
+        ("lib/sbd/link.py", "        waiting = self.outbox.pending(1)\n",
+         "        waiting = None  # broken: readings never leave the outbox\n"),
+    ],
+    "no-backoff": [
+        ("lib/sbd/link.py", '    """Exponential from 1 s, capped at 60 s, with jitter in its upper half."""\n',
+         "    return 200  # broken: retries hammer the broker five times a second\n"),
+    ],
+    "volatile-outbox": [
+        ("lib/sbd/link.py", '        self.outbox = Outbox("/data/outbox")\n',
+         '        self.outbox = Outbox("/data/outbox")\n'
+         "        self.outbox.ack(1 << 30)  # broken: a restart forgets what was queued\n"),
+    ],
+    "crash-on-bad-packet": [
+        ("lib/sbd/link.py", "        except (MQTTProtocolError, OSError) as e:\n",
+         "        except OSError as e:  # broken: a malformed packet escapes to the top\n"),
+    ],
 }
 
 

@@ -274,6 +274,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pytest_args += ["--junitxml", args.junit, "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
     if args.k:
         pytest_args += ["-k", args.k]
+    if args.broker:
+        pytest_args += ["--broker", args.broker]
+    if args.broker_flaws:
+        from .broker import FLAWS
+        unknown = sorted(set(args.broker_flaws.split(",")) - set(FLAWS))
+        if unknown:
+            raise CliError(f"unknown broker flaws {unknown}: choose from {', '.join(sorted(FLAWS))}")
+        pytest_args += ["--broker-flaws", args.broker_flaws]
     if args.pki:
         pytest_args += ["--pki", args.pki]
     if args.destructive:
@@ -405,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", help="JUnit XML path")
     p.add_argument("--flash", action="store_true", help="flash the firmware before checking")
     p.add_argument("-k", help="only checks matching this pytest expression")
+    p.add_argument("--broker", help="ADDR:PORT the board was provisioned with; the checks run the lab broker "
+                                    "there (default for emulated boards: the lab address, port 8883)")
+    p.add_argument("--broker-flaws", default="",
+                   help="run the lab broker with deliberate flaws, for labs: comma-separated, from "
+                        "open-acl, no-crl, anonymous, weak-tls")
     _add_pki(p)
     p.add_argument("--destructive", action="store_true",
                    help="also run checks that change the board for good (factory reset)")

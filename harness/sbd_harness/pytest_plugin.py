@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from .boards.base import Board, BoardError, BootCapture
+from .broker import FLAWS as BROKER_FLAWS
 from .bundle import FirmwareBundle
 from .provisions import CATALOGUE, unknown_ids
 from .report import build_report, to_markdown, write_json
@@ -32,6 +33,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--pki", default=None, help="the lab CA's folder (default: <state>/pki)")
     g.addoption("--destructive", action="store_true",
                 help="also run checks that change the board for good (factory reset)")
+    g.addoption("--broker", default=os.environ.get("SBD_BROKER"),
+                help="ADDR:PORT where the board was provisioned to find its broker; the checks run the lab "
+                     "broker there (default: $SBD_BROKER, or for emulated boards the lab address, port 8883)")
+    g.addoption("--broker-flaws", default="",
+                help="comma-separated deliberate broker misconfigurations, for labs and the harness's own "
+                     "tests: " + ", ".join(sorted(BROKER_FLAWS)))
     g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
     g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
 
@@ -137,6 +144,37 @@ def sbd_ca(pytestconfig: pytest.Config):
     from .pki import LabCA
     pki = pytestconfig.getoption("--pki")
     return LabCA(Path(pki) if pki else None)
+
+
+def _broker_endpoint(config: pytest.Config, board: Board) -> tuple[str, int] | None:
+    from .broker import lab_address
+    given = config.getoption("--broker")
+    if given is None:
+        return (lab_address(), 8883) if getattr(board, "kind", "") == "emulated" else None
+    addr, sep, port = given.rpartition(":")
+    if not sep or not addr or not port.isdigit() or not 0 < int(port) < 65536:
+        raise pytest.UsageError(f"--broker {given!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")
+    return addr, int(port)
+
+
+@pytest.fixture(scope="session")
+def sbd_broker(pytestconfig: pytest.Config, sbd_board: Board, sbd_ca) -> Iterator[Any]:
+    """The lab's mosquitto, where the board expects its broker, for the whole run."""
+    from .broker import Broker, BrokerError
+    if not sbd_ca.exists():
+        pytest.skip(f"no lab CA in {sbd_ca.dir}: the broker needs one (sbd pki init, or --pki)")
+    endpoint = _broker_endpoint(pytestconfig, sbd_board)
+    if endpoint is None:
+        pytest.skip("give --broker ADDR:PORT (the broker address the board was provisioned with)")
+    flaws = [f for f in pytestconfig.getoption("--broker-flaws").split(",") if f]
+    try:
+        broker = Broker(sbd_ca, address=endpoint[0], port=endpoint[1], flaws=flaws).start()
+    except BrokerError as exc:
+        raise pytest.UsageError(f"cannot run the lab broker at {endpoint[0]}:{endpoint[1]}: {exc}") from exc
+    try:
+        yield broker
+    finally:
+        broker.stop(remove=True)
 
 
 @pytest.fixture

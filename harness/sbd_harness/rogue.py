@@ -12,6 +12,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -42,6 +43,7 @@ class RogueBroker:
         if kind not in KINDS:
             raise ValueError(f"unknown rogue broker {kind!r}: {KINDS}")
         self.kind = kind
+        self.attempts = 0  # TCP connections accepted: the device tried
         self.handshakes = 0
         self.received = b""
         self._tmp = tempfile.TemporaryDirectory()
@@ -84,6 +86,7 @@ class RogueBroker:
                 conn, _ = self.sock.accept()
             except (socket.timeout, OSError):
                 continue
+            self.attempts += 1
             conn.settimeout(3)
             try:
                 with self.ctx.wrap_socket(conn, server_side=True) as tls:
@@ -101,3 +104,35 @@ class RogueBroker:
         self._thread.join(2)
         self.sock.close()
         self._tmp.cleanup()
+
+
+class HangUpListener:
+    """Accepts every connection and closes it at once, noting when each came.
+
+    It stands in for a broker host whose mosquitto is down, so the times of
+    the device's reconnection attempts can be seen from the network side."""
+
+    def __init__(self, address: str, port: int):
+        self.times: list[float] = []
+        self.sock = socket.create_server((address, port))
+        self.sock.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.times.append(time.monotonic())
+            conn.close()
+
+    def __enter__(self) -> "HangUpListener":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()

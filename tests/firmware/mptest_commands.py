@@ -65,6 +65,14 @@ def test_fields_are_validated():
     refused(line(None, raw=b"{not json"), "bad json")
 
 
+def test_set_interval_takes_exactly_one_bounded_integer():
+    ok = line({"cmd": "set_interval", "device": DEVICE, "seq": 11, "args": {"seconds": 5}})
+    assert commands.parse(ok, CA_PK, DEVICE, 10, CERT) == ("set_interval", {"seconds": 5}, 11)
+    for args in ({}, {"seconds": 0}, {"seconds": 3601}, {"seconds": "5"}, {"seconds": True},
+                 {"seconds": 5.0}, {"seconds": 5, "x": 1}, {"secs": 5}):
+        refused(line({"cmd": "set_interval", "device": DEVICE, "seq": 11, "args": args}), "bad args")
+
+
 def test_framing_errors():
     refused(b"SBD-CMD onlyonepart", "expected payload and signature")
     refused(b"SBD-CMD a b c", "expected payload and signature")

@@ -32,12 +32,27 @@ class _MicroPythonModule:
         _repl.set_intr(chr)
 
 
+class _TimeModule:
+    # `time` whose ticks start at 0 at every reset, as on the chip (the unix
+    # port counts from the host's boot), so uptimes computed from ticks are real.
+    def __init__(self, real):
+        for name in dir(real):
+            if not name.startswith("__"):
+                setattr(self, name, getattr(real, name))
+        ms0, us0 = real.ticks_ms(), real.ticks_us()
+        # the ticks period of MicroPython's time module: 2**30
+        self.ticks_ms = lambda: (real.ticks_ms() - ms0) & 0x3FFFFFFF
+        self.ticks_us = lambda: (real.ticks_us() - us0) & 0x3FFFFFFF
+
+
 def _install_board_modules():
     import micropython
+    import time
     import machine
     import esp32
     import network
     sys.modules["micropython"] = _MicroPythonModule(micropython)
+    sys.modules["time"] = sys.modules["utime"] = _TimeModule(time)
     for name, mod in (("machine", machine), ("esp32", esp32), ("network", network)):
         sys.modules[name] = mod
 

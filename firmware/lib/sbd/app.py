@@ -37,6 +37,7 @@ def run_locked():
     cert_sha256 = identity.fingerprint()
 
     import gc
+    links = []  # the network link, once there is one
 
     def handle(line):
         """One signed command line, from the console or from MQTT: its reply."""
@@ -51,6 +52,16 @@ def run_locked():
         reply = {"sbd": "cmd", "ok": True, "cmd": name, "seq": seq}
         if name == "status":
             reply["status"] = state.summary()
+        elif name == "set_interval":
+            settings = config.load()
+            if settings is None:
+                return {"sbd": "cmd", "ok": False, "error": "not configured"}
+            reply["previous_s"] = settings["telemetry_s"]
+            settings["telemetry_s"] = args["seconds"]
+            config.save(settings)
+            if links:
+                links[0].set_interval(args["seconds"])
+            reply["telemetry_s"] = args["seconds"]
         return reply
 
     def act(reply):
@@ -79,5 +90,6 @@ def run_locked():
             return handle(line) or {"sbd": "cmd", "ok": False, "error": "not a command"}
 
         link = Link(settings, on_command, after_reply=act)
+        links.append(link)
         tick = link.tick
     console.serve(on_line, commands.MAX_LINE + 1, tick=tick, period_ms=100)

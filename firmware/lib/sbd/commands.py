@@ -15,11 +15,12 @@ import json
 PREFIX = b"SBD-CMD "
 MAX_LINE = 1024
 MAX_SEQ = 0x7FFFFFFF
-# name -> allowed arguments and their types
+# name -> its arguments: every one required, an integer within (lo, hi)
 COMMANDS = {
     "status": {},
     "factory_reset": {},
     "unlock_console": {},
+    "set_interval": {"seconds": (1, 3600)},
 }
 
 
@@ -82,7 +83,12 @@ def parse(line, ca_public_key, device_id, last_seq, cert_sha256):
     if not isinstance(args, dict):
         raise CommandError("bad args")
     schema = COMMANDS[name]
+    if len(args) != len(schema):
+        raise CommandError("bad args")
     for key, value in args.items():
-        if key not in schema or not isinstance(value, schema[key]):
+        bounds = schema.get(key)
+        if bounds is None or not isinstance(value, int) or isinstance(value, bool):
+            raise CommandError("bad args")
+        if not bounds[0] <= value <= bounds[1]:
             raise CommandError("bad args")
     return name, args, seq

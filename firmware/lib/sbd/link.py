@@ -64,12 +64,21 @@ class Link:
                 self.connect()
             return
         try:
-            for _ in range(8):  # what is waiting, a few packets per tick
-                if self.client is None or self.client.poll(0) is None:
+            if not self.wlan.isconnected():  # the access point is gone: so is the broker
+                raise OSError("wifi lost")
+            # What is waiting, a few packets per tick; while a message is in
+            # flight, wait briefly for its PUBACK so a backlog drains quickly.
+            for _ in range(8):
+                self.drain()
+                if self.client is None or self.client.poll(20 if self.inflight else 0) is None:
                     break
             self.drain()
         except (MQTTProtocolError, OSError) as e:
             self.drop(e)
+
+    def set_interval(self, seconds):
+        self.cfg["telemetry_s"] = seconds
+        self.next_sample = time.ticks_add(time.ticks_ms(), seconds * 1000)
 
     def sample(self):
         reading = {"uptime_s": time.ticks_ms() // 1000, "heap_free": gc.mem_free()}
@@ -139,4 +148,5 @@ class Link:
         self.failures += 1
         delay = backoff_ms(self.failures)
         self.next_try = time.ticks_add(time.ticks_ms(), delay)
-        log("disconnected", reason=type(error).__name__, retry_ms=delay)
+        detail = error.args[-1] if error.args else ""
+        log("disconnected", reason=type(error).__name__, detail=str(detail)[:48], retry_ms=delay)

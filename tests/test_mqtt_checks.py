@@ -1,0 +1,107 @@
+"""Issue 4: the broker and network checks of `sbd verify` pass on the
+reference firmware and the lab broker, and each fails against a firmware
+variant or a broker flaw made to break it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sbd_harness.broker import free_port, lab_address
+from sbd_harness.bundle import FirmwareBundle
+from sbd_harness.flashing import flash_firmware
+from sbd_harness.pki import LabCA
+from sbd_harness.provisioning import lab_settings, provision
+from variants import build_variant
+
+NETWORK_CHECKS = ("telemetry-over-mutual-tls", "rogue-brokers-refused", "outages-lose-nothing",
+                  "hostile-broker-fuzzing-survived", "invalid-commands-refused-over-mqtt")
+BROKER_CHECKS = ("broker-requires-client-certificate", "broker-refuses-revoked-certificates",
+                 "broker-confines-each-identity", "broker-tls-configuration")
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> LabCA:
+    ca = LabCA(tmp_path_factory.mktemp("pki"))
+    ca.init()
+    return ca
+
+
+def _online_board(make_board, ca, port: int, firmware=None):
+    """A board provisioned and locked, configured for the broker at the lab address and `port`."""
+    board = make_board("net")
+    flash_firmware(board, FirmwareBundle.from_dir(firmware))
+    provision(board, ca, settings=lab_settings(board, port))
+    return board
+
+
+def _verify(board, ca, tmp_path, port: int, *extra: str) -> tuple[int, dict[str, str], dict]:
+    report = tmp_path / f"report-{board.name}.json"
+    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name,
+                           "--pki", str(ca.dir), "--broker", f"{lab_address()}:{port}", "--report", str(report),
+                           *extra], capture_output=True, text=True, timeout=900)
+    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    return proc.returncode, {c["id"]: c["status"] for c in data["checks"]}, data
+
+
+def _check(report: dict, check_id: str) -> dict:
+    return next(c for c in report["checks"] if c["id"] == check_id)
+
+
+def test_every_network_and_broker_check_passes_on_the_reference(make_board, ca, tmp_path):
+    port = free_port(lab_address())
+    board = _online_board(make_board, ca, port)
+    code, status, report = _verify(board, ca, tmp_path, port, "-k", "check_mqtt or check_broker")
+    assert {c: status.get(c) for c in NETWORK_CHECKS + BROKER_CHECKS} == \
+        {c: "pass" for c in NETWORK_CHECKS + BROKER_CHECKS}, json.dumps(report["checks"], indent=1)[-4000:]
+    assert code == 0
+    outage = _check(report, "outages-lose-nothing")["evidence"]
+    assert outage["missing"] == [] and outage["received"] > 20
+    assert len(outage["phases"]) == 8  # 3 broker outages, 3 network cuts, 2 power cuts
+    fuzz = _check(report, "hostile-broker-fuzzing-survived")["evidence"]
+    assert fuzz["run"] == fuzz["cases"] >= 40 and fuzz["restarts_seen_on_serial"] == 0
+
+
+@pytest.mark.parametrize("variant, failing, selector, reason", [
+    ("silent-telemetry", "telemetry-over-mutual-tls", "check_telemetry", "no telemetry"),
+    ("no-cert-verification", "rogue-brokers-refused", "check_rogue", "self-signed"),
+    ("no-backoff", "outages-lose-nothing", "check_outages", "backoff"),
+    ("volatile-outbox", "outages-lose-nothing", "check_outages", "lost"),
+    ("crash-on-bad-packet", "hostile-broker-fuzzing-survived", "check_hostile", "restarted"),
+    ("unsigned-commands", "invalid-commands-refused-over-mqtt", "check_invalid", "accepted"),
+])
+def test_a_network_check_fails_on_the_variant_broken_for_it(make_board, ca, tmp_path, variant, failing,
+                                                             selector, reason):
+    port = free_port(lab_address())
+    board = _online_board(make_board, ca, port, build_variant(variant, tmp_path / "fw"))
+    code, status, report = _verify(board, ca, tmp_path, port, "--firmware", str(tmp_path / "fw"), "-k", selector)
+    assert status[failing] == "fail", json.dumps(_check(report, failing), indent=1)[-3000:]
+    assert reason in _check(report, failing)["message"]
+    assert code == 1
+
+
+@pytest.mark.parametrize("flaw, failing", [
+    ("open-acl", ["broker-confines-each-identity"]),
+    ("no-crl", ["broker-refuses-revoked-certificates"]),
+    # without certificates there are no identities: revocation and the ACL go too
+    ("anonymous", ["broker-requires-client-certificate", "broker-refuses-revoked-certificates",
+                   "broker-confines-each-identity"]),
+    ("weak-tls", ["broker-tls-configuration"]),
+])
+def test_each_broker_check_fails_on_the_broker_flaw_it_guards_against(module_board, ca, tmp_path, flaw, failing):
+    port = free_port(lab_address())
+    code, status, report = _verify(module_board, ca, tmp_path, port, "-k", "check_broker", "--broker-flaws", flaw)
+    assert {c: status[c] for c in BROKER_CHECKS} == \
+        {c: "fail" if c in failing else "pass" for c in BROKER_CHECKS}, json.dumps(report["checks"], indent=1)
+    assert code == 1
+
+
+def test_an_unknown_broker_flaw_is_a_clear_error(module_board, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", module_board.name,
+                           "--broker-flaws", "no-tls", "--report", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown broker flaws ['no-tls']" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
