@@ -1,7 +1,9 @@
 """`make bench`: speed and memory figures, written as JSON (docs/benchmarks.md).
 
-Every figure is the median of several runs on emulated boards; nothing here
-asserts a threshold: the numbers are for people and for trend lines.
+Every figure comes from emulated boards, most as the median of several runs
+(the heap high-water mark by bisection); the network figures are in
+bench_net.py. Nothing here asserts a threshold: the numbers are for people
+and for trend lines.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
+from . import bench_net
 from .boards.emulated import EmulatedBoard
 from .bundle import FirmwareBundle
 from .flashing import flash_firmware
@@ -132,6 +135,9 @@ def run(runs: int) -> dict:
         board.remove()
     results["p256_verify_cpython_ms"] = p256_verify_cpython_ms(runs * 20)
     results["provision_s_per_board"] = provision_s_per_board(runs, bundle)
+    net, net_meta = bench_net.run(bundle, runs)
+    results.update(net)
+    results["_meta"] = net_meta  # main() adds the run's own description in front
     return results
 
 
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(args.runs)
     results["_meta"] = {"runs": args.runs, "statistic": "median", "python": platform.python_version(),
-                        "machine": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                        "machine": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        **results.get("_meta", {})}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
