@@ -10,6 +10,13 @@ except BaseException:
     import micropython
     micropython.kbd_intr(-1)
 try:
+    # The factory image verifies the update slot that will run (sbd.slots).
+    from sbd import slots
+    slots.select()
+except BaseException as e:
+    print('{"sbd": "slot_error", "error": %r}' % type(e).__name__)
+slots = None  # nothing may hold the factory's modules once a slot runs: their memory is freed
+try:
     from sbd import boot
     boot.run()
 except BaseException as e:

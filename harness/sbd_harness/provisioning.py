@@ -46,10 +46,18 @@ def lab_settings(board: Board, broker_port: int = 8883) -> dict | None:
             "broker_port": broker_port}
 
 
+def lab_release_keys() -> list[bytes]:
+    """The lab's release key (`sbd ota keygen`), if there is one."""
+    from .ota import ReleaseKey, default_release_key_path
+    path = default_release_key_path()
+    return [ReleaseKey.load(path).public_point] if path.exists() else []
+
+
 def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
-              settings: dict | None = None) -> ProvisionResult:
+              settings: dict | None = None, release_keys: list[bytes] | None = None) -> ProvisionResult:
     """Certifies the board's own key; stores `settings` (Wi-Fi, broker), or the
-    lab's for an emulated board; then locks the console unless lock=False."""
+    lab's for an emulated board, and the release keys updates must be signed
+    with (default: the lab's, if made); then locks the console unless lock=False."""
     if not isinstance(board, SerialBoard):
         raise BoardError("provisioning needs a board on a serial port")
     transcript: list[str] = []
@@ -67,6 +75,9 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
         settings = settings if settings is not None else lab_settings(board)
         if settings:  # before the certificate: afterwards the device counts as provisioned
             run(f"provisioning.configure({json.dumps(settings)!r})")
+        keys = lab_release_keys() if release_keys is None else release_keys
+        if keys:
+            run(f"provisioning.release_keys({','.join(k.hex() for k in keys)!r})")
         issued = ca.issue(csr_der, device_id)
         cert_b64 = base64.b64encode(issued.der).decode()
         ca_b64 = base64.b64encode(ca.certificate_der).decode()

@@ -4,6 +4,7 @@
 # outbox, nothing is lost to an outage, a reboot or a power cut), and
 # reconnection with capped exponential backoff and jitter. Signed commands
 # arrive on devices/<id>/cmd; their results go to devices/<id>/result.
+# Signed updates arrive on devices/<id>/ota/ctl and /ota/data (sbd.ota).
 # Provisions: ETSI EN 303 645 5.5-1, 5.9-1, 5.9-2, 5.9-3, 5.13-1B;
 # NIST IR 8259A 4; EU CRA Annex I (2)(h).
 import gc
@@ -53,9 +54,23 @@ class Link:
         now = time.ticks_ms()
         self.next_try = now
         self.next_sample = now
+        # Updates (sbd.ota, loaded when needed): a trial of a new version
+        # commits after its first acknowledged message, or restarts in time.
+        from sbd import slots
+        self.trial = bool(slots.state()["try"])
+        self.receiver = None
+        self.restart_at = None
 
     def tick(self):
         now = time.ticks_ms()
+        if self.restart_at is not None and time.ticks_diff(now, self.restart_at) >= 0:
+            import machine
+            machine.reset()  # into the update just installed, or out of a failed trial
+        if self.trial and self.restart_at is None:
+            from sbd.ota import TRIAL_S
+            if now > TRIAL_S * 1000:  # ticks count from this boot
+                log("trial_timeout")
+                self.restart_at = now
         if time.ticks_diff(now, self.next_sample) >= 0:
             self.next_sample = time.ticks_add(now, self.cfg["telemetry_s"] * 1000)
             self.sample()
@@ -98,8 +113,19 @@ class Link:
         if self.inflight is not None and self.inflight[0] == pid:
             self.outbox.ack(self.inflight[1])
             self.inflight = None
+            if self.trial:  # health check passed: reached the broker, message acknowledged
+                from sbd import ota
+                self.trial = False
+                self.result(ota.commit())
+
+    def result(self, reply):
+        if reply is not None and self.client is not None:
+            self.client.publish(self.base + "/result", json.dumps(reply), qos=1)
 
     def message(self, topic, payload):
+        if topic.startswith(self.base + "/ota/"):
+            self.update(topic[len(self.base) + 5:], payload)
+            return
         if topic != self.base + "/cmd":
             return
         try:
@@ -109,6 +135,28 @@ class Link:
         self.client.publish(self.base + "/result", json.dumps(reply), qos=1)
         if self.after_reply is not None:
             self.after_reply(reply)
+
+    def update(self, kind, payload):
+        try:
+            if self.receiver is None:
+                gc.collect()
+                from sbd import ota
+                self.receiver = ota.Receiver(self.result)
+            if kind == "data":
+                self.receiver.data(payload)
+            elif kind == "ctl":
+                gc.collect()
+                self.receiver.control(bytes(payload))
+        except MemoryError as e:
+            # Refuse the update, not the device: drop what it held and say so.
+            import io, sys
+            buf = io.StringIO(); sys.print_exception(e, buf)
+            self.receiver = None
+            gc.collect()
+            self.result({"sbd": "ota", "event": "rejected", "error": "out of memory", "free": gc.mem_free(), "where": buf.getvalue()[-120:]})
+            return
+        if self.receiver.restart and self.restart_at is None:
+            self.restart_at = time.ticks_add(time.ticks_ms(), 500)  # let the result go out first
 
     def connect(self):
         try:
@@ -133,12 +181,15 @@ class Link:
                      "security": state.summary()}
             client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
             client.subscribe(self.base + "/cmd", 1)
+            client.subscribe(self.base + "/ota/#", 1)
         except Exception as e:  # noqa: every failure is an outage to ride out
             self.drop(e)
             return
         self.failures = 0
         self.inflight = None
         log("connected")
+        from sbd import slots
+        self.result(slots.pending_incident())
 
     def drop(self, error):
         if self.client is not None:

@@ -27,6 +27,23 @@ def install(cert_b64, ca_b64):
     print("INSTALLED", identity.fingerprint())
 
 
+def release_keys(keys_hex):
+    """The release public keys that must sign every update (docs/ota.md)."""
+    _unprovisioned()
+    import binascii
+    from sbd import manifest, slots
+    blob = b""
+    for k in keys_hex.split(","):
+        point = binascii.unhexlify(k)
+        if len(point) != 65 or point[0] != 4:
+            raise ValueError("not an uncompressed P-256 point")
+        blob += point
+    if not manifest.trusted_keys(blob):
+        raise ValueError("no keys")
+    store.put(slots.KEYS_KEY, blob)
+    print("RELEASE_KEYS", len(blob) // 65)
+
+
 def configure(settings_json):
     """Wi-Fi and broker settings; refused whole if any field is invalid."""
     _unprovisioned()

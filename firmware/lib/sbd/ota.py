@@ -1,0 +1,291 @@
+# Receiving a signed update over the device's MQTT connection (docs/ota.md).
+#
+# The stream is checked as it arrives: the manifest's signature, model,
+# security counter (anti-rollback) and expiry before any file byte is
+# accepted; then each file's size and SHA-256 as it is written into the
+# inactive slot; nothing past the declared total; and, once complete, the
+# whole slot again from flash (what will run is what was checked). Only then
+# does one NVS commit put the slot on trial and the device restart into it.
+# The new version commits itself once it has reached the broker and had a
+# message acknowledged (health check), or the next boot reverts it.
+# Authenticity never depends on the transport: the broker could be hostile.
+# Provisions: ETSI EN 303 645 5.3-1, 5.3-2, 5.3-7, 5.3-9, 5.3-10; NIST IR
+# 8259A 5; EU CRA Annex I (2)(c), (f); OWASP ISVS 3.4.3, 3.4.4, 3.4.6, 3.4.7.
+import binascii
+import hashlib
+import json
+import os
+from sbd import clock, manifest, slots, store, version
+
+CHUNK_MAX = 1024
+TRIAL_S = 90  # a trial that has not committed by then restarts (and reverts)
+_HEAD = len(manifest.MAGIC) + 4
+
+
+class Rejected(Exception):
+    pass
+
+
+def _rmtree(path):
+    try:
+        mode = os.stat(path)[0]
+    except OSError:
+        return
+    if mode & 0x4000:
+        for name in os.listdir(path):
+            _rmtree(path + "/" + name)
+        os.rmdir(path)
+    else:
+        os.remove(path)
+
+
+def _makedirs(path):
+    cur = ""
+    for part in path.split("/")[1:-1]:
+        cur += "/" + part
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
+
+
+def _free_bytes():
+    s = os.statvfs("/")
+    return s[0] * s[4]
+
+
+class Receiver:
+    def __init__(self, reply):
+        self.reply = reply      # publishes a result dict
+        self.restart = False    # set once an update is installed
+        self._clear()
+
+    def _clear(self):
+        self.sha = None
+        self.size = 0
+        self.next = 0
+        self.head = b""
+        self.filled = 0
+        self.m = None
+        self.sig = None
+        self.target = None
+        self.fi = -1
+        self.left = 0
+        self.h = None
+        self.f = None
+
+    def _event(self, event, **fields):
+        fields["sbd"] = "ota"
+        fields["event"] = event
+        self.reply(fields)
+
+    def _reject(self, error):
+        if self.f:
+            self.f.close()
+        if self.target:
+            _rmtree(slots.slot_dir(self.target))
+        self._clear()
+        self._event("rejected", error=error)
+
+    # control messages -------------------------------------------------------------
+    def control(self, payload):
+        try:
+            msg = json.loads(payload)
+            op = msg.get("op") if isinstance(msg, dict) else None
+        except ValueError:
+            op = None
+        if op == "status":
+            self._event("status", next=self.next, active=slots.running(), counter=store.get_int(slots.COUNTER_KEY, 0))
+        elif op == "abort":
+            self._reject("aborted")
+        elif op == "begin":
+            self._begin(msg)
+        elif op == "end":
+            self._end()
+        else:
+            self._event("rejected", error="bad control message")
+
+    def _begin(self, msg):
+        size, sha = msg.get("size"), msg.get("sha256")
+        if self.sha is not None and sha == self.sha and size == self.size:
+            self._event("ready", next=self.next)  # resume
+            return
+        if self.sha is not None:
+            self._reject("superseded")
+        if not isinstance(size, int) or isinstance(size, bool) or not isinstance(sha, str) or len(sha) != 64:
+            self._event("rejected", error="bad begin")
+            return
+        st = slots.state()
+        if st["try"]:
+            self._event("rejected", error="busy: a trial is running")
+            return
+        if not slots.trusted_keys():
+            self._event("rejected", error="no release keys")
+            return
+        if size < _HEAD + manifest.SIG_LEN or size > _free_bytes() - 8192:
+            self._event("rejected", error="too large for flash" if size > 0 else "bad size")
+            return
+        self.sha, self.size = sha, size
+        self.target = slots.other(slots.running(st)) if slots.running(st) else "a"
+        _rmtree(slots.slot_dir(self.target))
+        self._event("ready", next=0)
+
+    # data ---------------------------------------------------------------------------
+    def data(self, payload):
+        if self.sha is None or len(payload) < 5:
+            return
+        off = int.from_bytes(payload[:4], "big")
+        if off != self.next:
+            self._event("resume", next=self.next)
+            return
+        chunk = memoryview(payload)[4:]
+        if len(chunk) > CHUNK_MAX or self.next + len(chunk) > self.size:
+            self._reject("larger than declared")
+            return
+        try:
+            self._take(chunk)
+        except Rejected as e:
+            self._reject(str(e))
+            return
+        except (manifest.ManifestError, ValueError) as e:
+            self._reject(str(e))
+            return
+        except OSError as e:
+            self._reject("flash: %s" % e)
+            return
+        self.next += len(chunk)
+        if self.next % 32768 < len(chunk):
+            self._event("progress", next=self.next)
+
+    def _take(self, chunk):
+        i = 0
+        while i < len(chunk):
+            if self.m is None:
+                i += self._header(chunk[i:])
+            else:
+                i += self._file_bytes(chunk[i:])
+
+    def _header(self, mv):
+        if len(self.head) < _HEAD:  # magic and manifest length
+            take = min(_HEAD - len(self.head), len(mv))
+            self.head += bytes(mv[:take])
+            if len(self.head) == _HEAD:
+                if self.head[:len(manifest.MAGIC)] != manifest.MAGIC:
+                    raise Rejected("not an update")
+                if self._head_len() - _HEAD - manifest.SIG_LEN > manifest.MAX_MANIFEST:
+                    raise Rejected("manifest too large")
+                buf = bytearray(self._head_len())  # one allocation for the whole header
+                buf[:_HEAD] = self.head
+                self.head, self.filled = buf, _HEAD
+            return take
+        take = min(len(self.head) - self.filled, len(mv))
+        self.head[self.filled:self.filled + take] = mv[:take]
+        self.filled += take
+        if self.filled == len(self.head):
+            self._check_manifest()
+        return take
+
+    def _head_len(self):
+        return _HEAD + int.from_bytes(self.head[len(manifest.MAGIC):_HEAD], "big") + manifest.SIG_LEN
+
+    def _check_manifest(self):
+        m_bytes = bytes(self.head[_HEAD:-manifest.SIG_LEN])
+        sig = bytes(self.head[-manifest.SIG_LEN:])
+        head_len = len(self.head)
+        self.head = None
+        import gc
+        gc.collect()
+        m = manifest.verify(m_bytes, sig, slots.trusted_keys())
+        if m["model"] != version.MODEL:
+            raise Rejected("wrong model")
+        if m["security_counter"] <= store.get_int(slots.COUNTER_KEY, 0):
+            raise Rejected("rollback: security counter not higher")
+        if m.get("expires") and clock.is_set() and clock.asn1_now() > m["expires"]:
+            raise Rejected("expired")
+        if head_len + m["total_size"] != self.size:
+            raise Rejected("size does not match the manifest")
+        self.m, self.sig = m, sig
+        self.head = m_bytes  # kept to be written beside the files
+        self._event("manifest-ok", version=m["version"], counter=m["security_counter"])
+        self._open_next()
+
+    def _open_next(self):
+        if self.f:
+            self.f.close()
+            self.f = None
+            if self.h.digest() != binascii.unhexlify(self.m["files"][self.fi]["sha256"]):
+                raise Rejected("hash mismatch " + self.m["files"][self.fi]["path"])
+        self.fi += 1
+        while self.fi < len(self.m["files"]):
+            entry = self.m["files"][self.fi]
+            path = slots.slot_dir(self.target) + "/" + entry["path"]
+            _makedirs(path)
+            self.f = open(path, "wb")
+            self.h = hashlib.sha256()
+            self.left = entry["size"]
+            if self.left:
+                return
+            self.f.close()  # an empty file: check it now
+            self.f = None
+            if self.h.digest() != binascii.unhexlify(entry["sha256"]):
+                raise Rejected("hash mismatch " + entry["path"])
+            self.fi += 1
+
+    def _file_bytes(self, mv):
+        if self.f is None:
+            raise Rejected("larger than declared")
+        take = min(self.left, len(mv))
+        part = mv[:take]
+        self.f.write(part)
+        self.h.update(part)
+        self.left -= take
+        if not self.left:
+            self._open_next()
+        return take
+
+    # the end ------------------------------------------------------------------------
+    def _end(self):
+        if self.sha is None:
+            self._event("rejected", error="no transfer")
+            return
+        if self.m is None or self.next != self.size or self.f is not None:
+            self._reject("truncated")
+            return
+        d = slots.slot_dir(self.target)
+        with open(d + "/manifest.json", "wb") as f:
+            f.write(self.head)
+        with open(d + "/manifest.sig", "wb") as f:
+            f.write(self.sig)
+        try:
+            slots.verify_slot(self.target)  # as written to flash, not as received
+        except (manifest.ManifestError, OSError, ValueError) as e:
+            self._reject("verify after write: %s" % e)
+            return
+        st = slots.state()
+        st["prev"], st["try"], st["boots"] = slots.running(st), self.target, 0
+        slots.save(st)  # the switch: one NVS commit
+        version_ = self.m["version"]
+        self._clear()
+        self.restart = True
+        self._event("installed", version=version_, slot=st["try"])
+
+
+def trial():
+    """True while this boot runs an update that has not committed yet."""
+    return bool(slots.state()["try"])
+
+
+def commit():
+    """The health check passed: make the trial slot the active one for good."""
+    st = slots.state()
+    slot = st["try"]
+    if not slot:
+        return None
+    m = slots.verify_slot(slot)
+    st["act"], st["try"], st["boots"] = slot, "", 0
+    slots.save(st)
+    store.put_int(slots.COUNTER_KEY, m["security_counter"])
+    if m.get("release_keys"):  # key rotation, signed by a key trusted until now
+        store.put(slots.KEYS_KEY, b"".join(binascii.unhexlify(k) for k in m["release_keys"]))
+    return {"sbd": "ota", "event": "committed", "version": m["version"], "slot": slot,
+            "counter": m["security_counter"]}
