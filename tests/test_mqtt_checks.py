@@ -105,3 +105,12 @@ def test_an_unknown_broker_flaw_is_a_clear_error(module_board, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown broker flaws ['no-tls']" in proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_broker_whose_port_is_taken_says_so_instead_of_passing_for_it(ca):
+    import socket
+
+    from sbd_harness.broker import Broker, BrokerError
+    with socket.create_server((lab_address(), 0)) as taken:
+        with pytest.raises(BrokerError, match="Address already in use"):
+            Broker(ca, address=lab_address(), port=taken.getsockname()[1]).start()

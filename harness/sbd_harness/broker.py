@@ -186,14 +186,28 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BrokerError(f"mosquitto exited: {self.proc.stderr.read().decode()[-500:]}")
+                raise BrokerError(f"mosquitto exited: {self._exit_reason()}")
             try:
                 with socket.create_connection((self.address, self.port), timeout=0.2):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            # Something listens; make sure it is our mosquitto, not another process on the port.
+            time.sleep(0.2)
+            if self.proc.poll() is None:
+                return self
+            raise BrokerError(f"mosquitto exited: {self._exit_reason()}")
         self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.address}:{self.port} within {timeout}s")
+
+    def _exit_reason(self) -> str:
+        err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc and self.proc.stderr else ""
+        try:
+            log = self.log_path.read_text(errors="replace").strip().splitlines()[-2:]
+        except OSError:
+            log = []
+        return (err or " / ".join(log))[-500:] or "no reason given"
 
     def monitor(self, name: str = MONITOR, persistent: bool = False):
         """A paho-mqtt client connected over mutual TLS with a host identity.

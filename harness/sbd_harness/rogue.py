@@ -26,6 +26,13 @@ from .pki import LabCA
 KINDS = ("self-signed", "other-ca", "wrong-host", "expired", "tls1.1")
 
 
+def _peer(conn: socket.socket) -> str | None:
+    try:
+        return conn.getpeername()[0]
+    except OSError:
+        return None
+
+
 def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, not_after: dt.datetime, hosts: list[str]):
     now = dt.datetime.now(dt.timezone.utc)
     return (x509.CertificateBuilder()
@@ -39,10 +46,11 @@ def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, not_after: dt.dateti
 
 
 class RogueBroker:
-    def __init__(self, kind: str, ca: LabCA, address: str, port: int = 0):
+    def __init__(self, kind: str, ca: LabCA, address: str, port: int = 0, only_from: str | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown rogue broker {kind!r}: {KINDS}")
         self.kind = kind
+        self.only_from = only_from  # the device under test; other boards of a class may share the lab
         self.attempts = 0  # TCP connections accepted: the device tried
         self.handshakes = 0
         self.received = b""
@@ -86,6 +94,9 @@ class RogueBroker:
                 conn, _ = self.sock.accept()
             except (socket.timeout, OSError):
                 continue
+            if self.only_from and _peer(conn) != self.only_from:
+                conn.close()
+                continue
             self.attempts += 1
             conn.settimeout(3)
             try:
@@ -112,7 +123,8 @@ class HangUpListener:
     It stands in for a broker host whose mosquitto is down, so the times of
     the device's reconnection attempts can be seen from the network side."""
 
-    def __init__(self, address: str, port: int):
+    def __init__(self, address: str, port: int, only_from: str | None = None):
+        self.only_from = only_from
         self.times: list[float] = []
         self.sock = socket.create_server((address, port))
         self.sock.settimeout(0.05)
@@ -125,7 +137,8 @@ class HangUpListener:
                 conn, _ = self.sock.accept()
             except (socket.timeout, OSError):
                 continue
-            self.times.append(time.monotonic())
+            if not self.only_from or _peer(conn) == self.only_from:
+                self.times.append(time.monotonic())
             conn.close()
 
     def __enter__(self) -> "HangUpListener":

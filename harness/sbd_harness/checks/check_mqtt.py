@@ -40,6 +40,13 @@ def _is_birth(base: str):
     return match
 
 
+def _board_address(board) -> str | None:
+    """The board's own address on the lab network, when it has one of its own
+    (not shared loopback): stand-in brokers then count only its connections."""
+    address = getattr(board, "address", None)
+    return address if address and not address.startswith("127.") else None
+
+
 def _reset(board, kind: str = "hard") -> bool:
     try:
         board.reset(kind)
@@ -132,7 +139,7 @@ def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
     sbd_broker.stop()
     try:
         for kind in KINDS:
-            with RogueBroker(kind, sbd_ca, sbd_broker.address, sbd_broker.port) as rogue:
+            with RogueBroker(kind, sbd_ca, sbd_broker.address, sbd_broker.port, _board_address(sbd_board)) as rogue:
                 _reset(sbd_board)
                 deadline = time.monotonic() + ONLINE_TIMEOUT_S
                 while rogue.attempts < 2 and time.monotonic() < deadline:
@@ -208,7 +215,7 @@ def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
             w.pause()
             sbd_broker.stop()
             t0 = time.monotonic()
-            with HangUpListener(sbd_broker.address, sbd_broker.port) as listener:
+            with HangUpListener(sbd_broker.address, sbd_broker.port, _board_address(sbd_board)) as listener:
                 while len(listener.times) < 4 and time.monotonic() - t0 < 30:
                     time.sleep(0.1)
             sbd_broker.start()
