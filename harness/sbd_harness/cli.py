@@ -222,7 +222,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             raise CliError("give --wifi-ssid and --broker ADDR[:PORT], and the passphrase in SBD_WIFI_PSK")
         addr, _, port = args.broker.partition(":")
         settings = {"wifi_ssid": args.wifi_ssid, "wifi_psk": os.environ["SBD_WIFI_PSK"], "broker_addr": addr,
-                    "broker_port": int(port or 8883)}
+                    "broker_port": int(port or 8883), "ntp_host": args.ntp}
     result = provision(board, ca, lock=not args.no_lock, settings=settings)
     cert = result.issued.certificate
     _print_json({"device_id": result.device_id, "subject": cert.subject.rfc4514_string(),
@@ -582,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lock", action="store_true", help="leave the console open (development only)")
     p.add_argument("--wifi-ssid", help="real boards: the Wi-Fi network (passphrase in SBD_WIFI_PSK)")
     p.add_argument("--broker", help="real boards: the broker's IPv4 address[:port] (default port 8883)")
+    p.add_argument("--ntp", default="pool.ntp.org",
+                   help="real boards: the NTP server that sets the clock before TLS (default pool.ntp.org)")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("command", help="send a command signed by the lab CA to a locked board")

@@ -230,14 +230,17 @@ def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
                 time.sleep(3)
                 sbd_broker.start()
                 back_online(f"broker outage {i + 2}", t0)
-            # 3. the board's network link goes down, three times
-            if hasattr(sbd_board, "set_link"):
-                for i in range(3):
-                    t0 = time.monotonic()
+            # 3. the board's network link goes down, three times (where the harness holds it)
+            for i in range(3 if hasattr(sbd_board, "set_link") else 0):
+                t0 = time.monotonic()
+                try:
                     sbd_board.set_link(False)
-                    time.sleep(3)
-                    sbd_board.set_link(True)
-                    back_online(f"network cut {i + 1}", t0)
+                except BoardError as exc:  # e.g. no network namespace: loopback has no link to cut
+                    phases.append({"phase": "network cuts", "skipped": str(exc)[:200]})
+                    break
+                time.sleep(3)
+                sbd_board.set_link(True)
+                back_online(f"network cut {i + 1}", t0)
             # 4. power cuts while telemetry is queued for a broker that is down
             for i in range(2):
                 sbd_broker.stop()
