@@ -184,10 +184,26 @@ def test_a_version_that_fails_its_health_check_is_reverted(lab, tmp_path):
     assert _running_version(lab) == "0.2.0"
 
 
+def test_release_keys_rotate_only_by_an_update_signed_with_a_trusted_key(lab, tmp_path):
+    new_key = ota.ReleaseKey.generate(tmp_path / "next-release-key.pem")
+    unsigned_by_new = stream_for(release(tmp_path, "0.6.0"), new_key, 6)
+    assert "unknown release key" in lab.push(unsigned_by_new)["error"]
+    # a rotation that would drop the key that signed it is refused (its own slot would fail at boot)
+    dropping = stream_for(release(tmp_path, "0.6.0"), lab.key, 6, release_keys=[new_key.public_point.hex()])
+    assert "drops its own signing key" in lab.push(dropping)["error"]
+    rotation = stream_for(release(tmp_path, "0.6.0"), lab.key, 6,
+                          release_keys=[lab.key.public_point.hex(), new_key.public_point.hex()])
+    assert lab.push(rotation)["event"] == "installed"
+    assert lab.online()["fw_version"] == "0.6.0" and lab.ota_event("committed")
+    assert lab.push(stream_for(release(tmp_path, "0.7.0"), new_key, 7))["event"] == "installed"
+    assert lab.online()["fw_version"] == "0.7.0" and lab.ota_event("committed")
+
+
 def test_a_file_changed_on_the_flash_is_caught_at_boot(lab, tmp_path):
-    # An update to 0.5.0, then someone with the console edits one of its files.
-    assert lab.push(stream_for(release(tmp_path, "0.5.0"), lab.key, 5))["event"] == "installed"
-    assert lab.online()["fw_version"] == "0.5.0" and lab.ota_event("committed")
+    before = _running_version(lab)
+    # An update, then someone with the console edits one of its files.
+    assert lab.push(stream_for(release(tmp_path, "0.9.0"), lab.key, 9))["event"] == "installed"
+    assert lab.online()["fw_version"] == "0.9.0" and lab.ota_event("committed")
     lab.watcher.publish(f"{lab.base}/cmd", lab.ca.sign_command(lab.device_id, "unlock_console"))
     time.sleep(3)
     code = ("import json\nfrom sbd import slots\nd = slots.slot_dir(slots.running())\n"
@@ -199,4 +215,4 @@ def test_a_file_changed_on_the_flash_is_caught_at_boot(lab, tmp_path):
     log = lab.board.serial_log()[since:]
     assert '"event": "integrity"' in log and "config.mpy" in log, log[-1500:]
     boot = [json.loads(line) for line in log.splitlines() if line.startswith('{"sbd": "boot"')][-1]
-    assert boot["fw_version"] == "0.2.0", boot  # the other slot, which still verifies
+    assert boot["fw_version"] == before, boot  # the other slot, which still verifies

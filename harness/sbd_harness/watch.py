@@ -33,6 +33,7 @@ class Message:
 class Watcher:
     def __init__(self, broker: Broker, topic: str, persistent: bool = False, name: str = MONITOR):
         self.topic = topic
+        self.broker = broker
         self.all: list[Message] = []
         self._new: queue.Queue[Message] = queue.Queue()
         self._lock = threading.Lock()

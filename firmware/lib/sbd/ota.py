@@ -204,6 +204,10 @@ class Receiver:
             raise Rejected("expired")
         if head_len + m["total_size"] != self.size:
             raise Rejected("size does not match the manifest")
+        if m.get("release_keys"):  # a rotation must keep the key that signed it, or this
+            kept = [binascii.unhexlify(k) for k in m["release_keys"]]  # slot fails its boot check
+            if sig[:8] not in [manifest.key_id(k) for k in kept]:
+                raise Rejected("key rotation drops its own signing key")
         self.m, self.sig = m, sig
         self.head = m_bytes  # kept to be written beside the files
         self._event("manifest-ok", version=m["version"], counter=m["security_counter"])

@@ -55,11 +55,20 @@ def _reset(board, kind: str = "hard") -> bool:
         return False
 
 
+_NEVER_ONLINE = "the device never connected to the lab broker earlier in this run"
+
+
 def _online(board, watcher: Watcher, base: str, reset: bool = True) -> Message:
-    """Waits for a fresh birth message: the device (re)connected."""
+    """Waits for a fresh birth message: the device (re)connected. After one
+    device that never came online, the later checks fail at once."""
+    assert not getattr(watcher.broker, "never_online", False), _NEVER_ONLINE
     if reset:
         _reset(board)
     birth = watcher.wait_for(_is_birth(base), ONLINE_TIMEOUT_S)
+    if birth is not None:
+        watcher.broker.seen_online = True
+    elif not getattr(watcher.broker, "seen_online", False):
+        watcher.broker.never_online = True
     assert birth is not None, (f"the device did not connect to the lab broker within {ONLINE_TIMEOUT_S} s "
                                "(is it configured for this broker address and port?)")
     return birth
