@@ -188,15 +188,18 @@ class HostileBroker:
         result.connected = True
         if not case.before_connack:
             tls.sendall(CONNACK_OK)
-            # Serve the device's birth message and subscription, then strike.
+            # Serve the device's birth message and subscriptions until it falls
+            # quiet (connected and waiting), then strike.
             deadline = time.monotonic() + 5
+            subscribed = False
             while time.monotonic() < deadline:
-                kind, body = reader.next(deadline - time.monotonic())
+                kind, body = reader.next(0.4 if subscribed else deadline - time.monotonic())
                 if kind is None:
+                    if subscribed:
+                        break
                     return False
                 self._answer(tls, kind, body)
-                if kind == 8:
-                    break
+                subscribed = subscribed or kind == 8
         tls.sendall(case.data)
         deadline = time.monotonic() + (case.wait_s or self.observe_s)
         while time.monotonic() < deadline:
