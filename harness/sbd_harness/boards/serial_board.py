@@ -59,13 +59,16 @@ _rm(PATH)
 """
 
 
-def _boot_finished(data: bytes) -> bool:
-    # The ESP32 ROM prints "rst:0x.." on every reset; what came before it is the old boot.
+def _boot_finished(data: bytes, need_reset: bool = False) -> bool:
+    # The ESP32 ROM prints "rst:0x.." on every reset; what came before it is the old boot
+    # (after a hard reset, a prompt before it is the old firmware's, not the new boot's).
+    if need_reset and b"rst:0x" not in data:
+        return False
     tail = data[data.rfind(b"rst:0x"):] if b"rst:0x" in data else data
     return last_boot_line(tail.decode(errors="replace")) is not None or b"\n>>> " in tail
 
 
-def read_boot(port: serial.Serial, timeout: float, settle: float = 0.3) -> str:
+def read_boot(port: serial.Serial, timeout: float, settle: float = 0.3, need_reset: bool = False) -> str:
     """What the port shows of a boot that is under way: until its boot line (plus
     `settle` seconds), or the REPL prompt of a boot without one, or `timeout`."""
     data = bytearray()
@@ -73,7 +76,7 @@ def read_boot(port: serial.Serial, timeout: float, settle: float = 0.3) -> str:
     done_at = None
     while time.monotonic() - start < timeout:
         data += port.read(port.in_waiting or 1)  # never wait for a full buffer
-        if done_at is None and _boot_finished(data):
+        if done_at is None and _boot_finished(data, need_reset):
             done_at = time.monotonic()
         if done_at is not None and time.monotonic() - done_at >= settle:
             break
@@ -220,7 +223,7 @@ class SerialBoard(Board):
         with self._open_port() as port:
             port.reset_input_buffer()
             self._trigger_reset(port, kind)
-            text = read_boot(port, timeout, settle)
+            text = read_boot(port, timeout, settle, need_reset=kind != "soft")
         return BootCapture(text, last_boot_line(text), time.monotonic() - start)
 
     def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20,
