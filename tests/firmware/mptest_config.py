@@ -1,32 +1,8 @@
 # MicroPython unit tests of device settings validation (sbd.config).
-import sys
+import mphelpers
 
 
-class FakeNVS:
-    data = {}
-
-    def __init__(self, ns):
-        pass
-
-    def set_blob(self, k, v):
-        FakeNVS.data[k] = bytes(v)
-
-    def get_blob(self, k, buf):
-        if k not in FakeNVS.data:
-            raise OSError(-0x1102, "ESP_ERR_NVS_NOT_FOUND")
-        v = FakeNVS.data[k]
-        buf[:len(v)] = v
-        return len(v)
-
-    def commit(self):
-        pass
-
-
-class FakeEsp32:
-    NVS = FakeNVS
-
-
-sys.modules["esp32"] = FakeEsp32()
+mphelpers.install_fake_nvs()
 from sbd import config  # noqa: E402
 
 GOOD = {"wifi_ssid": "lab", "wifi_psk": "correct horse", "broker_addr": "198.18.0.1"}

@@ -5,41 +5,10 @@ import hashlib
 import json
 import os
 import sys
+import mphelpers
 
 
-class FakeNVS:
-    data = {}
-
-    def __init__(self, ns):
-        pass
-
-    def set_blob(self, k, v):
-        FakeNVS.data[k] = bytes(v)
-
-    def get_blob(self, k, buf):
-        if k not in FakeNVS.data:
-            raise OSError(-0x1102, "ESP_ERR_NVS_NOT_FOUND")
-        v = FakeNVS.data[k]
-        buf[:len(v)] = v
-        return len(v)
-
-    def get_i32(self, k):
-        if k not in FakeNVS.data:
-            raise OSError(-0x1102, "ESP_ERR_NVS_NOT_FOUND")
-        return FakeNVS.data[k]
-
-    def set_i32(self, k, v):
-        FakeNVS.data[k] = v
-
-    def commit(self):
-        pass
-
-
-class FakeEsp32:
-    NVS = FakeNVS
-
-
-sys.modules["esp32"] = FakeEsp32()
+mphelpers.install_fake_nvs()
 from sbd import manifest, p256, slots, store  # noqa: E402
 
 SK = binascii.unhexlify("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721")
