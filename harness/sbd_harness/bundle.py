@@ -63,6 +63,27 @@ class FirmwareBundle:
         m = VERSION_RE.search(src)
         return m.group(1) if m else "unknown"
 
+    def with_version(self, version: str) -> "FirmwareBundle":
+        """The same firmware reporting `version` from lib/sbd/version.py, so that an update's
+        manifest and the version the device reports once it runs it agree."""
+        path = "/lib/sbd/version.py"
+        source = self.sources.get(path, b"").decode()
+        if not VERSION_RE.search(source):
+            raise BundleError(f"{self.source}: lib/sbd/version.py holds no VERSION = \"...\" line to stamp")
+        if not version or not all(" " <= c <= "~" and c not in "\"\\" for c in version):
+            raise BundleError(f"version {version!r}: printable ASCII without quotes or backslashes")
+        stamped = VERSION_RE.sub(lambda _m: f'VERSION = "{version}"', source, count=1).encode()
+        files, sources = dict(self.files), dict(self.sources)
+        sources[path] = stamped
+        if path in files:
+            files[path] = stamped
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                module = Path(tmp) / "version.py"
+                module.write_bytes(stamped)
+                files[path[:-3] + ".mpy"] = compile_mpy(module)
+        return FirmwareBundle(files, self.source, sources)
+
     def file_hashes(self) -> dict[str, str]:
         return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(self.files.items())}
 

@@ -3,14 +3,17 @@
 Starts a fresh emulated ESP32, flashes the reference firmware, shows its boot
 line, provisions it from the lab CA (its own key, a certificate, a locked
 console), starts the lab broker and shows the device's birth message and
-telemetry arriving over mutual TLS, and ends with the `sbd verify` table.
+telemetry arriving over mutual TLS, pushes a signed update (committed) and a
+tampered one (refused), and ends with the `sbd verify` table.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +22,9 @@ from . import cli
 from .boards.base import BoardError
 from .boards.emulated import EmulatedBoard
 from .broker import Broker, BrokerError, lab_address
+from .bundle import VERSION_RE
+from .ota import OTAError, ReleaseKey, default_release_key_path, verify_stream
+from .paths import firmware_dir
 from .pki import LabCA
 from .provisioning import provision
 from .watch import Message, Watcher
@@ -28,6 +34,8 @@ BROKER_PORT = 8883      # where provisioning pointed the board (provisioning.lab
 ONLINE_TIMEOUT_S = 15   # a board reset just now connects within a few seconds
 TELEMETRY = 3           # readings to show: the queued ones, then a live one
 TELEMETRY_TIMEOUT_S = 25  # the firmware takes a reading every 10 s by default
+WORK = Path("build/demo")   # the demo's release folder and update files
+UPDATE_VERSION = "0.2.0"
 
 
 def _is_birth(base: str, since: float):
@@ -139,6 +147,80 @@ def show_telemetry(console: Console, board: EmulatedBoard, ca: LabCA, device_id:
         broker.stop(remove=True)
 
 
+def release_key(console: Console) -> ReleaseKey:
+    """The lab release key; made now if there is none, so provisioning installs it."""
+    path = default_release_key_path()
+    if path.exists():
+        key = ReleaseKey.load(path)
+        console.print(f"release key  {path} (key ID {key.key_id.hex()}), installed on the device at provisioning")
+    else:
+        key = ReleaseKey.generate(path)
+        console.print(f"release key  made {path} (key ID {key.key_id.hex()}); provisioning installs its public key")
+    return key
+
+
+def release_folder(version: str) -> Path:
+    """A copy of the reference firmware reporting `version`: the manufacturer's next release."""
+    target = WORK / f"firmware-{version}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(firmware_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+    vpath = target / "lib/sbd/version.py"
+    vpath.write_text(VERSION_RE.sub(f'VERSION = "{version}"', vpath.read_text(), count=1))
+    return target
+
+
+def tamper(update: Path, out: Path) -> int:
+    """Flips one bit in the last byte of the update (inside its last file); returns the offset."""
+    data = bytearray(update.read_bytes())
+    data[-1] ^= 0x01
+    out.write_bytes(bytes(data))
+    return len(data) - 1
+
+
+def show_update(console: Console, key: ReleaseKey) -> Path | None:
+    """Builds a signed update, pushes it over the device's MQTT connection and
+    shows it committed; then replays it and pushes a tampered next release,
+    and shows both refused.
+    Returns the new release's firmware folder (what the board now runs)."""
+    folder = release_folder(UPDATE_VERSION)
+    update = WORK / f"update-{UPDATE_VERSION}.sbdota"
+    console.print(f"[bold]$ sbd ota build --firmware {folder} --counter 2 --out {update}[/]", highlight=False)
+    if cli.main(["ota", "build", "--firmware", str(folder), "--counter", "2", "--out", str(update)]) != 0:
+        return None
+    console.print(f"[bold]$ sbd ota push --board {BOARD} --update {update}[/]", highlight=False)
+    if cli.main(["ota", "push", "--board", BOARD, "--update", str(update)]) != 0:
+        console.print("[red]The signed update was not committed.[/]")
+        return None
+    console.print(f"The device verified the signature and every file, switched slots, booted {UPDATE_VERSION} "
+                  "on trial, reached the broker and committed it.", highlight=False)
+    console.print(f"\nThe same update again, replayed by someone who recorded it:", highlight=False)
+    console.print(f"[bold]$ sbd ota push --board {BOARD} --update {update}[/]", highlight=False)
+    if cli.main(["ota", "push", "--board", BOARD, "--update", str(update)]) == 0:
+        console.print("[red]The device installed a replayed update.[/]")
+        return None
+    nxt = WORK / "update-0.2.1.sbdota"
+    if cli.main(["ota", "build", "--firmware", str(release_folder("0.2.1")), "--counter", "3",
+                 "--out", str(nxt)]) != 0:
+        return None
+    tampered = WORK / "update-0.2.1-tampered.sbdota"
+    at = tamper(nxt, tampered)
+    console.print(f"\nThe next release, 0.2.1, signed, with one bit flipped at byte {at} on its way:",
+                  highlight=False)
+    try:
+        verify_stream(tampered.read_bytes(), [key.public_point])
+        console.print("[red]The host found nothing wrong with the tampered update.[/]")
+        return None
+    except OTAError as exc:
+        console.print(f"sbd ota inspect says: {escape(str(exc))}", highlight=False)
+    console.print(f"[bold]$ sbd ota push --board {BOARD} --update {tampered}[/]", highlight=False)
+    if cli.main(["ota", "push", "--board", BOARD, "--update", str(tampered)]) == 0:
+        console.print("[red]The device accepted a tampered update.[/]")
+        return None
+    console.print(f"The device refused both and keeps running {UPDATE_VERSION}: authenticity and freshness "
+                  "are checked on the device, end to end, whatever the transport.", highlight=False)
+    return folder
+
+
 def main() -> int:
     console = Console()
     board = EmulatedBoard(BOARD)
@@ -157,6 +239,7 @@ def main() -> int:
     ca = LabCA()
     if not ca.exists():
         ca.init()
+    key = release_key(console)
     result = provision(board, ca)
     cert = result.issued.certificate
     console.print(f"subject      {cert.subject.rfc4514_string()}")
@@ -168,8 +251,13 @@ def main() -> int:
     if not show_telemetry(console, board, ca, result.device_id):
         board.stop()
         return 1
-    console.rule("[bold]6. sbd verify (with the destructive factory-reset check, run last)")
-    code = cli.main(["verify", "--board", BOARD, "--report", "reports/demo/report.json",
+    console.rule("[bold]6. A signed update over the same connection; then a tampered one")
+    folder = show_update(console, key)
+    if folder is None:
+        board.stop()
+        return 1
+    console.rule("[bold]7. sbd verify (with the destructive factory-reset check, run last)")
+    code = cli.main(["verify", "--board", BOARD, "--firmware", str(folder), "--report", "reports/demo/report.json",
                      "--junit", "reports/demo/junit.xml", "--destructive"])
     board.stop()
     console.print(f"\nThe board is stopped; its flash is kept. Start it again with: sbd board start {BOARD}")
