@@ -77,9 +77,67 @@ def free_port(address: str) -> int:
 RUN_ROOT = Path("/run/sbd-lab/brokers")
 
 
+OWNER_FILE = "owner"  # "<harness pid> <mosquitto pid>": who started the broker in this folder
+ORPHAN_GRACE_S = 3600  # a folder with no owner file yet is being set up, unless it is this old
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _runs_config(pid: int, config: Path) -> bool:
+    """True if `pid` is the mosquitto reading `config` (not a process that reused its number)."""
+    try:
+        return str(config) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def reap_orphans(roots: tuple[Path, ...] | None = None) -> list[Path]:
+    """Stops brokers whose harness process is gone (a test run killed with SIGKILL
+    skips its finally blocks) and removes their folders. Returns the folders removed."""
+    if roots is None:
+        roots = (RUN_ROOT, Path(tempfile.gettempdir()))
+    removed = []
+    for root in roots:
+        try:
+            folders = [d for d in root.iterdir() if d.name.startswith(("broker-", "sbd-broker-")) and d.is_dir()]
+        except OSError:
+            continue
+        for folder in folders:
+            try:
+                owner, broker = (int(x) for x in (folder / OWNER_FILE).read_text().split())
+            except (OSError, ValueError):
+                try:
+                    stale = time.time() - folder.stat().st_mtime > ORPHAN_GRACE_S
+                except OSError:
+                    continue
+                if stale:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+                continue
+            if _alive(owner):
+                continue
+            if _alive(broker) and _runs_config(broker, folder / "mosquitto.conf"):
+                try:
+                    os.kill(broker, signal.SIGKILL)
+                except OSError:
+                    pass
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def _runtime_dir() -> Path:
     """A folder the broker's own user can reach (as root, mosquitto drops privileges)."""
     import tempfile
+    reap_orphans()
     if os.geteuid() == 0:
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
         for p in (RUN_ROOT.parent, RUN_ROOT):
@@ -183,6 +241,7 @@ class Broker:
         env = {**os.environ, "OPENSSL_CONF": str(self.dir / "openssl.cnf")}
         self.proc = subprocess.Popen([exe, "-c", str(self.config_path)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True, env=env)
+        (self.dir / OWNER_FILE).write_text(f"{os.getpid()} {self.proc.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
