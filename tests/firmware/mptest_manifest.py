@@ -139,3 +139,16 @@ def test_a_trial_that_boots_twice_without_committing_is_reverted():
     sys.path[:] = path
     assert slots.state()["try"] == "" and slots.state()["act"] == "b"
     assert slots.pending_incident()["event"] == "reverted"
+
+
+def test_the_rollback_floor_only_rises_and_outlives_an_nvs_erase():
+    slots.COUNTER_FILE = slots.ROOT + "-floor"
+    store.put_int(slots.COUNTER_KEY, 0)
+    assert slots.counter() == 0
+    slots.raise_counter(5)
+    slots.raise_counter(3)  # never lowered
+    assert slots.counter() == 5 and store.get_int(slots.COUNTER_KEY, 0) == 5
+    store.put_int(slots.COUNTER_KEY, 0)  # what a factory reset's NVS erase leaves
+    assert slots.counter() == 5
+    os.remove(slots.COUNTER_FILE)
+    assert slots.counter() == 0

@@ -45,6 +45,7 @@ def _remove_tree(path):
 def erase_and_reset():
     _remove_tree(USER_DATA)
     _remove_tree("/ota")  # installed updates: back to the factory image
+    # /rollback_floor stays: an erased device still refuses old releases (sbd.slots)
     store.erase_partition()
     print(json.dumps({"sbd": "factory_reset", "done": True}))
     machine.reset()

@@ -95,7 +95,8 @@ class Receiver:
         except ValueError:
             op = None
         if op == "status":
-            self._event("status", next=self.next, active=slots.running(), counter=store.get_int(slots.COUNTER_KEY, 0))
+            self._event("status", next=self.next, active=slots.running(), counter=slots.counter(),
+                        keys=[binascii.hexlify(manifest.key_id(k)).decode() for k in slots.trusted_keys()])
         elif op == "abort":
             self._reject("aborted")
         elif op == "begin":
@@ -198,7 +199,7 @@ class Receiver:
         m = manifest.verify(m_bytes, sig, slots.trusted_keys())
         if m["model"] != version.MODEL:
             raise Rejected("wrong model")
-        if m["security_counter"] <= store.get_int(slots.COUNTER_KEY, 0):
+        if m["security_counter"] <= slots.counter():
             raise Rejected("rollback: security counter not higher")
         if m.get("expires") and clock.is_set() and clock.asn1_now() > m["expires"]:
             raise Rejected("expired")
@@ -288,7 +289,7 @@ def commit():
     m = slots.verify_slot(slot)
     st["act"], st["try"], st["boots"] = slot, "", 0
     slots.save(st)
-    store.put_int(slots.COUNTER_KEY, m["security_counter"])
+    slots.raise_counter(m["security_counter"])
     if m.get("release_keys"):  # key rotation, signed by a key trusted until now
         store.put(slots.KEYS_KEY, b"".join(binascii.unhexlify(k) for k in m["release_keys"]))
     return {"sbd": "ota", "event": "committed", "version": m["version"], "slot": slot,

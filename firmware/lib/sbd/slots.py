@@ -28,6 +28,10 @@ KEYS_KEY = "relkeys"
 COUNTER_KEY = "ota_ctr"
 INCIDENT_KEY = "ota_inc"
 MAX_TRIAL_BOOTS = 1
+# The anti-rollback floor also lives in this file, which a factory reset
+# leaves alone: an erased device must not take back an old signed release
+# (ESP-IDF keeps its secure_version in eFuse, which nothing lowers).
+COUNTER_FILE = "/rollback_floor"
 
 
 def slot_dir(slot):
@@ -54,6 +58,25 @@ def running(st=None):
 
 def other(slot):
     return "b" if slot == "a" else "a"
+
+
+def counter():
+    """The highest security counter ever committed: updates must exceed it."""
+    floor = store.get_int(COUNTER_KEY, 0)
+    try:
+        with open(COUNTER_FILE) as f:
+            floor = max(floor, int(f.read()))
+    except (OSError, ValueError):
+        pass
+    return floor
+
+
+def raise_counter(value):
+    """Raises the floor to `value`; never lowers it."""
+    if value > counter():
+        store.put_int(COUNTER_KEY, value)
+        with open(COUNTER_FILE, "w") as f:
+            f.write(str(value))
 
 
 def trusted_keys():
