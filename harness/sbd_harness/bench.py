@@ -2,8 +2,8 @@
 
 Every figure comes from emulated boards, most as the median of several runs
 (the heap high-water mark by bisection); the network figures are in
-bench_net.py. Nothing here asserts a threshold: the numbers are for people
-and for trend lines.
+bench_net.py, the update figures in bench_ota.py. Nothing here asserts a
+threshold: the numbers are for people and for trend lines.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from . import bench_net
+from . import bench_net, bench_ota
 from .boards.emulated import EmulatedBoard
 from .bundle import FirmwareBundle
 from .flashing import flash_firmware
@@ -137,7 +137,9 @@ def run(runs: int) -> dict:
     results["provision_s_per_board"] = provision_s_per_board(runs, bundle)
     net, net_meta = bench_net.run(bundle, runs)
     results.update(net)
-    results["_meta"] = net_meta  # main() adds the run's own description in front
+    ota_figures, ota_meta = bench_ota.run(bundle, runs)
+    results.update(ota_figures)
+    results["_meta"] = {**net_meta, **ota_meta}  # main() adds the run's own description in front
     return results
 
 

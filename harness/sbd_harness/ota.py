@@ -468,7 +468,8 @@ class _Push:
                 self._begin()
             can_send = (not self.awaiting_ready and self.offset < self.size
                         and self.offset - self.acked < WINDOW)
-            ev = self._next_event(0.001 if can_send else min(0.5, deadline - now))
+            can_end = not self.awaiting_ready and self.offset >= self.size and not self.ended
+            ev = self._next_event(0.001 if can_send or can_end else min(0.5, deadline - now))
             if ev is not None:
                 verdict = self._handle(ev)
                 if verdict is not None:

@@ -20,13 +20,16 @@ def open():
 
 def serve(on_line, max_line, tick=None, period_ms=1000):
     """Reads lines from the UART forever; an over-long line is cut short and
-    handed on as such (it then fails validation). tick() runs between reads."""
+    handed on as such (it then fails validation). tick() runs between reads;
+    while it returns True (more network work is waiting) the UART is only
+    polled, not waited on."""
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     line = bytearray()
     overflow = False
+    busy = False
     while True:
-        if poll.poll(period_ms):
+        if poll.poll(0 if busy else period_ms):
             b = sys.stdin.buffer.read(1)
             if b == b"\r" or b == b"\n":
                 if line:
@@ -38,4 +41,4 @@ def serve(on_line, max_line, tick=None, period_ms=1000):
             else:
                 overflow = True
         if tick is not None:
-            tick()
+            busy = tick()

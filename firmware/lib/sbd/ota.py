@@ -64,7 +64,8 @@ class Receiver:
         self.sha = None
         self.size = 0
         self.next = 0
-        self.head = b""
+        self.head = b""         # magic and manifest length, then the manifest as written
+        self.buf = None         # manifest and signature, as they arrive
         self.filled = 0
         self.m = None
         self.sig = None
@@ -167,7 +168,7 @@ class Receiver:
                 i += self._file_bytes(chunk[i:])
 
     def _header(self, mv):
-        if len(self.head) < _HEAD:  # magic and manifest length
+        if self.buf is None:  # magic and manifest length
             take = min(_HEAD - len(self.head), len(mv))
             self.head += bytes(mv[:take])
             if len(self.head) == _HEAD:
@@ -175,14 +176,15 @@ class Receiver:
                     raise Rejected("not an update")
                 if self._head_len() - _HEAD - manifest.SIG_LEN > manifest.MAX_MANIFEST:
                     raise Rejected("manifest too large")
-                buf = bytearray(self._head_len())  # one allocation for the whole header
-                buf[:_HEAD] = self.head
-                self.head, self.filled = buf, _HEAD
+                # The one large allocation of an update, made once: the manifest
+                # is verified and kept in place, never copied (a copy needs a
+                # second block this size, which a fragmented heap may not have).
+                self.buf, self.filled = bytearray(self._head_len() - _HEAD), 0
             return take
-        take = min(len(self.head) - self.filled, len(mv))
-        self.head[self.filled:self.filled + take] = mv[:take]
+        take = min(len(self.buf) - self.filled, len(mv))
+        self.buf[self.filled:self.filled + take] = mv[:take]
         self.filled += take
-        if self.filled == len(self.head):
+        if self.filled == len(self.buf):
             self._check_manifest()
         return take
 
@@ -190,9 +192,11 @@ class Receiver:
         return _HEAD + int.from_bytes(self.head[len(manifest.MAGIC):_HEAD], "big") + manifest.SIG_LEN
 
     def _check_manifest(self):
-        m_bytes = bytes(self.head[_HEAD:-manifest.SIG_LEN])
-        sig = bytes(self.head[-manifest.SIG_LEN:])
-        head_len = len(self.head)
+        buf, self.buf = self.buf, None
+        mlen = len(buf) - manifest.SIG_LEN
+        m_bytes = memoryview(buf)[:mlen]
+        sig = bytes(buf[mlen:])
+        head_len = _HEAD + len(buf)
         self.head = None
         import gc
         gc.collect()
