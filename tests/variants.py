@@ -91,16 +91,66 @@ VARIANTS: dict[str, list[tuple[str, str, str]]] = {
         ("lib/sbd/link.py", "        except (MQTTProtocolError, OSError) as e:\n",
          "        except OSError as e:  # broken: a malformed packet escapes to the top\n"),
     ],
+    # Signed updates (issue 5; check_ota.py). Each breaks one step of docs/ota.md.
+    "unsigned-updates": [  # the key ID is looked up, the signature never checked (on update and at boot)
+        ("lib/sbd/manifest.py",
+         "            if not p256.verify(pk, hashlib.sha256(manifest_bytes).digest(), bytes(sig[8:])):\n"
+         "                raise ManifestError(\"bad signature\")\n",
+         "            pass  # broken: the signature is never checked\n"),
+    ],
+    "no-anti-rollback": [  # a security counter not above the device's is accepted
+        ("lib/sbd/ota.py",
+         "        if m[\"security_counter\"] <= slots.counter():\n"
+         "            raise Rejected(\"rollback: security counter not higher\")\n",
+         "        pass  # broken: no anti-rollback, any signed release installs\n"),
+    ],
+    "unchecked-update-files": [  # the signed manifest is checked, the files against it never are
+        ("lib/sbd/ota.py",
+         "            if self.h.digest() != binascii.unhexlify(self.m[\"files\"][self.fi][\"sha256\"]):\n"
+         "                raise Rejected(\"hash mismatch \" + self.m[\"files\"][self.fi][\"path\"])\n",
+         "            pass  # broken: a file's hash is not compared with the manifest\n"),
+        ("lib/sbd/slots.py",
+         "        if digest != binascii.unhexlify(f[\"sha256\"]):\n"
+         "            raise manifest.ManifestError(\"hash mismatch \" + f[\"path\"])\n",
+         "        pass  # broken: a file's hash is not compared with the manifest\n"),
+    ],
+    # Attack surface (issue 6; check_surface.py).
+    "open-port": [  # a "debug shell" left listening on TCP 2323 by the running firmware
+        ("lib/sbd/app.py", "    console.serve(on_line, commands.MAX_LINE + 1, tick=tick, period_ms=100)\n",
+         "    import socket  # broken: a debug shell's socket, listening on every address\n"
+         "    shell = socket.socket()\n"
+         "    shell.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+         "    shell.bind(socket.getaddrinfo(\"0.0.0.0\", 2323)[0][-1])\n"
+         "    shell.listen(1)\n"
+         "    console.serve(on_line, commands.MAX_LINE + 1, tick=tick, period_ms=100)\n"),
+    ],
+    "undeclared-connection": [  # an NTP-style query to the broker's host before every connection
+        ("lib/sbd/link.py",
+         "            stream = tls.connect(self.cfg[\"broker_addr\"], self.cfg[\"broker_port\"], self.cfg[\"broker_host\"])\n",
+         "            import socket  # broken: a flow the device never declared\n"
+         "            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "            probe.sendto(b\"\\x1b\" + bytes(47), socket.getaddrinfo(self.cfg[\"broker_addr\"], 123)[0][-1])\n"
+         "            probe.close()\n"
+         "            stream = tls.connect(self.cfg[\"broker_addr\"], self.cfg[\"broker_port\"], self.cfg[\"broker_host\"])\n"),
+    ],
+    "serial-secret": [  # a debug print of the Wi-Fi settings on the locked console
+        ("lib/sbd/link.py", "                    self.wlan.connect(self.cfg[\"wifi_ssid\"], self.cfg[\"wifi_psk\"])\n",
+         "                    print(\"wifi:\", self.cfg[\"wifi_ssid\"], self.cfg[\"wifi_psk\"])  # broken: debug output\n"
+         "                    self.wlan.connect(self.cfg[\"wifi_ssid\"], self.cfg[\"wifi_psk\"])\n"),
+    ],
+    # Documentation (issue 6; check_docs.py).
+    "no-support-period": [  # the birth message no longer says until when the device gets fixes
+        ("lib/sbd/link.py",
+         '"security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}',
+         '"security_policy": version.SECURITY_POLICY}  # broken: no support_until'),
+    ],
 }
 
 
 def build_variant(name: str, target: Path) -> Path:
-    """A copy of the reference firmware in `target` with one variant's patches."""
+    """A copy of the reference firmware in `target` with one variant's patches
+    (the harness's exact-text patching, as for `sbd flash --profile insecure`)."""
+    from sbd_harness.profiles import apply_patches
     shutil.copytree(FIRMWARE, target, ignore=shutil.ignore_patterns("__pycache__"))
-    for rel, old, new in VARIANTS[name]:
-        path = target / rel
-        text = path.read_text()
-        if old not in text:
-            raise AssertionError(f"variant {name}: {rel} no longer contains {old!r}")
-        path.write_text(text.replace(old, new, 1))
+    apply_patches(target, VARIANTS[name], f"variant {name}")
     return target

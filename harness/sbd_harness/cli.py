@@ -131,10 +131,40 @@ def _bundle(args: argparse.Namespace) -> FirmwareBundle:
     return FirmwareBundle.from_dir(Path(args.firmware) if args.firmware else None)
 
 
+def _flash_profile(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
+    """The profile and mistakes asked for, checked before any board is touched."""
+    from .profiles import ProfileError, get_profile, select_mistakes
+    mistakes = args.mistakes.split(",") if args.mistakes is not None else None
+    try:
+        profile = get_profile(args.profile)
+        select_mistakes(profile, mistakes)
+    except ProfileError as exc:
+        raise CliError(str(exc)) from exc
+    if not profile.labelled and args.build_dir:
+        raise CliError(f"--build-dir is for a profile that is built (--profile insecure), not {profile.name}")
+    return profile, mistakes
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_") or "board"
+
+
 def cmd_flash(args: argparse.Namespace) -> int:
     from .flashing import flash_firmware
-    bundle = _bundle(args)
+    from .profiles import WARNING, ProfileError, build, read_marker
+    profile, mistakes = _flash_profile(args)
+    build_dir = None
+    if not profile.labelled:
+        bundle = _bundle(args)
     board = _target(args)
+    if profile.labelled:
+        # A patched copy, kept where `sbd verify --firmware` can compare the board with it.
+        build_dir = Path(args.build_dir) if args.build_dir else Path("build") / "profiles" / _safe_name(board.name)
+        try:
+            build(profile.name, build_dir, mistakes, Path(args.firmware) if args.firmware else None)
+        except ProfileError as exc:
+            raise CliError(str(exc)) from exc
+        bundle = FirmwareBundle.from_dir(build_dir)
     if args.micropython:
         if board.kind != "serial":
             raise CliError("--micropython writes a .bin to a real board; emulated boards already run MicroPython")
@@ -149,6 +179,13 @@ def cmd_flash(args: argparse.Namespace) -> int:
                                 reset=not args.no_reset)
     print(f"flashed {len(hashes)} files ({bundle.total_bytes} bytes), firmware {bundle.version}, "
           f"bundle sha256 {bundle.sha256}")
+    if build_dir is not None:
+        made = (read_marker(build_dir) or {}).get("mistakes", [])
+        target = f"--board {board.name}" if board.kind == "emulated" else f"--port {board.port}"
+        print(f"profile {profile.name}: {WARNING}\n"
+              f"mistakes: {', '.join(made) or 'none'}\n"
+              f"build: {build_dir}\n"
+              f"check it with: sbd verify {target} --firmware {build_dir}")
     return 0
 
 
@@ -305,17 +342,31 @@ def cmd_ota_build(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise CliError(f"--rotate-to takes public keys as hex (04…, 130 digits): {exc}") from exc
         bundle = _bundle(args)
-        manifest = build_manifest(bundle, args.version or bundle.version, args.counter, expires=expires,
+        if args.version and args.version != bundle.version:
+            bundle = bundle.with_version(args.version)  # the device then reports what the manifest says
+        manifest = build_manifest(bundle, bundle.version, args.counter, expires=expires,
                                   release_keys=rotate)
         stream = build_stream(encode_manifest(manifest), key, bundle.files)
     out = Path(args.out)
+    sbom_path = Path(args.sbom) if args.sbom else out.with_suffix(".sbom.cdx.json")
+    if sbom_path.resolve() == out.resolve():
+        raise CliError("--sbom and --out must be different files")
+    from .sbom import SBOMError, build_sbom, sbom_json
+    try:  # before writing anything: an update is never shipped without its SBOM
+        sbom = sbom_json(build_sbom(bundle, manifest["version"], update={
+            "files": [f["path"] for f in manifest["files"]], "security_counter": manifest["security_counter"],
+            "stream_sha256": hashlib.sha256(stream).hexdigest(), "key_id": key.key_id.hex()}))
+    except SBOMError as exc:
+        raise CliError(f"cannot write the SBOM: {exc}") from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(stream)
+    sbom_path.parent.mkdir(parents=True, exist_ok=True)
+    sbom_path.write_text(sbom)
     _print_json({"out": str(out), "version": manifest["version"], "counter": manifest["security_counter"],
                  "files": len(manifest["files"]), "total_size": manifest["total_size"],
                  "stream_size": len(stream), "sha256": hashlib.sha256(stream).hexdigest(),
                  "key_id": key.key_id.hex(), "expires": manifest.get("expires"),
-                 "release_keys": manifest.get("release_keys")})
+                 "release_keys": manifest.get("release_keys"), "sbom": str(sbom_path)})
     return 0
 
 
@@ -431,23 +482,65 @@ def cmd_ota_push(args: argparse.Namespace) -> int:
     return 0 if result.get("event") in ("installed", "committed") else EXIT_FAIL
 
 
+# mud --------------------------------------------------------------------------------
+def cmd_mud(args: argparse.Namespace) -> int:
+    """The board's MUD file (RFC 8520), from the firmware's sbd.network_policy."""
+    from . import mud
+    if bool(args.board) == bool(args.broker):
+        raise CliError("give --board NAME (settings read off the emulated board's flash) "
+                       "or --broker ADDR:PORT (the settings a real board was provisioned with)")
+    try:
+        if args.board:
+            settings = mud.board_settings(_existing(args.board))
+        else:
+            addr, sep, port = args.broker.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise CliError(f"--broker {args.broker!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")
+            settings = {"broker_addr": addr, "broker_port": int(port), "ntp_host": args.ntp or ""}
+        document = mud.build(mud.declaration(settings, Path(args.firmware) if args.firmware else None))
+    except mud.MudError as exc:
+        raise CliError(str(exc)) from exc
+    if args.out:
+        mud.write(document, Path(args.out))
+        print(f"MUD file for {document['ietf-mud:mud']['mud-url']}: {args.out}")
+    else:
+        _print_json(document)
+    return 0
+
+
 # verify -----------------------------------------------------------------------------
+def _verify_paths(args: argparse.Namespace, board: Board) -> dict[str, Path]:
+    """Where `sbd verify` writes: the JSON report, and beside it (unless given) the Markdown summary, the
+    HTML page, the JUnit XML and the SBOM, named after the report (report.json -> report.md, ...)."""
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in board.name).strip("_") or "board"
+    report = Path(args.report) if args.report else Path("reports") / safe_name / "report.json"
+    paths = {"report": report,
+             "markdown": Path(args.markdown) if args.markdown else report.with_suffix(".md"),
+             "html": Path(args.html) if args.html else report.with_suffix(".html"),
+             "junit": Path(args.junit) if args.junit else report.with_suffix(".junit.xml"),
+             "sbom": report.with_suffix(".sbom.cdx.json")}
+    if len({p.resolve() for p in paths.values()}) != len(paths):
+        raise CliError("--report, --markdown, --html and --junit must be different files")
+    return paths
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     import pytest
 
     from .checks import CHECKS_DIR
+    from .report import build_report, to_html, to_markdown, write_json
+    from .sbom import SBOMError, write_sbom
     board = _target(args)
-    _bundle(args)  # a clear error for a bad firmware folder, before any check runs
-    safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in board.name).strip("_") or "board"
-    report_path = Path(args.report) if args.report else Path("reports") / safe_name / "report.json"
-    md_path = Path(args.markdown) if args.markdown else report_path.with_suffix(".md")
-    for p in (report_path, md_path, Path(args.junit) if args.junit else None):
-        if p is not None:
-            p.parent.mkdir(parents=True, exist_ok=True)
+    bundle = _bundle(args)  # a clear error for a bad firmware folder, before any check runs
+    paths = _verify_paths(args, board)
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    paths["report"].unlink(missing_ok=True)  # so that a run that ends early is not mistaken for this one
     pytest_args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
                    "-q", "--no-header", "-p", "no:cacheprovider",
                    "-W", "ignore::pytest.PytestAssertRewriteWarning",
-                   "--sbd-report", str(report_path), "--sbd-markdown", str(md_path)]
+                   "--sbd-report", str(paths["report"]),
+                   "--junitxml", str(paths["junit"]), "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
     if board.kind == "emulated":
         pytest_args += ["--board-name", board.name]
     else:
@@ -456,8 +549,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pytest_args.append("--no-flash")
     if args.firmware:
         pytest_args += ["--firmware", args.firmware]
-    if args.junit:
-        pytest_args += ["--junitxml", args.junit, "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
+    if args.docs:
+        if not Path(args.docs).is_dir():
+            raise CliError(f"--docs {args.docs}: no such folder (the documents the device points to: SECURITY.md, ...)")
+        pytest_args += ["--docs", args.docs]
     if args.k:
         pytest_args += ["-k", args.k]
     if args.broker:
@@ -473,11 +568,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.destructive:
         pytest_args.append("--destructive")
     code = pytest.main(pytest_args)
-    if not report_path.exists():
+    if not paths["report"].exists():
         raise CliError(f"the check run ended before writing a report (pytest exit {int(code)})")
-    report = json.loads(report_path.read_text())
+    raw = json.loads(paths["report"].read_text())
+    notes = list(raw.get("notes", []))
+    sbom = None
+    try:
+        sbom = write_sbom(bundle, paths["sbom"])
+        sbom["path"] = os.path.relpath(paths["sbom"], paths["report"].parent)
+        sbom["describes"] = ("the firmware build flashed by this run" if args.flash else
+                             "the firmware build the checks compare with (not flashed by this run: "
+                             "firmware-matches-build says whether the board holds it)")
+    except SBOMError as exc:
+        notes.append(f"No SBOM: {exc}")
+    report = build_report(raw["board"], raw["firmware"], raw["checks"], notes, sbom=sbom)
+    write_json(report, paths["report"])
+    paths["markdown"].write_text(to_markdown(report))
+    paths["html"].write_text(to_html(report))
     _print_verify_table(report)
-    print(f"report: {report_path}  summary: {md_path}" + (f"  junit: {args.junit}" if args.junit else ""))
+    print("  ".join(f"{k}: {p}" for k, p in paths.items() if k != "sbom" or sbom is not None))
     s = report["summary"]
     return EXIT_FAIL if s["fail"] or s["error"] or int(code) not in (0, 1) else 0
 
@@ -553,6 +662,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--firmware", help="firmware folder (default: the project's firmware/)")
     p.add_argument("--micropython", help="real boards: first write this official MicroPython .bin with esptool")
     p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    from .profiles import DEFAULT_PROFILE, PROFILES
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
+                   help="reference (default): the firmware as it is; insecure: a training build that makes "
+                        "the classic mistakes on purpose (docs/labs/), labelled as such on its boot line")
+    p.add_argument("--mistakes", metavar="A,B",
+                   help="insecure profile: only these mistakes (default: all): "
+                        + ", ".join(PROFILES["insecure"].mistakes))
+    p.add_argument("--build-dir", help="insecure profile: where to build the patched copy "
+                                       "(default: build/profiles/<board>)")
     p.set_defaults(func=cmd_flash)
 
     p = sub.add_parser("console", help="attach to a board's serial console (mpremote repl)")
@@ -596,9 +714,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="run the conformance checks and write the report")
     _add_target(p)
     p.add_argument("--firmware", help="the build to compare with (default: the project's firmware/)")
-    p.add_argument("--report", help="JSON report path")
-    p.add_argument("--markdown", help="Markdown summary path (default: beside the JSON)")
-    p.add_argument("--junit", help="JUnit XML path")
+    p.add_argument("--docs", help="the lab's copy of the documents the device points to: SECURITY.md, "
+                                  "support.md (default: $SBD_DOCS_DIR or the project's docs/)")
+    p.add_argument("--report", help="JSON report path (default: reports/<board>/report.json); the Markdown, "
+                                    "HTML, JUnit XML and SBOM files go beside it unless given")
+    p.add_argument("--markdown", help="Markdown summary path (default: the report path with .md)")
+    p.add_argument("--html", help="self-contained HTML page path (default: the report path with .html)")
+    p.add_argument("--junit", help="JUnit XML path (default: the report path with .junit.xml)")
     p.add_argument("--flash", action="store_true", help="flash the firmware before checking")
     p.add_argument("-k", help="only checks matching this pytest expression")
     p.add_argument("--broker", help="ADDR:PORT the board was provisioned with; the checks run the lab broker "
@@ -617,7 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="where to write it (default: <state>/release/release-key.pem)")
     p.set_defaults(func=cmd_ota_keygen)
     p = ota.add_parser("build", help="build and sign an update stream (.sbdota) of the firmware's /lib")
-    p.add_argument("--version", help="the version it reports (default: VERSION in lib/sbd/version.py)")
+    p.add_argument("--version", help="the version it reports; stamped into lib/sbd/version.py "
+                   "(default: VERSION as it is there)")
     p.add_argument("--counter", type=int, required=True,
                    help="security counter: higher than the devices' current one (anti-rollback)")
     p.add_argument("--firmware", help="firmware folder (default: the project's firmware/)")
@@ -626,6 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotate-to", nargs="+", metavar="PUBHEX",
                    help="key rotation: the complete new set of trusted release keys (uncompressed points, hex)")
     p.add_argument("--out", required=True, help="the update file to write")
+    p.add_argument("--sbom", help="the CycloneDX SBOM (JSON) to write (default: beside --out, "
+                                  "with .sbom.cdx.json for its suffix)")
     p.set_defaults(func=cmd_ota_build)
     p = ota.add_parser("inspect", help="print an update's manifest and check its signature and hashes")
     p.add_argument("file")
@@ -644,6 +769,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop at `installed` (the broker stops too, so the trial cannot commit and reverts)")
     _add_pki(p)
     p.set_defaults(func=cmd_ota_push)
+
+    p = sub.add_parser("mud", help="write the board's Manufacturer Usage Description (RFC 8520) "
+                                   "from the firmware's declared network behaviour")
+    p.add_argument("--board", help="an emulated board: its settings (broker, NTP) are read off its flash")
+    p.add_argument("--broker", help="instead of --board: the ADDR:PORT a real board was provisioned with")
+    p.add_argument("--ntp", help="with --broker: the NTP server the board was provisioned with, if any")
+    p.add_argument("--firmware", help="firmware folder (default: the project's firmware/)")
+    p.add_argument("--out", help="write the MUD file here (default: print it)")
+    p.set_defaults(func=cmd_mud)
     return parser
 
 

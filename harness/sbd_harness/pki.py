@@ -33,6 +33,37 @@ class PKIError(ValueError):
     """A CSR or request the CA refuses, with the reason."""
 
 
+MUD_URL_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.25")  # id-pe-mud-url, RFC 8520 section 10
+
+
+def mud_url_extension(url: str) -> x509.UnrecognizedExtension:
+    """MUDURLSyntax ::= IA5String, an https URL (RFC 8520 sections 3.1 and 10)."""
+    if not url.startswith("https://") or len(url) > 2048 or not all(0x21 <= ord(c) <= 0x7E for c in url):
+        raise PKIError(f"not a MUD URL (https, printable ASCII, no spaces): {url[:80]!r}")
+    raw = url.encode("ascii")
+    length = bytes([len(raw)]) if len(raw) < 0x80 else \
+        bytes([0x80 | ((len(raw).bit_length() + 7) // 8)]) + len(raw).to_bytes((len(raw).bit_length() + 7) // 8, "big")
+    return x509.UnrecognizedExtension(MUD_URL_OID, b"\x16" + length + raw)
+
+
+def certificate_mud_url(cert: x509.Certificate) -> str | None:
+    """The id-pe-mud-url of a certificate, or None."""
+    try:
+        value = cert.extensions.get_extension_for_oid(MUD_URL_OID).value
+    except x509.ExtensionNotFound:
+        return None
+    der = value.value  # type: ignore[attr-defined]
+    if not der or der[0] != 0x16:
+        raise PKIError("id-pe-mud-url is not an IA5String")
+    n, body = der[1], der[2:]
+    if n & 0x80:
+        size = n & 0x7F
+        n, body = int.from_bytes(body[:size], "big"), body[size:]
+    if n != len(body):
+        raise PKIError("id-pe-mud-url has a bad length")
+    return body.decode("ascii")
+
+
 def default_pki_dir() -> Path:
     return Path(os.environ.get("SBD_PKI_DIR", state_dir() / "pki"))
 
@@ -160,8 +191,13 @@ class LabCA:
             raise PKIError(f"the CSR's subject is {csr.subject.rfc4514_string()!r}, expected CN={device_id}")
         return csr
 
-    def issue(self, csr_der: bytes, device_id: str, days: int = DEVICE_CERT_DAYS) -> IssuedCertificate:
+    def issue(self, csr_der: bytes, device_id: str, days: int = DEVICE_CERT_DAYS,
+              mud_url: str | None = None) -> IssuedCertificate:
+        """Certifies the CSR's key for device_id; with `mud_url` (the URL the
+        firmware declares, sbd.network_policy), the certificate carries it as
+        the id-pe-mud-url extension (RFC 8520 section 10)."""
         csr = self.check_csr(csr_der, device_id)
+        mud_extension = [(mud_url_extension(mud_url), False)] if mud_url else []
         point = public_point(csr.public_key())
         index = self.index()
         for other_id, entry in index["devices"].items():
@@ -174,7 +210,7 @@ class LabCA:
                            encipher_only=False, decipher_only=False), True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
             (x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key().public_key()), False),
-        ])
+        ] + mud_extension)
         issued = IssuedCertificate(device_id, cert, point)
         (self.dir / "issued").mkdir(exist_ok=True)
         (self.dir / "issued" / f"{device_id}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -1,7 +1,8 @@
 """`sbd provision`: gives an unprovisioned board its certificate and locks it.
 
 The device makes its own key pair and CSR; the CA checks the CSR (signature,
-P-256, subject CN = the device ID the chip reports), issues the certificate,
+P-256, subject CN = the device ID the chip reports), issues the certificate
+(with the MUD URL the device's firmware declares, as id-pe-mud-url),
 the device checks and stores it, then locks its console and reboots. Every
 byte the device sent on the serial port is kept in the result, so checks can
 search it for key material.
@@ -33,6 +34,17 @@ def _line(output: str, prefix: str) -> str:
         if line.startswith(prefix + " "):
             return line[len(prefix) + 1:].strip()
     raise BoardError(f"the device did not answer with {prefix!r}: {output.strip()[-300:]}")
+
+
+MUD_URL_CODE = ("try:\n from sbd.network_policy import mud_url\n print('MUD', mud_url())\n"
+                "except ImportError:\n print('MUD -')")
+
+
+def _declared_mud_url(run) -> str | None:
+    """The MUD URL the firmware on the device declares (sbd.network_policy), for
+    the certificate's id-pe-mud-url; None for firmware that declares none."""
+    url = _line(run(MUD_URL_CODE), "MUD")
+    return None if url == "-" else url
 
 
 def lab_settings(board: Board, broker_port: int = 8883) -> dict | None:
@@ -78,7 +90,7 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
         keys = lab_release_keys() if release_keys is None else release_keys
         if keys:
             run(f"provisioning.release_keys({','.join(k.hex() for k in keys)!r})")
-        issued = ca.issue(csr_der, device_id)
+        issued = ca.issue(csr_der, device_id, mud_url=_declared_mud_url(run))
         cert_b64 = base64.b64encode(issued.der).decode()
         ca_b64 = base64.b64encode(ca.certificate_der).decode()
         installed = _line(run(f"provisioning.install({cert_b64!r}, {ca_b64!r})"), "INSTALLED")

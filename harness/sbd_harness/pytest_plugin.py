@@ -17,7 +17,7 @@ from .boards.base import Board, BoardError, BootCapture
 from .broker import FLAWS as BROKER_FLAWS
 from .bundle import FirmwareBundle
 from .provisions import CATALOGUE, unknown_ids
-from .report import build_report, to_markdown, write_json
+from .report import build_report, to_html, to_markdown, write_json
 
 PROVISION_KEYS = tuple(CATALOGUE)
 
@@ -29,6 +29,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--board-name", default=None, help="an emulated board already started with `sbd board start NAME`")
     g.addoption("--port", default=None, help="serial port or rfc2217:// URL of a real board")
     g.addoption("--firmware", default=None, help="firmware folder (default: the project's firmware/)")
+    g.addoption("--docs", default=None,
+                help="the lab's copy of the published documents the device points to (SECURITY.md, support.md); "
+                     "default: $SBD_DOCS_DIR or the project's docs/")
     g.addoption("--no-flash", action="store_true", help="use the firmware already on the board")
     g.addoption("--pki", default=None, help="the lab CA's folder (default: <state>/pki)")
     g.addoption("--destructive", action="store_true",
@@ -41,6 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "tests: " + ", ".join(sorted(BROKER_FLAWS)))
     g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
     g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
+    g.addoption("--sbd-html", default=None, help="write the self-contained HTML report here")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,7 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[]): "
         "a conformance check and the provisions it covers")
-    if config.getoption("--sbd-report") or config.getoption("--sbd-markdown"):
+    if _reporting(config):
         config.pluginmanager.register(ReportCollector(config), "sbd-report-collector")
 
 
@@ -256,6 +260,9 @@ class ReportCollector:
             write_json(report, Path(json_path))
         if md_path:
             Path(md_path).write_text(to_markdown(report))
+        html_path = self.config.getoption("--sbd-html")
+        if html_path:
+            Path(html_path).write_text(to_html(report))
 
 
 BOARD_INFO_KEY = pytest.StashKey[dict]()
@@ -267,7 +274,7 @@ NOTES_KEY = pytest.StashKey[list]()
 def _sbd_describe_run(request: pytest.FixtureRequest) -> None:
     """Puts the board and firmware under test into the report, when a check used them."""
     config = request.config
-    if not (config.getoption("--sbd-report") or config.getoption("--sbd-markdown")):
+    if not _reporting(config):
         return
     board = request.getfixturevalue("sbd_board")
     bundle = request.getfixturevalue("sbd_bundle")
@@ -280,6 +287,10 @@ def _sbd_describe_run(request: pytest.FixtureRequest) -> None:
         notes.append("No network namespace (not root): the board shares the host's loopback, so "
                      + "; ".join(weakened) + ".")
     config.stash[NOTES_KEY] = notes
+
+
+def _reporting(config: pytest.Config) -> bool:
+    return any(config.getoption(o) for o in ("--sbd-report", "--sbd-markdown", "--sbd-html"))
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import time
 import network
-from sbd import clock, device, state, tls, version
+from sbd import clock, device, network_policy, state, tls, version
 from sbd.mqtt import MQTTClient, MQTTProtocolError
 from sbd.outbox import Outbox
 
@@ -82,14 +82,25 @@ class Link:
             if not self.wlan.isconnected():  # the access point is gone: so is the broker
                 raise OSError("wifi lost")
             # What is waiting, a few packets per tick; while a message is in
-            # flight, wait briefly for its PUBACK so a backlog drains quickly.
+            # flight or an update streams in, wait briefly on the socket so a
+            # backlog drains quickly. Busy (True) when more may be waiting:
+            # the console loop then comes straight back instead of idling.
+            receiving = self.receiving()
             for _ in range(8):
                 self.drain()
-                if self.client is None or self.client.poll(20 if self.inflight else 0) is None:
+                if self.client is None or self.client.poll(20 if self.inflight or receiving else 0) is None:
                     break
+            else:
+                receiving = True
             self.drain()
         except (MQTTProtocolError, OSError) as e:
             self.drop(e)
+            return False
+        return receiving
+
+    def receiving(self):
+        r = self.receiver
+        return r is not None and r.sha is not None and r.next < r.size
 
     def set_interval(self, seconds):
         self.cfg["telemetry_s"] = seconds
@@ -178,7 +189,10 @@ class Link:
                 raise
             self.client = client
             birth = {"online": True, "fw_version": version.VERSION, "model": version.MODEL,
-                     "security": state.summary()}
+                     "security": state.summary(),
+                     # where to report a vulnerability, and until when it gets fixed
+                     "security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}
+            birth["mud_url"] = network_policy.mud_url()  # RFC 8520: where the network finds what this device needs
             client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
             client.subscribe(self.base + "/cmd", 1)
             client.subscribe(self.base + "/ota/#", 1)

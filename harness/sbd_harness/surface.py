@@ -1,0 +1,308 @@
+"""The board's network attack surface, seen from the lab: port scans of its
+address and a record of the flows it opens, from its own link.
+
+Stdlib only (sockets, epoll, AF_PACKET); scans and capture need the board to
+have an address of its own (a network namespace, run as root).
+
+- `scan_tcp`: a connect scan of every TCP port, many connections in flight.
+  In the lab namespace nothing filters, so each port answers: SYN-ACK (open)
+  or RST (closed). A port that does not answer is reported, never counted as
+  closed.
+- `probe_udp`: one datagram to each port. UDP has no handshake, so a probe
+  shows a port *closed* only by the ICMP port-unreachable the board's stack
+  sends back; a port *open* only if the service answers the probe. A service
+  that keeps silent (most do, for an empty datagram) looks like a port whose
+  ICMP was lost or filtered: "no answer" is all a probe can say. Kernels also
+  rate-limit ICMP errors (Linux: about one per second per peer after a short
+  burst), which would leave nearly every port unanswered; `icmp_unlimited`
+  lifts that limit inside the board's namespace for the length of a probe.
+  With no filtering and no limit, silence means something holds the port.
+- `FlowWatch`: captures IPv4 frames on the host side of the board's veth
+  link and records each flow the board starts (TCP SYN, UDP datagram): every
+  attempt, including refused ones, which sampling `ss` would miss.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import selectors
+import socket
+import struct
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+ALL_PORTS = range(1, 65536)
+
+
+@dataclass
+class ScanResult:
+    protocol: str
+    address: str
+    ports: int = 0
+    open: list[int] = field(default_factory=list)
+    closed: int = 0
+    unanswered: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {"protocol": self.protocol, "address": self.address, "ports_probed": self.ports,
+                "open": self.open, "closed": self.closed, "unanswered": self.unanswered[:50],
+                "unanswered_count": len(self.unanswered), "seconds": round(self.seconds, 2)}
+
+
+def _tcp_pass(address: str, ports: Iterable[int], in_flight: int, timeout: float,
+              result: ScanResult) -> list[int]:
+    """One pass of non-blocking connects; returns the ports that did not answer."""
+    sel = selectors.DefaultSelector()
+    todo = iter(ports)
+    live: dict[int, tuple[socket.socket, int, float]] = {}
+    silent: list[int] = []
+
+    def finish(sock: socket.socket, port: int, err: int) -> None:
+        if err == 0:
+            result.open.append(port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, no TIME_WAIT
+        elif err == errno.ECONNREFUSED:
+            result.closed += 1
+        else:
+            silent.append(port)
+        sock.close()
+
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(live) < in_flight:
+                port = next(todo, None)
+                if port is None:
+                    exhausted = True
+                    break
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                err = sock.connect_ex((address, port))
+                if err == errno.EINPROGRESS:
+                    sel.register(sock, selectors.EVENT_WRITE, port)
+                    live[sock.fileno()] = (sock, port, time.monotonic() + timeout)
+                else:
+                    finish(sock, port, err)
+            if not live:
+                return silent
+            for key, _ in sel.select(timeout=0.05):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                sel.unregister(sock)
+                del live[sock.fileno()]
+                finish(sock, key.data, sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+            now = time.monotonic()
+            for fd, (sock, port, deadline) in list(live.items()):
+                if now > deadline:
+                    sel.unregister(sock)
+                    del live[fd]
+                    silent.append(port)
+                    sock.close()
+    finally:
+        for sock, _, _ in live.values():
+            sock.close()
+        sel.close()
+
+
+def scan_tcp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 512,
+             timeout: float = 1.0, retries: int = 2) -> ScanResult:
+    """Connect scan; ports silent in one pass are tried again, more patiently."""
+    ports = list(ports)
+    result = ScanResult("tcp", address, len(ports))
+    started = time.monotonic()
+    silent = _tcp_pass(address, ports, in_flight, timeout, result)
+    for attempt in range(retries):
+        if not silent:
+            break
+        silent = _tcp_pass(address, silent, 64, timeout * (attempt + 3), result)
+    result.unanswered = sorted(silent)
+    result.open.sort()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _udp_pass(address: str, ports: Iterable[int], in_flight: int, timeout: float,
+              result: ScanResult) -> list[int]:
+    sel = selectors.DefaultSelector()
+    todo = iter(ports)
+    live: dict[int, tuple[socket.socket, int, float]] = {}
+    silent: list[int] = []
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(live) < in_flight:
+                port = next(todo, None)
+                if port is None:
+                    exhausted = True
+                    break
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.setblocking(False)
+                sock.connect((address, port))  # a connected socket receives the ICMP error
+                try:
+                    sock.send(b"\r\n")
+                except ConnectionRefusedError:
+                    result.closed += 1
+                    sock.close()
+                    continue
+                sel.register(sock, selectors.EVENT_READ, port)
+                live[sock.fileno()] = (sock, port, time.monotonic() + timeout)
+            if not live:
+                return silent
+            for key, _ in sel.select(timeout=0.05):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                sel.unregister(sock)
+                del live[sock.fileno()]
+                try:
+                    sock.recv(2048)
+                    result.open.append(key.data)  # something answered the probe
+                except ConnectionRefusedError:
+                    result.closed += 1
+                except OSError:
+                    silent.append(key.data)
+                sock.close()
+            now = time.monotonic()
+            for fd, (sock, port, deadline) in list(live.items()):
+                if now > deadline:
+                    sel.unregister(sock)
+                    del live[fd]
+                    silent.append(port)
+                    sock.close()
+    finally:
+        for sock, _, _ in live.values():
+            sock.close()
+        sel.close()
+
+
+def probe_udp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 256,
+              timeout: float = 1.0, retries: int = 2) -> ScanResult:
+    """A datagram to each port: closed (ICMP port unreachable), open (an answer),
+    or unanswered (open|filtered: a silent service, or a lost ICMP)."""
+    ports = list(ports)
+    result = ScanResult("udp", address, len(ports))
+    started = time.monotonic()
+    silent = _udp_pass(address, ports, in_flight, timeout, result)
+    for attempt in range(retries):
+        if not silent:
+            break
+        silent = _udp_pass(address, silent, 16, timeout * (attempt + 3), result)
+    result.unanswered = sorted(silent)
+    result.open.sort()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _netns(netns: str, *cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, timeout=20)
+
+
+ICMP_LIMITS = {"net.ipv4.icmp_ratelimit": "0", "net.ipv4.icmp_msgs_per_sec": "1000000",
+               "net.ipv4.icmp_msgs_burst": "1000000"}
+
+
+@contextmanager
+def icmp_unlimited(netns: str) -> Iterator[dict[str, str]]:
+    """Lifts the ICMP error rate limits inside the board's namespace (the lab's,
+    not the firmware's), then restores them. Yields the settings it changed."""
+    before: dict[str, str] = {}
+    for key, value in ICMP_LIMITS.items():
+        got = _netns(netns, "sysctl", "-n", key)
+        if got.returncode == 0 and _netns(netns, "sysctl", "-qw", f"{key}={value}").returncode == 0:
+            before[key] = got.stdout.strip()
+    try:
+        yield before
+    finally:
+        for key, value in before.items():
+            _netns(netns, "sysctl", "-qw", f"{key}={value}")
+
+
+def namespace_sockets(netns: str) -> list[str]:
+    """Listening TCP and bound UDP sockets inside the namespace, as `ss` lists
+    them (with their process): the inside view that backs up the scans."""
+    proc = _netns(netns, "ss", "-H", "-tulnp")
+    return [" ".join(line.split()) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Flow:
+    protocol: str   # "tcp" or "udp"
+    address: str    # the peer the board sent to
+    port: int
+
+
+class FlowWatch:
+    """Records the flows `board_address` starts, captured on the host side
+    (`interface`) of its only link. Root only (AF_PACKET)."""
+
+    ETH_P_ALL = 0x0003  # a bridge port's frames reach only catch-all taps, not per-protocol ones
+
+    def __init__(self, interface: str, board_address: str):
+        self.interface = interface
+        self.board = socket.inet_aton(board_address)
+        self.flows: dict[Flow, int] = {}
+        self.frames = 0
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "FlowWatch":
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(self.ETH_P_ALL))
+        sock.bind((self.interface, self.ETH_P_ALL))
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+        if self._sock:
+            self._sock.close()
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                frame = self._sock.recv(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.frames += 1
+            flow = self.parse(frame, self.board)
+            if flow is not None:
+                self.flows[flow] = self.flows.get(flow, 0) + 1
+
+    @staticmethod
+    def parse(frame: bytes, board: bytes) -> Flow | None:
+        """The flow a frame starts, if the board sent it: a TCP SYN (not SYN-ACK)
+        or any UDP datagram. Ethernet II + IPv4 only; fragments after the first are skipped."""
+        ip = frame[14:]
+        if frame[12:14] != b"\x08\x00" or len(ip) < 20 or ip[0] >> 4 != 4 or ip[12:16] != board:
+            return None
+        if struct.unpack("!H", ip[6:8])[0] & 0x1FFF:
+            return None
+        header = (ip[0] & 0x0F) * 4
+        proto, payload, dst = ip[9], ip[header:], socket.inet_ntoa(ip[16:20])
+        if proto == 6 and len(payload) >= 14:
+            flags = payload[13]
+            if flags & 0x02 and not flags & 0x10:
+                return Flow("tcp", dst, struct.unpack("!H", payload[2:4])[0])
+        elif proto == 17 and len(payload) >= 8:
+            return Flow("udp", dst, struct.unpack("!H", payload[2:4])[0])
+        return None
+
+    def started(self) -> list[dict]:
+        return [{"protocol": f.protocol, "address": f.address, "port": f.port, "packets": n}
+                for f, n in sorted(self.flows.items(), key=lambda kv: (kv[0].protocol, kv[0].address, kv[0].port))]
+
+
+def local_network(address: str, netmask: str) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(f"{address}/{netmask}", strict=False)
