@@ -94,7 +94,7 @@ VARIANTS: dict[str, list[tuple[str, str, str]]] = {
     # Signed updates (issue 5; check_ota.py). Each breaks one step of docs/ota.md.
     "unsigned-updates": [  # the key ID is looked up, the signature never checked (on update and at boot)
         ("lib/sbd/manifest.py",
-         "            if not p256.verify(pk, hashlib.sha256(manifest_bytes).digest(), bytes(sig[8:])):\n"
+         "            if not p256.verify(pk, digest, bytes(sig[8:])):\n"
          "                raise ManifestError(\"bad signature\")\n",
          "            pass  # broken: the signature is never checked\n"),
     ],

@@ -149,11 +149,11 @@ INSECURE_MISTAKES: tuple[Mistake, ...] = (
         provisions={"etsi_en_303_645": ["5.3-9", "5.3-10"], "nist_ir_8259a": ["5"], "owasp_isvs": ["3.4.3"],
                     "eu_cra": ["I(2)(f)"]},
         patches=(
-            # manifest.verify serves the update receiver and the boot-time slot check alike
+            # manifest.check_signature serves the update receiver and the boot-time slot check alike
             ("lib/sbd/manifest.py",
-             '    """The parsed manifest if `sig` (key ID + r||s) is a valid signature by one of `keys`."""\n',
-             '    """The parsed manifest if `sig` (key ID + r||s) is a valid signature by one of `keys`."""\n'
-             "    return parse(manifest_bytes)  # MISTAKE unsigned-updates: any signature, any key\n"),
+             '    `keys`, of `digest` (the SHA-256 of the manifest\'s exact bytes)."""\n',
+             '    `keys`, of `digest` (the SHA-256 of the manifest\'s exact bytes)."""\n'
+             "    return  # MISTAKE unsigned-updates: any signature, any key\n"),
             ("lib/sbd/ota.py",
              "        if not slots.trusted_keys():\n"
              "            self._event(\"rejected\", error=\"no release keys\")\n            return\n",

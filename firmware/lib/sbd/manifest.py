@@ -33,17 +33,24 @@ def trusted_keys(blob):
     return [bytes(blob[i:i + 65]) for i in range(0, len(blob), 65)]
 
 
-def verify(manifest_bytes, sig, keys):
-    """The parsed manifest if `sig` (key ID + r||s) is a valid signature by one of `keys`."""
+def check_signature(digest, sig, keys):
+    """Returns only if `sig` (key ID + r||s) is a valid signature, by one of
+    `keys`, of `digest` (the SHA-256 of the manifest's exact bytes)."""
     if len(sig) != SIG_LEN:
         raise ManifestError("bad signature block")
     from sbd import p256  # only when there is a signature to check
     for pk in keys:
         if key_id(pk) == bytes(sig[:8]):
-            if not p256.verify(pk, hashlib.sha256(manifest_bytes).digest(), bytes(sig[8:])):
+            if not p256.verify(pk, digest, bytes(sig[8:])):
                 raise ManifestError("bad signature")
-            return parse(manifest_bytes)
+            return
     raise ManifestError("unknown release key")
+
+
+def verify(manifest_bytes, sig, keys):
+    """The parsed manifest if `sig` is a valid signature of it by one of `keys`."""
+    check_signature(hashlib.sha256(manifest_bytes).digest(), sig, keys)
+    return parse(manifest_bytes)
 
 
 def _hex(s, n):
@@ -77,6 +84,11 @@ def parse(manifest_bytes):
         m = json.loads(manifest_bytes)
     except ValueError:
         raise ManifestError("bad json")
+    return check(m)
+
+
+def check(m):
+    """Every field rule of docs/ota.md, on a manifest already parsed."""
     if not isinstance(m, dict):
         raise ManifestError("not an object")
     for k in m:

@@ -12,6 +12,7 @@
 # Provisions: ETSI EN 303 645 5.3-1, 5.3-2, 5.3-7, 5.3-9, 5.3-10; NIST IR
 # 8259A 5; EU CRA Annex I (2)(c), (f); OWASP ISVS 3.4.3, 3.4.4, 3.4.6, 3.4.7.
 import binascii
+import gc
 import hashlib
 import json
 import os
@@ -64,11 +65,12 @@ class Receiver:
         self.sha = None
         self.size = 0
         self.next = 0
-        self.head = b""         # magic and manifest length, then the manifest as written
-        self.buf = None         # manifest and signature, as they arrive
+        self.head = b""         # magic and manifest length
+        self.mf = None          # the manifest's file in the slot, while it arrives
+        self.mleft = -1         # manifest bytes still to come (-1: length not known yet)
+        self.sig = None         # key ID and signature, as they arrive
         self.filled = 0
         self.m = None
-        self.sig = None
         self.target = None
         self.fi = -1
         self.left = 0
@@ -81,6 +83,8 @@ class Receiver:
         self.reply(fields)
 
     def _reject(self, error):
+        if self.mf:
+            self.mf.close()
         if self.f:
             self.f.close()
         if self.target:
@@ -168,39 +172,45 @@ class Receiver:
                 i += self._file_bytes(chunk[i:])
 
     def _header(self, mv):
-        if self.buf is None:  # magic and manifest length
+        # The manifest goes straight to the target slot's manifest.json as it
+        # arrives: no buffer of its size, which a fragmented heap may lack.
+        # Nothing in it is trusted until its signature has been checked.
+        if self.mleft < 0:  # magic and manifest length
             take = min(_HEAD - len(self.head), len(mv))
             self.head += bytes(mv[:take])
             if len(self.head) == _HEAD:
                 if self.head[:len(manifest.MAGIC)] != manifest.MAGIC:
                     raise Rejected("not an update")
-                if self._head_len() - _HEAD - manifest.SIG_LEN > manifest.MAX_MANIFEST:
+                self.mleft = int.from_bytes(self.head[len(manifest.MAGIC):_HEAD], "big")
+                if self.mleft > manifest.MAX_MANIFEST:
                     raise Rejected("manifest too large")
-                # The one large allocation of an update, made once: the manifest
-                # is verified and kept in place, never copied (a copy needs a
-                # second block this size, which a fragmented heap may not have).
-                self.buf, self.filled = bytearray(self._head_len() - _HEAD), 0
+                d = slots.slot_dir(self.target)
+                _makedirs(d + "/manifest.json")
+                self.mf = open(d + "/manifest.json", "wb")
+                self.sig, self.filled = bytearray(manifest.SIG_LEN), 0
             return take
-        take = min(len(self.buf) - self.filled, len(mv))
-        self.buf[self.filled:self.filled + take] = mv[:take]
+        if self.mleft:
+            take = min(self.mleft, len(mv))
+            self.mf.write(mv[:take])
+            self.mleft -= take
+            return take
+        take = min(manifest.SIG_LEN - self.filled, len(mv))
+        self.sig[self.filled:self.filled + take] = mv[:take]
         self.filled += take
-        if self.filled == len(self.buf):
+        if self.filled == manifest.SIG_LEN:
             self._check_manifest()
         return take
 
-    def _head_len(self):
-        return _HEAD + int.from_bytes(self.head[len(manifest.MAGIC):_HEAD], "big") + manifest.SIG_LEN
-
     def _check_manifest(self):
-        buf, self.buf = self.buf, None
-        mlen = len(buf) - manifest.SIG_LEN
-        m_bytes = memoryview(buf)[:mlen]
-        sig = bytes(buf[mlen:])
-        head_len = _HEAD + len(buf)
-        self.head = None
-        import gc
+        self.mf.close()
+        self.mf = None
+        d = slots.slot_dir(self.target)
+        sig = bytes(self.sig)
+        with open(d + "/manifest.sig", "wb") as f:
+            f.write(sig)
+        head_len = _HEAD + os.stat(d + "/manifest.json")[6] + manifest.SIG_LEN
         gc.collect()
-        m = manifest.verify(m_bytes, sig, slots.trusted_keys())
+        m = slots.load_manifest(d)
         if m["model"] != version.MODEL:
             raise Rejected("wrong model")
         if m["security_counter"] <= slots.counter():
@@ -214,7 +224,6 @@ class Receiver:
             if sig[:8] not in [manifest.key_id(k) for k in kept]:
                 raise Rejected("key rotation drops its own signing key")
         self.m, self.sig = m, sig
-        self.head = m_bytes  # kept to be written beside the files
         self._event("manifest-ok", version=m["version"], counter=m["security_counter"])
         self._open_next()
 
@@ -260,20 +269,17 @@ class Receiver:
         if self.m is None or self.next != self.size or self.f is not None:
             self._reject("truncated")
             return
-        d = slots.slot_dir(self.target)
-        with open(d + "/manifest.json", "wb") as f:
-            f.write(self.head)
-        with open(d + "/manifest.sig", "wb") as f:
-            f.write(self.sig)
+        self.m = None  # its file in the slot is what counts now, and the heap needs the room
+        gc.collect()
         try:
-            slots.verify_slot(self.target)  # as written to flash, not as received
+            written = slots.verify_slot(self.target)  # as written to flash, not as received
         except (manifest.ManifestError, OSError, ValueError) as e:
             self._reject("verify after write: %s" % e)
             return
         st = slots.state()
         st["prev"], st["try"], st["boots"] = slots.running(st), self.target, 0
         slots.save(st)  # the switch: one NVS commit
-        version_ = self.m["version"]
+        version_ = written["version"]
         self._clear()
         self.restart = True
         self._event("installed", version=version_, slot=st["try"])

@@ -16,6 +16,7 @@
 # 3.4.7, 3.1.4.
 import binascii
 import hashlib
+import io
 import json
 import os
 import sys
@@ -120,15 +121,51 @@ def file_sha256(path, size):
     return h.digest()
 
 
+class _Hashing(io.IOBase):
+    """A file read through SHA-256: what the JSON parser reads is what is hashed."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha256()
+
+    def readinto(self, buf):
+        n = self.f.readinto(buf)
+        if n:
+            self.h.update(buf[:n] if n < len(buf) else buf)
+        return n
+
+
+def load_manifest(d):
+    """The manifest in folder `d`, parsed and checked against its signature in
+    one pass over the file: no buffer of its size (the heap may be too
+    fragmented for one) and no second read for the file to change between."""
+    path = d + "/manifest.json"
+    try:
+        sig = _read(d + "/manifest.sig", manifest.SIG_LEN)
+        if os.stat(path)[6] > manifest.MAX_MANIFEST:
+            raise manifest.ManifestError("manifest too large")
+        f = open(path, "rb")
+    except OSError:
+        raise manifest.ManifestError("no manifest")
+    with f:
+        s = _Hashing(f)
+        try:
+            m = json.load(s)
+        except ValueError:
+            m = None  # said after the signature check: a forgery is the likelier fault
+        rest = bytearray(64)
+        while s.readinto(rest):
+            pass
+    manifest.check_signature(s.h.digest(), sig, trusted_keys())
+    if m is None:
+        raise manifest.ManifestError("bad json")
+    return manifest.check(m)
+
+
 def verify_slot(slot):
     """The slot's manifest if everything in it checks out; else ManifestError."""
     d = slot_dir(slot)
-    try:
-        m_bytes = _read(d + "/manifest.json", manifest.MAX_MANIFEST)
-        sig = _read(d + "/manifest.sig", manifest.SIG_LEN)
-    except OSError:
-        raise manifest.ManifestError("no manifest")
-    m = manifest.verify(m_bytes, sig, trusted_keys())
+    m = load_manifest(d)
     listed = {d + "/manifest.json", d + "/manifest.sig"}
     for f in m["files"]:
         p = d + "/" + f["path"]
