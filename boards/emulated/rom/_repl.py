@@ -43,13 +43,15 @@ def execute(source, mode, g, print_eof=False, filename="<stdin>"):
     result = None
     try:
         try:
-            # As pyexec's parse_compile_execute: every file and every REPL input
-            # starts with Ctrl-C enabled, whatever kbd_intr() said before.
-            kbd_char[0] = CTRL_C
-            set_intr(CTRL_C)
+            # As pyexec's parse_compile_execute: the source is compiled first,
+            # then Ctrl-C is enabled for its execution, whatever kbd_intr() said
+            # before (so a Ctrl-C lands in the code's first statement at the
+            # earliest, never in the compiler).
             if isinstance(source, bytes):
                 source = source.decode()
             code = compile(source, filename, mode)
+            kbd_char[0] = CTRL_C
+            set_intr(CTRL_C)
             exec(code, g)
             err = None
         except BaseException as e:  # noqa: everything the user's code raises
