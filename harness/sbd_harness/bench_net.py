@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .boards.base import BoardError
 from .boards.emulated import EmulatedBoard
@@ -141,6 +142,44 @@ def _out_of_heap(said: str) -> bool:
     return "memory allocation failed" in said or "MemoryError" in said or said.startswith("board:")
 
 
+def smallest_heap(idle: int, full: int, resolution: int, attempt: Callable[[int], tuple[bool, str]],
+                  out_of_heap: Callable[[str], bool], what: str) -> tuple[int, int, str | None]:
+    """Bisection between `idle` bytes (fails) and `full` (succeeds) for the
+    smallest heap, a multiple of `resolution`, in which `attempt(heap)` succeeds.
+    A failure that does not read as out-of-heap is tried again once; the result
+    is tried once more, and raised a step at a time if that fails (a boot's heap
+    layout varies with timing and the handshake's random values).
+    Returns (bytes, trials, the last failure's text)."""
+    lo, hi = idle // resolution, -(-full // resolution)  # in units of `resolution`
+    trials = 0
+    failure = None
+
+    def trial(units: int) -> bool:
+        nonlocal trials, failure
+        for _ in range(2):
+            trials += 1
+            ok, said = attempt(units * resolution)
+            if ok or out_of_heap(said):
+                break
+        if not ok:
+            failure = said
+        return ok
+
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if trial(mid):
+            hi = mid
+        else:
+            lo = mid
+    for _ in range(8):
+        if trial(hi):
+            break
+        hi += 1
+    else:
+        raise BoardError(f"{what} does not succeed again at {hi * resolution} bytes: {failure}")
+    return hi * resolution, trials, failure
+
+
 def heap_high_water_connect_bytes(board: EmulatedBoard, broker: Broker,
                                   resolution: int = HEAP_RESOLUTION) -> tuple[int, dict]:
     """The smallest -X heapsize (a multiple of `resolution`) of the board's
@@ -158,37 +197,12 @@ def heap_high_water_connect_bytes(board: EmulatedBoard, broker: Broker,
     said = board.exec(code, timeout=30).strip()
     if said != "OK":
         raise BoardError(f"connect + publish fails even with the board's full heap ({full} bytes): {said}")
-    lo, hi = idle // resolution, -(-full // resolution)   # in units of `resolution`
-    trials = 0
-    failure = None
-
-    def trial(units: int) -> bool:
-        nonlocal trials, failure
-        for _ in range(2):
-            trials += 1
-            ok, said = _heap_trial(board, code, units * resolution)
-            if ok or _out_of_heap(said):
-                break
-        if not ok:
-            failure = said
-        return ok
-
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if trial(mid):
-            hi = mid
-        else:
-            lo = mid
-    for _ in range(8):  # in case a boot's heap layout differs (timing, the handshake's random values)
-        if trial(hi):
-            break
-        hi += 1
-    else:
-        raise BoardError(f"connect + publish does not succeed again at {hi * resolution} bytes: {failure}")
+    size, trials, failure = smallest_heap(idle, full, resolution, lambda heap: _heap_trial(board, code, heap),
+                                          _out_of_heap, "connect + publish")
     _boot_with_heap(board, full)
     detail = {"board_heap_bytes": full, "idle_heap_bytes": idle, "resolution_bytes": resolution,
               "trials": trials, "failure_below": failure}
-    return hi * resolution, detail
+    return size, detail
 
 
 # -- telemetry_msgs_per_s -------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ota
-from .bench_net import IDLE_HEAP, _boot_with_heap, _lock, _unlock
+from .bench_net import IDLE_HEAP, _boot_with_heap, _lock, _unlock, smallest_heap
 from .boards.base import BoardError
 from .boards.emulated import EmulatedBoard
 from .broker import Broker
@@ -333,36 +333,12 @@ def heap_high_water_ota_bytes(lab: _Lab, idle: int,
     shows no sign of running out of heap is tried again once; the result is
     tried once more (and raised a step at a time if that fails)."""
     full = lab.board.state.load()["heap_bytes"]
-    lo, hi = idle // resolution, -(-full // resolution)
-    trials = 0
-    failure = None
-
-    def trial(units: int) -> bool:
-        nonlocal trials, failure
-        for _ in range(2):
-            trials += 1
-            ok, said = _ota_trial(lab, units * resolution, full)
-            if ok or "memory" in said or said.startswith("no birth"):
-                break
-        if not ok:
-            failure = said
-        return ok
-
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if trial(mid):
-            hi = mid
-        else:
-            lo = mid
-    for _ in range(8):
-        if trial(hi):
-            break
-        hi += 1
-    else:
-        raise BoardError(f"an update does not succeed again at {hi * resolution} bytes: {failure}")
+    size, trials, failure = smallest_heap(
+        idle, full, resolution, lambda heap: _ota_trial(lab, heap, full),
+        lambda said: "memory" in said or said.startswith("no birth"), "an update")
     detail = {"board_heap_bytes": full, "idle_heap_bytes": idle, "resolution_bytes": resolution,
               "trials": trials, "failure_below": failure}
-    return hi * resolution, detail
+    return size, detail
 
 
 # -- all five ---------------------------------------------------------------------------------
