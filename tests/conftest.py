@@ -72,3 +72,25 @@ def flashed_board(module_board, bundle) -> EmulatedBoard:
     from sbd_harness.flashing import flash_firmware
     flash_firmware(module_board, bundle)
     return module_board
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> "LabCA":
+    """A lab CA of the module's own."""
+    from sbd_harness.pki import LabCA
+    ca = LabCA(tmp_path_factory.mktemp("pki"))
+    ca.init()
+    return ca
+
+
+@pytest.fixture(scope="module")
+def release_key():
+    """The lab release key where `sbd verify` looks for it (<state>/release/release-key.pem);
+    removed afterwards when this module made it."""
+    from sbd_harness import ota
+    path = ota.default_release_key_path()
+    made = not path.exists()
+    key = ota.ReleaseKey.generate(path) if made else ota.ReleaseKey.load(path)
+    yield key
+    if made:
+        path.unlink(missing_ok=True)

@@ -1,9 +1,12 @@
 """Small helpers the tests share: mpremote as a user runs it, serial reads."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import serial
 
@@ -24,3 +27,16 @@ def read_until(port: serial.Serial, marker: bytes, timeout: float = 10) -> bytes
             raise AssertionError(f"no {marker!r} within {timeout}s; got {data[-500:]!r}")
         data += port.read(4096)
     return data
+
+
+def verify_report(board: Any, ca: Any, report: Path, *extra: str, port: int | None = None,
+                  timeout: float = 900) -> tuple[int, dict[str, Any]]:
+    """Runs `sbd verify` on `board` as a user would, with the test's CA (and the lab
+    broker on `port`); returns its exit code and the JSON report it wrote."""
+    from sbd_harness.broker import lab_address
+    broker = ["--broker", f"{lab_address()}:{port}"] if port is not None else []
+    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name,
+                           "--pki", str(ca.dir), *broker, "--report", str(report), *extra],
+                          capture_output=True, text=True, timeout=timeout)
+    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.returncode, json.loads(report.read_text())

@@ -28,6 +28,7 @@ from sbd_harness.docs_policy import (DocsError, docs_url, glance, read_policy, r
 from sbd_harness.flashing import flash_firmware
 from sbd_harness.pki import LabCA
 from sbd_harness.provisioning import lab_settings, provision
+from helpers import verify_report
 from variants import build_variant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,13 +128,6 @@ def test_published_addresses_map_into_the_docs_folder_and_nowhere_else(tmp_path)
 
 
 # the checks on a board --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LabCA:
-    ca = LabCA(tmp_path_factory.mktemp("pki"))
-    ca.init()
-    return ca
-
-
 def _online_board(ca: LabCA, port: int, firmware: Path | None = None) -> EmulatedBoard:
     board = EmulatedBoard(f"docs-{uuid.uuid4().hex[:8]}")
     board.start()
@@ -143,13 +137,9 @@ def _online_board(ca: LabCA, port: int, firmware: Path | None = None) -> Emulate
 
 
 def _verify(board, ca, tmp_path, port: int, *extra: str) -> tuple[int, dict[str, dict]]:
-    report = tmp_path / f"report-{uuid.uuid4().hex[:6]}.json"
-    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name,
-                           "--pki", str(ca.dir), "--broker", f"{lab_address()}:{port}", "--report", str(report),
-                           "-k", "check_docs", *extra], capture_output=True, text=True, timeout=900)
-    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
-    return proc.returncode, checks
+    code, data = verify_report(board, ca, tmp_path / f"report-{uuid.uuid4().hex[:6]}.json", "-k", "check_docs",
+                               *extra, port=port)
+    return code, {c["id"]: c for c in data["checks"]}
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 signed commands and factory reset; each check shown failing on a variant."""
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -21,6 +20,7 @@ from sbd_harness.emulator.nvs_reader import read_store
 from sbd_harness.flashing import flash_firmware
 from sbd_harness.pki import LabCA, PKIError
 from sbd_harness.provisioning import provision
+from helpers import verify_report
 from variants import build_variant
 
 
@@ -91,12 +91,8 @@ def test_the_ca_refuses_what_it_must_not_sign(ca, tmp_path):
 def _verify(board, ca, tmp_path, *extra: str) -> tuple[int, dict[str, str], dict]:
     if "-k" not in extra:  # the checks that need the board online have their own tests
         extra = (*extra, "-k", "not (check_mqtt or check_ota or check_docs or check_surface)")
-    report = tmp_path / f"report-{board.name}.json"
-    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name, "--pki", str(ca.dir),
-                           "--report", str(report), *extra], capture_output=True, text=True, timeout=600)
-    assert report.exists(), proc.stdout + proc.stderr
-    data = json.loads(report.read_text())
-    return proc.returncode, {c["id"]: c["status"] for c in data["checks"]}, data
+    code, data = verify_report(board, ca, tmp_path / f"report-{board.name}.json", *extra, timeout=600)
+    return code, {c["id"]: c["status"] for c in data["checks"]}, data
 
 
 def test_verify_passes_every_identity_check_on_the_reference(make_board, ca, tmp_path):

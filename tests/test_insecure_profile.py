@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from sbd_harness import ota, profiles
+from sbd_harness import profiles
 from sbd_harness.bootline import last_boot_line
 from sbd_harness.broker import free_port, lab_address
 from sbd_harness.bundle import FirmwareBundle
 from sbd_harness.checks import CHECKS_DIR
-from sbd_harness.pki import LabCA
 from sbd_harness.provisioning import lab_settings, provision
 from sbd_harness.provisions import unknown_ids
+from helpers import verify_report
 from variants import FIRMWARE, VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,24 +148,6 @@ def test_the_cli_refuses_bad_profile_arguments_before_touching_a_board(tmp_path)
 
 
 # One board with every mistake -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LabCA:
-    ca = LabCA(tmp_path_factory.mktemp("pki"))
-    ca.init()
-    return ca
-
-
-@pytest.fixture(scope="module")
-def release_key():
-    """The lab release key where `sbd verify` looks for it; removed afterwards when this module made it."""
-    path = ota.default_release_key_path()
-    made = not path.exists()
-    key = ota.ReleaseKey.generate(path) if made else ota.ReleaseKey.load(path)
-    yield key
-    if made:
-        path.unlink(missing_ok=True)
-
-
 def _catalogue_checks() -> dict[str, str]:
     """check ID -> function name, from the catalogue as it is now."""
     import re
@@ -257,8 +239,6 @@ def test_a_board_flashed_with_the_insecure_profile_says_so_and_fails_each_check(
 
 def _verify(board, ca, fw: Path, port: int, report: Path, functions: list[str],
             *extra: str) -> tuple[dict[str, dict], int]:
-    proc = sbd("verify", "--board", board.name, "--firmware", str(fw), "--pki", str(ca.dir),
-               "--broker", f"{lab_address()}:{port}", "--report", str(report), "-k", " or ".join(functions),
-               *extra, timeout=1800)
-    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {c["id"]: c for c in json.loads(report.read_text())["checks"]}, proc.returncode
+    code, data = verify_report(board, ca, report, "--firmware", str(fw), "-k", " or ".join(functions), *extra,
+                               port=port, timeout=1800)
+    return {c["id"]: c for c in data["checks"]}, code

@@ -12,21 +12,14 @@ import pytest
 from sbd_harness.broker import free_port, lab_address
 from sbd_harness.bundle import FirmwareBundle
 from sbd_harness.flashing import flash_firmware
-from sbd_harness.pki import LabCA
 from sbd_harness.provisioning import lab_settings, provision
+from helpers import verify_report
 from variants import build_variant
 
 NETWORK_CHECKS = ("telemetry-over-mutual-tls", "rogue-brokers-refused", "outages-lose-nothing",
                   "hostile-broker-fuzzing-survived", "invalid-commands-refused-over-mqtt")
 BROKER_CHECKS = ("broker-requires-client-certificate", "broker-refuses-revoked-certificates",
                  "broker-confines-each-identity", "broker-tls-configuration")
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LabCA:
-    ca = LabCA(tmp_path_factory.mktemp("pki"))
-    ca.init()
-    return ca
 
 
 def _online_board(make_board, ca, port: int, firmware=None):
@@ -38,13 +31,8 @@ def _online_board(make_board, ca, port: int, firmware=None):
 
 
 def _verify(board, ca, tmp_path, port: int, *extra: str) -> tuple[int, dict[str, str], dict]:
-    report = tmp_path / f"report-{board.name}.json"
-    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name,
-                           "--pki", str(ca.dir), "--broker", f"{lab_address()}:{port}", "--report", str(report),
-                           *extra], capture_output=True, text=True, timeout=900)
-    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads(report.read_text())
-    return proc.returncode, {c["id"]: c["status"] for c in data["checks"]}, data
+    code, data = verify_report(board, ca, tmp_path / f"report-{board.name}.json", *extra, port=port)
+    return code, {c["id"]: c["status"] for c in data["checks"]}, data
 
 
 def _check(report: dict, check_id: str) -> dict:

@@ -8,34 +8,14 @@ import sys
 
 import pytest
 
-from sbd_harness import ota
 from sbd_harness.broker import free_port, lab_address
 from sbd_harness.bundle import FirmwareBundle
 from sbd_harness.flashing import flash_firmware
-from sbd_harness.pki import LabCA
 from sbd_harness.provisioning import lab_settings, provision
+from helpers import verify_report
 from variants import build_variant
 
 OTA_CHECKS = ("unsigned-or-foreign-updates-refused", "update-rollback-refused")
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LabCA:
-    ca = LabCA(tmp_path_factory.mktemp("pki"))
-    ca.init()
-    return ca
-
-
-@pytest.fixture(scope="module")
-def release_key():
-    """The lab release key where `sbd verify` looks for it (<state>/release/release-key.pem);
-    removed afterwards when this module made it."""
-    path = ota.default_release_key_path()
-    made = not path.exists()
-    key = ota.ReleaseKey.generate(path) if made else ota.ReleaseKey.load(path)
-    yield key
-    if made:
-        path.unlink(missing_ok=True)
 
 
 def _online_board(make_board, ca, key, port: int, firmware=None):
@@ -48,13 +28,8 @@ def _online_board(make_board, ca, key, port: int, firmware=None):
 
 def _verify(board, ca, tmp_path, port: int, *extra: str,
             select: str = "check_ota") -> tuple[int, dict[str, str], dict]:
-    report = tmp_path / f"report-{board.name}.json"
-    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name,
-                           "--pki", str(ca.dir), "--broker", f"{lab_address()}:{port}", "--report", str(report),
-                           "-k", select, *extra], capture_output=True, text=True, timeout=900)
-    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads(report.read_text())
-    return proc.returncode, {c["id"]: c["status"] for c in data["checks"]}, data
+    code, data = verify_report(board, ca, tmp_path / f"report-{board.name}.json", "-k", select, *extra, port=port)
+    return code, {c["id"]: c["status"] for c in data["checks"]}, data
 
 
 def _sbd(*args: str) -> subprocess.CompletedProcess:

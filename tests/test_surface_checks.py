@@ -18,22 +18,16 @@ from sbd_harness.broker import free_port, lab_address
 from sbd_harness.bundle import FirmwareBundle
 from sbd_harness.emulator import netlab
 from sbd_harness.flashing import flash_firmware
-from sbd_harness.pki import LabCA, PKIError, certificate_mud_url, mud_url_extension
+from sbd_harness.pki import PKIError, certificate_mud_url, mud_url_extension
 from sbd_harness.provisioning import lab_settings, provision
 from sbd_harness.surface import Flow, FlowWatch
+from helpers import verify_report
 from variants import build_variant
 
 SURFACE_CHECKS = ("no-listening-ports", "connections-match-mud", "serial-discloses-nothing-after-lock")
 REFERENCE_URL = "https://mud.example.invalid/sbd-reference-esp32.json"
 needs_netns = pytest.mark.skipif(not netlab.namespaces_available(),
                                  reason="the surface checks need a board with its own network namespace (root)")
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LabCA:
-    ca = LabCA(tmp_path_factory.mktemp("pki"))
-    ca.init()
-    return ca
 
 
 def _online_board(make_board, ca, port: int, firmware=None):
@@ -44,12 +38,8 @@ def _online_board(make_board, ca, port: int, firmware=None):
 
 
 def _verify(board, ca, tmp_path, port: int, *extra: str) -> tuple[int, dict[str, dict]]:
-    report = tmp_path / f"report-{board.name}.json"
-    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name,
-                           "--pki", str(ca.dir), "--broker", f"{lab_address()}:{port}", "--report", str(report),
-                           *extra], capture_output=True, text=True, timeout=900)
-    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.returncode, {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    code, data = verify_report(board, ca, tmp_path / f"report-{board.name}.json", *extra, port=port)
+    return code, {c["id"]: c for c in data["checks"]}
 
 
 # the declaration and the MUD file -----------------------------------------------------

@@ -12,7 +12,6 @@ from sbd_harness.boards.serial_board import SerialBoard
 from sbd_harness.broker import BROKER_HOSTNAME, Broker, lab_address
 from sbd_harness.bundle import FirmwareBundle
 from sbd_harness.flashing import flash_firmware
-from sbd_harness.pki import LabCA
 from sbd_harness.provisioning import provision
 from sbd_harness.rogue import KINDS, RogueBroker
 from variants import build_variant
@@ -28,13 +27,6 @@ try:
 except tls.TLSError as e:
     print('REFUSED', e)
 """
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LabCA:
-    ca = LabCA(tmp_path_factory.mktemp("pki"))
-    ca.init()
-    return ca
 
 
 def _device(make_board, ca, firmware=None):

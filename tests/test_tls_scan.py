@@ -28,13 +28,6 @@ def sslyze() -> str:
     return exe
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LabCA:
-    ca = LabCA(tmp_path_factory.mktemp("pki"))
-    ca.init()
-    return ca
-
-
 def _scan(broker: Broker, ca: LabCA, sslyze: str) -> ScanResult:
     cert, key = ca.issue_client("sslyze-scanner")
     return scan(broker.address, broker.port, cert, key, BROKER_HOSTNAME,
