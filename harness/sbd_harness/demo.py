@@ -4,7 +4,9 @@ Starts a fresh emulated ESP32, flashes the reference firmware, shows its boot
 line, provisions it from the lab CA (its own key, a certificate, a locked
 console), starts the lab broker and shows the device's birth message and
 telemetry arriving over mutual TLS, pushes a signed update (committed) and a
-tampered one (refused), and ends with the `sbd verify` table.
+tampered one (refused), and runs `sbd verify`. Then it flashes a second
+board with the insecure lab build, verifies it the same way, and ends with
+both reports side by side.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from . import cli
 from .boards.base import BoardError
@@ -35,6 +38,9 @@ ONLINE_TIMEOUT_S = 15   # a board reset just now connects within a few seconds
 TELEMETRY = 3           # readings to show: the queued ones, then a live one
 TELEMETRY_TIMEOUT_S = 25  # the firmware takes a reading every 10 s by default
 WORK = Path("build/demo")   # the demo's release folder and update files
+INSECURE_BOARD = "demo-insecure"
+REPORTS = Path("reports/demo")
+INSECURE_REPORTS = Path("reports/demo-insecure")
 UPDATE_VERSION = "0.2.0"
 
 
@@ -221,6 +227,51 @@ def show_update(console: Console, key: ReleaseKey) -> Path | None:
     return folder
 
 
+def insecure_report(console: Console, ca: LabCA) -> int | None:
+    """A second board with the insecure lab build, provisioned the same way,
+    and the whole catalogue run against it. Its `sbd verify` exit code, or None
+    when the board could not be set up."""
+    board = EmulatedBoard(INSECURE_BOARD)
+    if board.state.exists():
+        board.remove()
+    board.start()
+    build = WORK / "insecure"
+    try:
+        console.print(f"[bold]$ sbd flash --board {INSECURE_BOARD} --profile insecure --build-dir {build}[/]",
+                      highlight=False)
+        if cli.main(["flash", "--board", INSECURE_BOARD, "--profile", "insecure", "--build-dir", str(build)]) != 0:
+            return None
+        result = provision(board, ca)
+        console.print(f"boot line    {result.boot_line}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]$ sbd verify --board {INSECURE_BOARD} --firmware {build} "
+                      f"--report {INSECURE_REPORTS / 'report.json'}[/]", highlight=False)
+        return cli.main(["verify", "--board", INSECURE_BOARD, "--firmware", str(build),
+                         "--report", str(INSECURE_REPORTS / "report.json")])
+    finally:
+        board.stop()
+
+
+def compare(console: Console) -> bool:
+    """Both reports side by side, check by check. True when the reference
+    passed everything it ran and the insecure build failed something."""
+    ref = json.loads((REPORTS / "report.json").read_text())
+    bad = json.loads((INSECURE_REPORTS / "report.json").read_text())
+    bad_status = {c["id"]: c["status"] for c in bad["checks"]}
+    style = {"pass": "green", "fail": "bold red", "error": "bold red", "skip": "yellow"}
+    table = Table(title="sbd verify: the reference firmware and the insecure lab build")
+    for column in ("Check", "Reference", "Insecure lab build"):
+        table.add_column(column)
+    for c in ref["checks"]:
+        other = bad_status.get(c["id"], "not run")
+        table.add_row(c["id"], f"[{style.get(c['status'], '')}]{c['status'].upper()}[/]",
+                      f"[{style.get(other, '')}]{other.upper()}[/]")
+    console.print(table)
+    for name, report in (("reference", REPORTS), ("insecure lab build", INSECURE_REPORTS)):
+        console.print(f"{name:20} {report / 'report.html'} (open it in a browser), {report / 'report.md'}, "
+                      f"{report / 'report.junit.xml'}", highlight=False)
+    return ref["summary"]["fail"] == ref["summary"]["error"] == 0 and bad["summary"]["fail"] > 0
+
+
 def main() -> int:
     console = Console()
     board = EmulatedBoard(BOARD)
@@ -257,11 +308,20 @@ def main() -> int:
         board.stop()
         return 1
     console.rule("[bold]7. sbd verify (with the destructive factory-reset check, run last)")
-    code = cli.main(["verify", "--board", BOARD, "--firmware", str(folder), "--report", "reports/demo/report.json",
-                     "--junit", "reports/demo/junit.xml", "--destructive"])
+    code = cli.main(["verify", "--board", BOARD, "--firmware", str(folder), "--report", str(REPORTS / "report.json"),
+                     "--destructive"])
     board.stop()
-    console.print(f"\nThe board is stopped; its flash is kept. Start it again with: sbd board start {BOARD}")
-    return code
+    console.rule("[bold]8. The insecure lab build, verified the same way")
+    insecure = insecure_report(console, ca)
+    if insecure is None:
+        return 1
+    console.rule("[bold]9. The two reports")
+    shown = compare(console)
+    console.print(f"\nBoth boards are stopped; their flash is kept. Start them again with: sbd board start {BOARD} "
+                  f"(or {INSECURE_BOARD}). The labs in docs/labs/ start from the insecure build.", highlight=False)
+    if code != 0:
+        return code
+    return 0 if shown and insecure == 1 else 1
 
 
 if __name__ == "__main__":
