@@ -14,16 +14,25 @@ def _nvs():
     return esp32.NVS(NAMESPACE)
 
 
+# One read buffer, made at boot while the heap is still whole: a day of TLS
+# and MQTT can fragment it so that no fresh 2 KiB block is left, even with
+# tens of KiB free, and a read must not fail for that.
+_SCRATCH = bytearray(MAX_BLOB)
+
+
 def get(key, max_len=MAX_BLOB):
     """The blob stored under key, or None."""
-    buf = bytearray(max_len)
+    buf = memoryview(_SCRATCH)[:max_len]
     try:
         n = _nvs().get_blob(key, buf)
     except OSError as e:
         if e.args[0] == NVS_NOT_FOUND:
             return None
         raise
-    return bytes(buf[:n])
+    value = bytes(buf[:n])
+    if max_len <= 64:  # keys are read with a small max_len: leave no copy in the scratch
+        buf[:n] = bytes(n)
+    return value
 
 
 def put(key, value):
