@@ -51,10 +51,20 @@ VARIANTS: dict[str, list[tuple[str, str, str]]] = {
         ("lib/sbd/app.py", "    if not state.locked():\n        console.open()\n        return\n",
          "    console.open()  # broken: the REPL stays reachable on a locked device\n    return\n"),
     ],
+    # The lock only comes in app.run_locked(), and boot.py does its work
+    # (slot check, imports, identity) with nothing catching a Ctrl-C: one that
+    # lands in those few hundred milliseconds ends boot.py, so MicroPython
+    # skips main.py and starts the REPL.
     "late-lock": [
         ("boot.py", LOCK_FIRST, ""),
         ("main.py", LOCK_FIRST, ""),
-        ("lib/sbd/boot.py", "def run():\n", "def run():\n    console.open()\n"),
+        ("boot.py", "try:\n    # The factory image verifies the update slot that will run (sbd.slots).\n"
+                    "    from sbd import slots\n    slots.select()\n"
+                    "except BaseException as e:\n    print('{\"sbd\": \"slot_error\", \"error\": %r}' % type(e).__name__)\n",
+         "from sbd import slots\nslots.select()\n"),
+        ("boot.py", "try:\n    from sbd import boot\n    boot.run()\n"
+                    "except BaseException as e:\n    print('{\"sbd\": \"boot_error\", \"error\": %r}' % type(e).__name__)\n",
+         "from sbd import boot\nboot.run()\n"),
     ],
     "shallow-factory-reset": [
         ("lib/sbd/factory_reset.py", "    store.erase_partition()\n",
