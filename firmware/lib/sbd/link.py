@@ -125,9 +125,23 @@ class Link:
             self.outbox.ack(self.inflight[1])
             self.inflight = None
             if self.trial:  # health check passed: reached the broker, message acknowledged
-                from sbd import ota
-                self.trial = False
-                self.result(ota.commit())
+                self.commit_trial()
+
+    def commit_trial(self):
+        # Committing checks the slot once more (signature, every hash). A heap
+        # too fragmented for that right now is no reason to restart, which
+        # would count as a failed trial: the next acknowledged message tries
+        # again, and the trial's time limit still reverts a version that
+        # never manages to commit.
+        try:
+            from sbd import ota
+            reply = ota.commit()
+        except MemoryError:
+            gc.collect()
+            log("commit_deferred", heap_free=gc.mem_free())
+            return
+        self.trial = False
+        self.result(reply)
 
     def result(self, reply):
         if reply is not None and self.client is not None:

@@ -296,7 +296,7 @@ def commit():
     slot = st["try"]
     if not slot:
         return None
-    m = slots.verify_slot(slot)
+    m = slots.verify_slot(slot)  # a MemoryError here leaves everything as it was
     st["act"], st["try"], st["boots"] = slot, "", 0
     slots.save(st)
     slots.raise_counter(m["security_counter"])
