@@ -40,3 +40,12 @@ def verify_report(board: Any, ca: Any, report: Path, *extra: str, port: int | No
                           capture_output=True, text=True, timeout=timeout)
     assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.returncode, json.loads(report.read_text())
+
+
+def unexpected(report: dict[str, Any], expected: str = "pass", size: int = 6000) -> str:
+    """The checks of a report whose status is not `expected`, message first, for an
+    assertion's text: the whole report is too long to show, and its tail rarely names them."""
+    odd = [{"id": c["id"], "status": c["status"], "message": c.get("message", ""),
+            "evidence": c.get("evidence", {})}
+           for c in report.get("checks", []) if c.get("status") != expected]
+    return json.dumps(odd, indent=1)[:size]

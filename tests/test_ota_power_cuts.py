@@ -13,7 +13,6 @@ import os
 import random
 import threading
 import time
-from pathlib import Path
 
 from sbd_harness import ota
 from sbd_harness.watch import Watcher, on_topic

@@ -199,7 +199,7 @@ def show_update(console: Console, key: ReleaseKey) -> Path | None:
         return None
     console.print(f"The device verified the signature and every file, switched slots, booted {UPDATE_VERSION} "
                   "on trial, reached the broker and committed it.", highlight=False)
-    console.print(f"\nThe same update again, replayed by someone who recorded it:", highlight=False)
+    console.print("\nThe same update again, replayed by someone who recorded it:", highlight=False)
     console.print(f"[bold]$ sbd ota push --board {BOARD} --update {update}[/]", highlight=False)
     if cli.main(["ota", "push", "--board", BOARD, "--update", str(update)]) == 0:
         console.print("[red]The device installed a replayed update.[/]")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sbd_harness.checks.check_mqtt import _device_id, _online
+from sbd_harness.checks.online import locked_device_id, wait_online
 from sbd_harness.docs_policy import (PLACEHOLDER_RE, DocsError, docs_dir, docs_url, read_policy, read_support,
                                      resolve, support_document)
 from sbd_harness.watch import Watcher
@@ -26,7 +26,7 @@ RETAINED_WAIT_S = 3  # a retained birth message arrives as soon as the subscript
 def _birth(sbd_board, sbd_boot, sbd_broker) -> dict[str, Any]:
     """The device's birth message in this run: the one the broker kept (retained),
     or a fresh one after a reset. Kept on the broker for the next check."""
-    device_id = _device_id(sbd_boot)  # skips on a board that is not provisioned and locked
+    device_id = locked_device_id(sbd_boot)  # skips on a board that is not provisioned and locked
     cached = getattr(sbd_broker, "docs_birth", {}).get(device_id)
     if cached is not None:
         return cached
@@ -35,7 +35,7 @@ def _birth(sbd_board, sbd_boot, sbd_broker) -> dict[str, Any]:
         def kept(m) -> bool:
             body = m.json()
             return m.retain and isinstance(body, dict) and body.get("online") is True
-        message = w.wait_for(kept, RETAINED_WAIT_S) or _online(sbd_board, w, base)
+        message = w.wait_for(kept, RETAINED_WAIT_S) or wait_online(sbd_board, w, base)
     birth = message.json()
     sbd_broker.docs_birth = {**getattr(sbd_broker, "docs_birth", {}), device_id: birth}
     return birth

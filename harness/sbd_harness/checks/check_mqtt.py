@@ -15,64 +15,12 @@ from typing import Any
 import pytest
 
 from sbd_harness.boards.base import BoardError
+from sbd_harness.checks.online import (ONLINE_TIMEOUT_S, board_address, is_birth, locked_device_id,
+                                       reset_board, serial_tail, wait_online)
 from sbd_harness.pki import LabCA
 from sbd_harness.hostile import HostileBroker, designed_cases, random_cases
 from sbd_harness.rogue import KINDS, HangUpListener, RogueBroker
 from sbd_harness.watch import Message, Watcher, on_topic
-
-ONLINE_TIMEOUT_S = 75  # longer than the device's longest backoff (60 s)
-
-
-def _device_id(sbd_boot) -> str:
-    boot = sbd_boot.boot_line
-    if boot is None:
-        pytest.skip("no boot line to learn the device's ID from (see boot-line-identifies-firmware)")
-    security = boot.get("security", {})
-    if not security.get("provisioned") or security.get("console") != "locked":
-        pytest.skip("the board is not provisioned and locked (sbd provision): it does not go online")
-    return boot["device_id"]
-
-
-def _is_birth(base: str):
-    def match(m: Message) -> bool:
-        body = m.json()
-        return m.topic == f"{base}/state" and not m.retain and isinstance(body, dict) and body.get("online") is True
-    return match
-
-
-def _board_address(board) -> str | None:
-    """The board's own address on the lab network, when it has one of its own
-    (not shared loopback): stand-in brokers then count only its connections."""
-    address = getattr(board, "address", None)
-    return address if address and not address.startswith("127.") else None
-
-
-def _reset(board, kind: str = "hard") -> bool:
-    try:
-        board.reset(kind)
-        return True
-    except BoardError:
-        return False
-
-
-_NEVER_ONLINE = "the device never connected to the lab broker earlier in this run"
-
-
-def _online(board, watcher: Watcher, base: str, reset: bool = True) -> Message:
-    """Waits for a fresh birth message: the device (re)connected. After one
-    device that never came online, the later checks fail at once."""
-    assert not getattr(watcher.broker, "never_online", False), _NEVER_ONLINE
-    if reset:
-        _reset(board)
-    birth = watcher.wait_for(_is_birth(base), ONLINE_TIMEOUT_S)
-    if birth is not None:
-        watcher.broker.seen_online = True
-    elif not getattr(watcher.broker, "seen_online", False):
-        watcher.broker.never_online = True
-    assert birth is not None, (f"the device did not connect to the lab broker within {ONLINE_TIMEOUT_S} s "
-                               "(is it configured for this broker address and port?)")
-    return birth
-
 
 def _command(watcher: Watcher, ca, device_id: str, cmd: str, args: dict | None = None,
              timeout: float = 30) -> dict[str, Any] | None:
@@ -116,10 +64,10 @@ class _FastTelemetry:
     etsi_en_303_645=["5.5-1", "5.8-1", "5.8-2"], nist_ir_8259a=["3"], eu_cra=["I(2)(e)"],
     owasp_isvs=["4.1.1", "4.2.3"])
 def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_evidence):
-    device_id = _device_id(sbd_boot)
+    device_id = locked_device_id(sbd_boot)
     base = f"devices/{device_id}"
     with Watcher(sbd_broker, f"{base}/#") as w:
-        birth = _online(sbd_board, w, base).json()
+        birth = wait_online(sbd_board, w, base).json()
         telemetry = w.collect(on_topic(f"{base}/telemetry"), 2, timeout=45)
     log = sbd_broker.log_path.read_text(errors="replace")
     as_user = [line for line in log.splitlines() if f"u'{device_id}'" in line]
@@ -142,14 +90,14 @@ def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_evidence):
     etsi_en_303_645=["5.5-1", "5.5-7"], nist_ir_8259a=["3"], eu_cra=["I(2)(d)", "I(2)(e)"],
     owasp_isvs=["4.1.1", "4.1.3", "4.2.3"])
 def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
-    device_id = _device_id(sbd_boot)
+    device_id = locked_device_id(sbd_boot)
     base = f"devices/{device_id}"
     seen: dict[str, dict[str, Any]] = {}
     sbd_broker.stop()
     try:
         for kind in KINDS:
-            with RogueBroker(kind, sbd_ca, sbd_broker.address, sbd_broker.port, _board_address(sbd_board)) as rogue:
-                _reset(sbd_board)
+            with RogueBroker(kind, sbd_ca, sbd_broker.address, sbd_broker.port, board_address(sbd_board)) as rogue:
+                reset_board(sbd_board)
                 deadline = time.monotonic() + ONLINE_TIMEOUT_S
                 while rogue.attempts < 2 and time.monotonic() < deadline:
                     time.sleep(0.2)
@@ -159,7 +107,7 @@ def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
     finally:
         sbd_broker.start()
     with Watcher(sbd_broker, f"{base}/state") as w:
-        _online(sbd_board, w, base)
+        wait_online(sbd_board, w, base)
     sbd_evidence["rogue_brokers"] = seen
     untried = [k for k, v in seen.items() if not v["attempts"]]
     assert not untried, f"the device never tried to connect while these stood in for its broker: {untried}"
@@ -200,20 +148,20 @@ def _backoff_problems(times: list[float]) -> tuple[list[float], list[str]]:
           "and reconnection backs off exponentially",
     etsi_en_303_645=["5.9-1", "5.9-2", "5.9-3"], eu_cra=["I(2)(h)"])
 def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
-    device_id = _device_id(sbd_boot)
+    device_id = locked_device_id(sbd_boot)
     base = f"devices/{device_id}"
     emulated = getattr(sbd_board, "kind", "") == "emulated"
     phases: list[dict[str, Any]] = []
     with Watcher(sbd_broker, f"{base}/#", persistent=True) as w:
-        _online(sbd_board, w, base)
+        wait_online(sbd_board, w, base)
         with _FastTelemetry(w, sbd_ca, device_id):
             first = w.wait_for(on_topic(f"{base}/telemetry"), 30)
             assert first is not None, "no telemetry before the outages"
             first_seq = first.json()["seq"]
 
             def back_online(phase: str, started: float) -> None:
-                is_birth = _is_birth(base)
-                birth = w.wait_for(lambda m: is_birth(m) and m.at > started, ONLINE_TIMEOUT_S)
+                birth_of = is_birth(base)
+                birth = w.wait_for(lambda m: birth_of(m) and m.at > started, ONLINE_TIMEOUT_S)
                 phases.append({"phase": phase, "reconnected_after_s":
                                round(birth.at - started, 1) if birth else None})
                 assert birth is not None, f"after {phase} the device did not reconnect"
@@ -224,7 +172,7 @@ def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
             w.pause()
             sbd_broker.stop()
             t0 = time.monotonic()
-            with HangUpListener(sbd_broker.address, sbd_broker.port, _board_address(sbd_board)) as listener:
+            with HangUpListener(sbd_broker.address, sbd_broker.port, board_address(sbd_board)) as listener:
                 while len(listener.times) < 4 and time.monotonic() - t0 < 30:
                     time.sleep(0.1)
             sbd_broker.start()
@@ -256,7 +204,7 @@ def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
                 t0 = time.monotonic()
                 time.sleep(3.5)
                 cut = "power-cut" if emulated else "hard"
-                assert _reset(sbd_board, cut), f"the harness could not {cut}-reset this board"
+                assert reset_board(sbd_board, cut), f"the harness could not {cut}-reset this board"
                 sbd_broker.start()
                 back_online(f"{cut} with queued telemetry {i + 1}", t0)
             # Everything queued drains (faster than one a second), then
@@ -266,7 +214,8 @@ def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
     missing = sorted(set(range(first_seq, seqs[-1] + 1)) - set(seqs)) if seqs else []
     sbd_evidence.update({"phases": phases, "first_seq": first_seq, "last_seq": seqs[-1] if seqs else None,
                          "received": len(seqs), "missing": missing[:50], "backoff_problems": backoff})
-    assert len(listener.times) >= 4, f"only {len(listener.times)} reconnection attempts in 30 s"
+    assert len(listener.times) >= 4, \
+        f"only {len(listener.times)} reconnection attempts in 30 s{serial_tail(sbd_board)}"
     assert not backoff, f"reconnection does not follow the backoff: {backoff}"
     assert caught_up, f"the device did not catch up with its queued telemetry within 180 s (last {seqs[-3:]})"
     assert not missing, f"{len(missing)} telemetry messages were lost: seq {missing[:20]}"
@@ -289,11 +238,11 @@ def _uptime(watcher: Watcher, base: str, timeout: float) -> int | None:
           "never restarts, and keeps publishing",
     etsi_en_303_645=["5.13-1B", "5.9-1"], eu_cra=["I(2)(h)", "I(2)(k)"])
 def check_hostile_broker(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
-    device_id = _device_id(sbd_boot)
+    device_id = locked_device_id(sbd_boot)
     base = f"devices/{device_id}"
     cases = designed_cases(device_id) + random_cases(device_id, 16, seed=int(device_id[-6:], 16))
     with Watcher(sbd_broker, f"{base}/#", persistent=True) as w:
-        _online(sbd_board, w, base)
+        wait_online(sbd_board, w, base)
         with _FastTelemetry(w, sbd_ca, device_id):
             before = _uptime(w, base, 30)
             assert before is not None, "no telemetry before the hostile broker"
@@ -313,7 +262,7 @@ def check_hostile_broker(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
                                  "uptime_before_s": before, "fuzz_seconds": round(time.monotonic() - started, 1),
                                  "results": [vars(r) for r in results]})
             assert finished, f"the device stopped reconnecting after {len(results)} of {len(cases)} cases"
-            _online(sbd_board, w, base, reset=False)
+            wait_online(sbd_board, w, base, reset=False)
             elapsed = time.monotonic() - started
             # The queue drains first; then readings taken after the fuzzing. A
             # device that restarted meanwhile never reports this much uptime.
@@ -343,7 +292,7 @@ INVALID_COMMANDS = [
           "error result and change nothing; valid ones still work",
     etsi_en_303_645=["5.13-1B", "5.5-5"], nist_ir_8259a=["2"], eu_cra=["I(2)(d)", "I(2)(f)"])
 def check_invalid_commands(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
-    device_id = _device_id(sbd_boot)
+    device_id = locked_device_id(sbd_boot)
     base = f"devices/{device_id}"
     cert = sbd_boot.boot_line["security"].get("cert_sha256")
     body = {"device": device_id, "cert": cert, "seq": 2 ** 30}
@@ -365,7 +314,7 @@ def check_invalid_commands(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence
         forged = rogue.sign_payload(dict(body, cmd="status"))
     payloads = INVALID_COMMANDS + [forged] + [sbd_ca.sign_payload(b) for b in signed]
     with Watcher(sbd_broker, f"{base}/#") as w:
-        _online(sbd_board, w, base)
+        wait_online(sbd_board, w, base)
         for payload in payloads:
             w.publish(f"{base}/cmd", payload)
         replies = w.collect(on_topic(f"{base}/result"), len(payloads), timeout=60)

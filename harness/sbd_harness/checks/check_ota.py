@@ -25,11 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sbd_harness import ota
 from sbd_harness.bundle import FirmwareBundle
-from sbd_harness.checks.check_mqtt import ONLINE_TIMEOUT_S, _device_id, _is_birth, _online
+from sbd_harness.checks.online import ONLINE_TIMEOUT_S, is_birth, locked_device_id, serial_tail, wait_online
 from sbd_harness.watch import Message, Watcher
 
 PUSH_TIMEOUT_S = 60
 COMMIT_TIMEOUT_S = 120
+STATUS_TRIES = 4
 # Refusals that say nothing about the update itself: the device did not get as far as checking it.
 NOT_CHECKED = ("busy", "no release keys", "too large for flash", "out of memory", "bad begin", "superseded")
 
@@ -43,28 +44,36 @@ class _Device:
         self.birth: dict[str, Any] = {}
 
     def online(self, reset: bool = True) -> dict[str, Any]:
-        self.birth = _online(self.board, self.w, self.base, reset=reset).json()
+        self.birth = wait_online(self.board, self.w, self.base, reset=reset).json()
         return self.birth
 
-    def _ota_result(self, event: str, since: float, timeout: float) -> dict[str, Any] | None:
+    def _ota_result(self, events: str | tuple[str, ...], since: float, timeout: float) -> dict[str, Any] | None:
+        wanted = (events,) if isinstance(events, str) else events
+
         def match(m: Message) -> bool:
             body = m.json()
             return (m.topic == f"{self.base}/result" and m.at >= since and isinstance(body, dict)
-                    and body.get("sbd") == "ota" and body.get("event") == event)
+                    and body.get("sbd") == "ota" and body.get("event") in wanted)
         m = self.w.wait_for(match, timeout)
         return m.json() if m else None
 
     def status(self) -> dict[str, Any]:
         """The device's `status` answer (counter, running slot, trusted key IDs). The device
-        subscribes to its ota topics just after its birth message: ask again if the first is lost."""
-        for _ in range(3):
+        subscribes to its ota topics just after its birth message, and a busy device may
+        refuse a request: ask again, and say what it answered if it never gives its status."""
+        answers: list[dict[str, Any]] = []
+        for _ in range(STATUS_TRIES):
             since = time.monotonic()
             self.w.publish(f"{self.base}/ota/ctl", json.dumps({"op": "status"}))
-            reply = self._ota_result("status", since, 10)
-            if reply is not None:
+            reply = self._ota_result(("status", "rejected"), since, 10)
+            if reply is not None and reply.get("event") == "status":
                 return reply
+            if reply is not None:
+                answers.append(reply)
+                time.sleep(1)
         raise AssertionError(f"the device did not answer an OTA status request on {self.base}/ota/ctl "
-                             "(it cannot be updated over its MQTT connection)")
+                             f"(it cannot be updated over its MQTT connection); it answered {answers}"
+                             f"{serial_tail(self.board)}")
 
     def push(self, stream: bytes) -> dict[str, Any]:
         try:
@@ -74,7 +83,7 @@ class _Device:
 
     def after_install(self) -> str | None:
         """After an `installed`: the version the device runs once it has restarted into it."""
-        birth = self.w.wait_for(_is_birth(self.base), ONLINE_TIMEOUT_S)
+        birth = self.w.wait_for(is_birth(self.base), ONLINE_TIMEOUT_S)
         return (birth.json() or {}).get("fw_version") if birth else None
 
     def running_version(self) -> str | None:
@@ -124,7 +133,7 @@ def _lab_key() -> tuple[ota.ReleaseKey | None, str]:
 
 
 def _online_device(sbd_board, sbd_boot, w: Watcher) -> tuple[_Device, dict[str, Any]]:
-    device = _Device(sbd_board, w, _device_id(sbd_boot))
+    device = _Device(sbd_board, w, locked_device_id(sbd_boot))
     device.online()
     status = device.status()
     if not isinstance(status.get("keys"), list):
@@ -171,7 +180,7 @@ def _unchanged(device: _Device, before: dict[str, Any], evidence: dict[str, Any]
 def check_unsigned_or_foreign_updates(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
     outcomes: dict[str, Any] = {}
     sbd_evidence["cases"] = outcomes
-    with Watcher(sbd_broker, f"devices/{_device_id(sbd_boot)}/#", persistent=True) as w:
+    with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
         device, before = _online_device(sbd_board, sbd_boot, w)
         version, model = device.birth.get("fw_version"), device.birth.get("model") or ota.MODEL
         counter = int(before.get("counter") or 0) + 1  # above the device's: only the signature is wrong
@@ -211,7 +220,7 @@ def check_update_rollback(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evide
         pytest.skip(f"the harness cannot sign an update, so anti-rollback cannot be shown: {why_not}")
     outcomes: dict[str, Any] = {}
     sbd_evidence["cases"] = outcomes
-    with Watcher(sbd_broker, f"devices/{_device_id(sbd_boot)}/#", persistent=True) as w:
+    with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
         device, before = _online_device(sbd_board, sbd_boot, w)
         if key.key_id.hex() not in before["keys"]:
             pytest.skip(f"the device does not trust the lab release key {key.key_id.hex()} (it trusts "

@@ -19,7 +19,7 @@ import pytest
 
 from sbd_harness import mud, surface
 from sbd_harness.boards.base import BoardError
-from sbd_harness.checks.check_mqtt import _device_id, _online
+from sbd_harness.checks.online import locked_device_id, wait_online
 from sbd_harness.checks.leaks import find_key
 from sbd_harness.pki import certificate_mud_url
 from sbd_harness.watch import Watcher, on_topic
@@ -110,7 +110,7 @@ def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
     etsi_en_303_645=["5.6-5"], eu_cra=["I(2)(i)", "I(2)(j)"])
 def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd_ca, sbd_evidence):
     net = _require_own_address(sbd_board)
-    device_id = _device_id(sbd_boot)
+    device_id = locked_device_id(sbd_boot)
     settings = _settings(sbd_board)
     if settings is None:
         pytest.skip("the board holds no settings (broker, Wi-Fi) to write its MUD file from")
@@ -124,7 +124,7 @@ def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd
     lan = surface.local_network(net["address"], net["netmask"])
     with surface.FlowWatch(net["host_if"], net["address"]) as watch:
         with Watcher(sbd_broker, f"{base}/#") as w:
-            birth = _online(sbd_board, w, base).json()
+            birth = wait_online(sbd_board, w, base).json()
             online_at = time.monotonic()
             telemetry = w.collect(on_topic(f"{base}/telemetry"), 2, timeout=45)
             # at least one telemetry period online: what the device does periodically shows too
