@@ -13,12 +13,12 @@ import socket
 import ssl
 import struct
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .broker import BROKER_HOSTNAME
+from .listener import Listener
 from .pki import LabCA
 
 CONNACK_OK = b"\x20\x02\x00\x00"
@@ -126,13 +126,14 @@ class CaseResult:
 
 
 @dataclass
-class HostileBroker:
+class HostileBroker(Listener):
     ca: LabCA
     address: str
     port: int
     cases: list[FuzzCase]
     observe_s: float = 3.0
     results: list[CaseResult] = field(default_factory=list)
+    join_s = 15.0  # leaving waits for the case under way (not a field)
 
     def __post_init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory()
@@ -144,14 +145,14 @@ class HostileBroker:
         self.ctx.load_cert_chain(cert_path, key_path)
         self.ctx.load_verify_locations(str(self.ca.cert_path))
         self.ctx.verify_mode = ssl.CERT_REQUIRED  # only a device of this lab gets in
-        self.sock = socket.create_server((self.address, self.port))
-        self.sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        Listener.__init__(self, self.address, self.port)
 
     @property
     def done(self) -> bool:
         return len(self.results) >= len(self.cases)
+
+    def finished(self) -> bool:
+        return self.done
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -159,25 +160,20 @@ class HostileBroker:
             time.sleep(0.2)
         return self.done
 
-    def _serve(self) -> None:
-        while not self._stop.is_set() and not self.done:
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            case = self.cases[len(self.results)]
-            result = CaseResult(case.name)
-            start = time.monotonic()
-            struck = False
-            try:
-                conn.settimeout(10)
-                with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                    struck = self._run_case(tls, case, result)
-            except (ssl.SSLError, OSError, _Closed):
-                pass  # the device went away before the case was sent: it is tried again
-            result.seconds = round(time.monotonic() - start, 2)
-            if struck:
-                self.results.append(result)
+    def handle(self, conn: socket.socket) -> None:
+        case = self.cases[len(self.results)]
+        result = CaseResult(case.name)
+        start = time.monotonic()
+        struck = False
+        try:
+            conn.settimeout(10)
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                struck = self._run_case(tls, case, result)
+        except (ssl.SSLError, OSError, _Closed):
+            pass  # the device went away before the case was sent: it is tried again
+        result.seconds = round(time.monotonic() - start, 2)
+        if struck:
+            self.results.append(result)
 
     def _run_case(self, tls: ssl.SSLSocket, case: FuzzCase, result: CaseResult) -> bool:
         """True once the case's bytes went out; result says what the device did."""
@@ -225,14 +221,7 @@ class HostileBroker:
         elif kind == 12:
             tls.sendall(b"\xd0\x00")
 
-    def __enter__(self) -> "HostileBroker":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(15)
-        self.sock.close()
+    def cleanup(self) -> None:
         self._tmp.cleanup()
 
 

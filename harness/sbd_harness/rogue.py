@@ -11,7 +11,6 @@ import datetime as dt
 import socket
 import ssl
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -21,16 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from .broker import BROKER_HOSTNAME
+from .listener import Listener
 from .pki import LabCA
 
 KINDS = ("self-signed", "other-ca", "wrong-host", "expired", "tls1.1")
-
-
-def _peer(conn: socket.socket) -> str | None:
-    try:
-        return conn.getpeername()[0]
-    except OSError:
-        return None
 
 
 def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, not_after: dt.datetime, hosts: list[str]):
@@ -45,22 +38,17 @@ def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, not_after: dt.dateti
             .sign(issuer_key, hashes.SHA256()))
 
 
-class RogueBroker:
+class RogueBroker(Listener):
     def __init__(self, kind: str, ca: LabCA, address: str, port: int = 0, only_from: str | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown rogue broker {kind!r}: {KINDS}")
         self.kind = kind
-        self.only_from = only_from  # the device under test; other boards of a class may share the lab
         self.attempts = 0  # TCP connections accepted: the device tried
         self.handshakes = 0
         self.received = b""
         self._tmp = tempfile.TemporaryDirectory()
         self.ctx = self._context(kind, ca)
-        self.sock = socket.create_server((address, port))
-        self.sock.settimeout(0.2)
-        self.address, self.port = self.sock.getsockname()[:2]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__(address, port, only_from)
 
     def _context(self, kind: str, ca: LabCA) -> ssl.SSLContext:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -88,64 +76,32 @@ class RogueBroker:
         ctx.load_cert_chain(cert_path, key_path)
         return ctx
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            if self.only_from and _peer(conn) != self.only_from:
-                conn.close()
-                continue
-            self.attempts += 1
-            conn.settimeout(3)
-            try:
-                with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                    self.handshakes += 1
-                    self.received += tls.recv(1024)
-            except (ssl.SSLError, OSError):
-                pass
+    def handle(self, conn: socket.socket) -> None:
+        self.attempts += 1
+        conn.settimeout(3)
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                self.handshakes += 1
+                self.received += tls.recv(1024)
+        except (ssl.SSLError, OSError):
+            pass
 
-    def __enter__(self) -> "RogueBroker":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+    def cleanup(self) -> None:
         self._tmp.cleanup()
 
 
-class HangUpListener:
+class HangUpListener(Listener):
     """Accepts every connection and closes it at once, noting when each came.
 
     It stands in for a broker host whose mosquitto is down, so the times of
     the device's reconnection attempts can be seen from the network side."""
 
+    accept_poll_s = 0.05
+
     def __init__(self, address: str, port: int, only_from: str | None = None):
-        self.only_from = only_from
         self.times: list[float] = []
-        self.sock = socket.create_server((address, port))
-        self.sock.settimeout(0.05)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__(address, port, only_from)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            if not self.only_from or _peer(conn) == self.only_from:
-                self.times.append(time.monotonic())
-            conn.close()
-
-    def __enter__(self) -> "HangUpListener":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        self.times.append(time.monotonic())
+        conn.close()

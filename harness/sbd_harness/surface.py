@@ -33,7 +33,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 ALL_PORTS = range(1, 65536)
 
@@ -54,102 +54,43 @@ class ScanResult:
                 "unanswered_count": len(self.unanswered), "seconds": round(self.seconds, 2)}
 
 
-def _tcp_pass(address: str, ports: Iterable[int], in_flight: int, timeout: float,
-              result: ScanResult) -> list[int]:
-    """One pass of non-blocking connects; returns the ports that did not answer."""
+# What one probe of one port came to.
+OPEN, CLOSED, SILENT = "open", "closed", "silent"
+# start(port): a probe under way (its socket, the selector event that ends it),
+# or the outcome at once; finish(socket): the outcome of a probe that is ready.
+Start = Callable[[int], "tuple[socket.socket, int] | str"]
+Finish = Callable[[socket.socket], str]
+
+
+def _probe_pass(ports: Iterable[int], in_flight: int, timeout: float, result: ScanResult,
+                start: Start, finish: Finish) -> list[int]:
+    """One pass of non-blocking probes, `in_flight` at a time; returns the ports
+    whose probe had no outcome within `timeout`."""
     sel = selectors.DefaultSelector()
     todo = iter(ports)
     live: dict[int, tuple[socket.socket, int, float]] = {}
     silent: list[int] = []
 
-    def finish(sock: socket.socket, port: int, err: int) -> None:
-        if err == 0:
+    def record(port: int, outcome: str) -> None:
+        if outcome == OPEN:
             result.open.append(port)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, no TIME_WAIT
-        elif err == errno.ECONNREFUSED:
+        elif outcome == CLOSED:
             result.closed += 1
         else:
             silent.append(port)
-        sock.close()
 
-    exhausted = False
     try:
         while True:
-            while not exhausted and len(live) < in_flight:
+            while len(live) < in_flight:
                 port = next(todo, None)
                 if port is None:
-                    exhausted = True
                     break
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                err = sock.connect_ex((address, port))
-                if err == errno.EINPROGRESS:
-                    sel.register(sock, selectors.EVENT_WRITE, port)
-                    live[sock.fileno()] = (sock, port, time.monotonic() + timeout)
-                else:
-                    finish(sock, port, err)
-            if not live:
-                return silent
-            for key, _ in sel.select(timeout=0.05):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                sel.unregister(sock)
-                del live[sock.fileno()]
-                finish(sock, key.data, sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
-            now = time.monotonic()
-            for fd, (sock, port, deadline) in list(live.items()):
-                if now > deadline:
-                    sel.unregister(sock)
-                    del live[fd]
-                    silent.append(port)
-                    sock.close()
-    finally:
-        for sock, _, _ in live.values():
-            sock.close()
-        sel.close()
-
-
-def scan_tcp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 512,
-             timeout: float = 1.0, retries: int = 2) -> ScanResult:
-    """Connect scan; ports silent in one pass are tried again, more patiently."""
-    ports = list(ports)
-    result = ScanResult("tcp", address, len(ports))
-    started = time.monotonic()
-    silent = _tcp_pass(address, ports, in_flight, timeout, result)
-    for attempt in range(retries):
-        if not silent:
-            break
-        silent = _tcp_pass(address, silent, 64, timeout * (attempt + 3), result)
-    result.unanswered = sorted(silent)
-    result.open.sort()
-    result.seconds = time.monotonic() - started
-    return result
-
-
-def _udp_pass(address: str, ports: Iterable[int], in_flight: int, timeout: float,
-              result: ScanResult) -> list[int]:
-    sel = selectors.DefaultSelector()
-    todo = iter(ports)
-    live: dict[int, tuple[socket.socket, int, float]] = {}
-    silent: list[int] = []
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(live) < in_flight:
-                port = next(todo, None)
-                if port is None:
-                    exhausted = True
-                    break
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.setblocking(False)
-                sock.connect((address, port))  # a connected socket receives the ICMP error
-                try:
-                    sock.send(b"\r\n")
-                except ConnectionRefusedError:
-                    result.closed += 1
-                    sock.close()
+                started = start(port)
+                if isinstance(started, str):
+                    record(port, started)
                     continue
-                sel.register(sock, selectors.EVENT_READ, port)
+                sock, event = started
+                sel.register(sock, event, port)
                 live[sock.fileno()] = (sock, port, time.monotonic() + timeout)
             if not live:
                 return silent
@@ -158,13 +99,7 @@ def _udp_pass(address: str, ports: Iterable[int], in_flight: int, timeout: float
                 assert isinstance(sock, socket.socket)
                 sel.unregister(sock)
                 del live[sock.fileno()]
-                try:
-                    sock.recv(2048)
-                    result.open.append(key.data)  # something answered the probe
-                except ConnectionRefusedError:
-                    result.closed += 1
-                except OSError:
-                    silent.append(key.data)
+                record(key.data, finish(sock))
                 sock.close()
             now = time.monotonic()
             for fd, (sock, port, deadline) in list(live.items()):
@@ -179,22 +114,74 @@ def _udp_pass(address: str, ports: Iterable[int], in_flight: int, timeout: float
         sel.close()
 
 
-def probe_udp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 256,
-              timeout: float = 1.0, retries: int = 2) -> ScanResult:
-    """A datagram to each port: closed (ICMP port unreachable), open (an answer),
-    or unanswered (open|filtered: a silent service, or a lost ICMP)."""
+def _scan(protocol: str, address: str, ports: Iterable[int], in_flight: int, retry_in_flight: int,
+          timeout: float, retries: int, start: Start, finish: Finish) -> ScanResult:
+    """A first pass, then the silent ports again, fewer at a time and more patiently."""
     ports = list(ports)
-    result = ScanResult("udp", address, len(ports))
+    result = ScanResult(protocol, address, len(ports))
     started = time.monotonic()
-    silent = _udp_pass(address, ports, in_flight, timeout, result)
+    silent = _probe_pass(ports, in_flight, timeout, result, start, finish)
     for attempt in range(retries):
         if not silent:
             break
-        silent = _udp_pass(address, silent, 16, timeout * (attempt + 3), result)
+        silent = _probe_pass(silent, retry_in_flight, timeout * (attempt + 3), result, start, finish)
     result.unanswered = sorted(silent)
     result.open.sort()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _tcp_outcome(sock: socket.socket, err: int) -> str:
+    if err == 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, no TIME_WAIT
+        return OPEN
+    return CLOSED if err == errno.ECONNREFUSED else SILENT
+
+
+def scan_tcp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 512,
+             timeout: float = 1.0, retries: int = 2) -> ScanResult:
+    """Connect scan: SYN-ACK is open, RST closed, nothing at all silent."""
+    def start(port: int) -> tuple[socket.socket, int] | str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex((address, port))
+        if err == errno.EINPROGRESS:
+            return sock, selectors.EVENT_WRITE
+        outcome = _tcp_outcome(sock, err)
+        sock.close()
+        return outcome
+
+    def finish(sock: socket.socket) -> str:
+        return _tcp_outcome(sock, sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+
+    return _scan("tcp", address, ports, in_flight, 64, timeout, retries, start, finish)
+
+
+def probe_udp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 256,
+              timeout: float = 1.0, retries: int = 2) -> ScanResult:
+    """A datagram to each port: closed (ICMP port unreachable), open (an answer),
+    or unanswered (open|filtered: a silent service, or a lost ICMP)."""
+    def start(port: int) -> tuple[socket.socket, int] | str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect((address, port))  # a connected socket receives the ICMP error
+        try:
+            sock.send(b"\r\n")
+        except ConnectionRefusedError:
+            sock.close()
+            return CLOSED
+        return sock, selectors.EVENT_READ
+
+    def finish(sock: socket.socket) -> str:
+        try:
+            sock.recv(2048)
+            return OPEN  # something answered the probe
+        except ConnectionRefusedError:
+            return CLOSED
+        except OSError:
+            return SILENT
+
+    return _scan("udp", address, ports, in_flight, 16, timeout, retries, start, finish)
 
 
 def _netns(netns: str, *cmd: str) -> subprocess.CompletedProcess:
