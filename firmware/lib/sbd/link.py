@@ -99,8 +99,7 @@ class Link:
         return receiving
 
     def receiving(self):
-        r = self.receiver
-        return r is not None and r.sha is not None and r.next < r.size
+        return self.receiver is not None and self.receiver.streaming()
 
     def set_interval(self, seconds):
         self.cfg["telemetry_s"] = seconds

@@ -77,6 +77,10 @@ class Receiver:
         self.h = None
         self.f = None
 
+    def streaming(self):
+        """True while an accepted update has bytes still to come."""
+        return self.sha is not None and self.next < self.size
+
     def _event(self, event, **fields):
         fields["sbd"] = "ota"
         fields["event"] = event
