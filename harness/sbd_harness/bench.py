@@ -15,13 +15,10 @@ import time
 from pathlib import Path
 
 from . import bench_net, bench_ota
+from .bench_lab import median
 from .boards.emulated import EmulatedBoard
 from .bundle import FirmwareBundle
 from .flashing import flash_firmware
-
-
-def _median(samples: list[float]) -> float:
-    return round(statistics.median(samples), 3)
 
 
 def board_start_ms(runs: int) -> float:
@@ -38,7 +35,7 @@ def board_start_ms(runs: int) -> float:
             samples.append((time.monotonic() - t0) * 1000)
         finally:
             board.remove()
-    return _median(samples)
+    return median(samples)
 
 
 def fw_copy_kib_per_s(board: EmulatedBoard, bundle: FirmwareBundle, runs: int) -> float:
@@ -48,7 +45,7 @@ def fw_copy_kib_per_s(board: EmulatedBoard, bundle: FirmwareBundle, runs: int) -
         t0 = time.monotonic()
         flash_firmware(board, bundle, reset=False)
         samples.append(bundle.total_bytes / 1024 / (time.monotonic() - t0))
-    return _median(samples)
+    return median(samples)
 
 
 def repl_roundtrip_ms(board: EmulatedBoard, runs: int) -> float:
@@ -59,7 +56,7 @@ def repl_roundtrip_ms(board: EmulatedBoard, runs: int) -> float:
             t0 = time.monotonic()
             t.exec_raw("pass")
             samples.append((time.monotonic() - t0) * 1000)
-    return _median(samples)
+    return median(samples)
 
 
 P256_TIMING = """
@@ -118,7 +115,7 @@ def provision_s_per_board(runs: int, bundle: FirmwareBundle) -> float:
                 samples.append(time.monotonic() - t0)
             finally:
                 board.remove()
-    return _median(samples)
+    return median(samples)
 
 
 def run(runs: int) -> dict:

@@ -10,20 +10,14 @@ unlocked board, timed on the board; the throughput from the locked firmware
 from __future__ import annotations
 
 import json
-import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
-from typing import Callable
 
+from .bench_lab import IDLE_HEAP, boot_with_heap, fresh_lab, lock_console, median, smallest_heap, unlock_console
 from .boards.base import BoardError
 from .boards.emulated import EmulatedBoard
-from .boards.serial_board import read_boot
-from .bootline import last_boot_line
 from .broker import BROKER_HOSTNAME, Broker
 from .bundle import FirmwareBundle
-from .flashing import flash_firmware
 from .pki import LabCA
 from .provisioning import lab_settings, provision
 from .watch import Watcher
@@ -37,10 +31,6 @@ MAX_PACKET = 1536
 QUIET_TELEMETRY_S = 3600
 BACKLOG = 300          # queued messages per drain: ~14 KiB of the 64 KiB outbox
 HEAP_RESOLUTION = 1024
-
-
-def _median(samples: list[float]) -> float:
-    return round(statistics.median(samples), 3)
 
 
 # -- mqtt_connect_ms ----------------------------------------------------------------
@@ -67,7 +57,7 @@ def mqtt_connect_ms(board: EmulatedBoard, broker: Broker, runs: int) -> float:
     code = CONNECT_TIMING.format(n=runs, addr=broker.address, port=broker.port, host=BROKER_HOSTNAME,
                                  keepalive=KEEPALIVE_S, max_packet=MAX_PACKET)
     out = board.exec(code, timeout=30 + runs * 5).split()
-    return _median([int(us) / 1000 for us in out])
+    return median([int(us) / 1000 for us in out])
 
 
 # -- heap_high_water_connect_bytes ---------------------------------------------------------
@@ -92,32 +82,6 @@ except Exception as e:
     r = 'FAIL %s %s' % (type(e).__name__, e)
 print(r)
 """
-IDLE_HEAP = "import gc\ngc.collect()\nprint(gc.mem_alloc())"
-
-
-def _boot_with_heap(board: EmulatedBoard, heap_bytes: int, timeout: float = 10) -> None:
-    """Powers the board off and on with another `-X heapsize` (the supervisor
-    reads it at start) and waits for this boot's REPL prompt. A heap too small
-    to boot makes the CPU crash and reboot over and over: BoardError at once."""
-    board.stop()
-    conf = board.state.load()
-    conf["heap_bytes"] = heap_bytes
-    board.state.save(conf)
-    since = board.log_size()
-    board.start(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        text = board._log_since(since)
-        if "CPU stopped" in text:
-            raise BoardError(f"does not boot with a {heap_bytes}-byte heap")
-        at = text.rfind("rst:0x")
-        if at >= 0 and ">>> " in text[at:]:
-            return
-        if time.monotonic() > deadline:
-            raise BoardError(f"no REPL prompt within {timeout}s with a {heap_bytes}-byte heap")
-        time.sleep(0.02)
-
-
 def _heap_trial(board: EmulatedBoard, code: str, heap_bytes: int) -> tuple[bool, str]:
     """From a fresh boot with `heap_bytes` of heap: did the connect, CONNACK
     and a PUBACKed publish succeed? (and what the board said)."""
@@ -126,7 +90,7 @@ def _heap_trial(board: EmulatedBoard, code: str, heap_bytes: int) -> tuple[bool,
     watchdog = threading.Timer(60, board.stop)
     watchdog.start()
     try:
-        _boot_with_heap(board, heap_bytes)
+        boot_with_heap(board, heap_bytes)
         out = board.exec(code, timeout=30).strip()
     except Exception as exc:  # noqa: too small to boot, or to take the REPL's input
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
@@ -142,44 +106,6 @@ def _out_of_heap(said: str) -> bool:
     return "memory allocation failed" in said or "MemoryError" in said or said.startswith("board:")
 
 
-def smallest_heap(idle: int, full: int, resolution: int, attempt: Callable[[int], tuple[bool, str]],
-                  out_of_heap: Callable[[str], bool], what: str) -> tuple[int, int, str | None]:
-    """Bisection between `idle` bytes (fails) and `full` (succeeds) for the
-    smallest heap, a multiple of `resolution`, in which `attempt(heap)` succeeds.
-    A failure that does not read as out-of-heap is tried again once; the result
-    is tried once more, and raised a step at a time if that fails (a boot's heap
-    layout varies with timing and the handshake's random values).
-    Returns (bytes, trials, the last failure's text)."""
-    lo, hi = idle // resolution, -(-full // resolution)  # in units of `resolution`
-    trials = 0
-    failure = None
-
-    def trial(units: int) -> bool:
-        nonlocal trials, failure
-        for _ in range(2):
-            trials += 1
-            ok, said = attempt(units * resolution)
-            if ok or out_of_heap(said):
-                break
-        if not ok:
-            failure = said
-        return ok
-
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if trial(mid):
-            hi = mid
-        else:
-            lo = mid
-    for _ in range(8):
-        if trial(hi):
-            break
-        hi += 1
-    else:
-        raise BoardError(f"{what} does not succeed again at {hi * resolution} bytes: {failure}")
-    return hi * resolution, trials, failure
-
-
 def heap_high_water_connect_bytes(board: EmulatedBoard, broker: Broker,
                                   resolution: int = HEAP_RESOLUTION) -> tuple[int, dict]:
     """The smallest -X heapsize (a multiple of `resolution`) of the board's
@@ -191,7 +117,7 @@ def heap_high_water_connect_bytes(board: EmulatedBoard, broker: Broker,
     code = HEAP_TRIAL.format(addr=broker.address, port=broker.port, host=BROKER_HOSTNAME,
                              keepalive=KEEPALIVE_S, max_packet=MAX_PACKET)
     full = board.state.load()["heap_bytes"]
-    _boot_with_heap(board, full)
+    boot_with_heap(board, full)
     # What a fresh boot holds: below it nothing more fits, a failing bound.
     idle = int(board.exec(IDLE_HEAP).split()[-1])
     said = board.exec(code, timeout=30).strip()
@@ -199,7 +125,7 @@ def heap_high_water_connect_bytes(board: EmulatedBoard, broker: Broker,
         raise BoardError(f"connect + publish fails even with the board's full heap ({full} bytes): {said}")
     size, trials, failure = smallest_heap(idle, full, resolution, lambda heap: _heap_trial(board, code, heap),
                                           _out_of_heap, "connect + publish")
-    _boot_with_heap(board, full)
+    boot_with_heap(board, full)
     detail = {"board_heap_bytes": full, "idle_heap_bytes": idle, "resolution_bytes": resolution,
               "trials": trials, "failure_below": failure}
     return size, detail
@@ -217,28 +143,6 @@ print(s['acked'] + 1, s['next_seq'] - 1, s['pending'])
 """
 
 
-def _lock(board: EmulatedBoard, timeout: float = 30) -> None:
-    """provisioning.lock(): the board reboots into its locked firmware."""
-    with board.session() as t:
-        t.exec_raw_no_follow("from sbd import provisioning\nprovisioning.lock()")
-        boot = last_boot_line(read_boot(t.serial, timeout))
-        t.in_raw_repl = False  # the board rebooted into its locked firmware
-    if (boot or {}).get("security", {}).get("console") != "locked":
-        raise BoardError(f"{board.name} did not come back locked: boot line {boot}")
-
-
-def _unlock(board: EmulatedBoard, watcher: Watcher, ca: LabCA, device_id: str, timeout: float = 30) -> None:
-    """The signed unlock_console command over MQTT; the device answers, then reboots unlocked."""
-    base = f"devices/{device_id}"
-    since = board.log_size()
-    watcher.publish(f"{base}/cmd", ca.sign_command(device_id, "unlock_console"))
-    reply = watcher.wait_for(lambda m: m.topic == f"{base}/result"
-                             and (m.json() or {}).get("cmd") == "unlock_console", timeout)
-    if reply is None or not reply.json().get("ok"):
-        raise BoardError(f"{board.name} did not accept unlock_console: {reply.json() if reply else None}")
-    board.wait_for_output(">>> ", since=since, timeout=timeout, after="rst:0x")
-
-
 def _drain_rate(board: EmulatedBoard, watcher: Watcher, device_id: str, backlog: int) -> float:
     """Queues `backlog` readings in the outbox, locks the board and times the
     drain at the subscriber: (messages - 1) / (last arrival - first arrival)."""
@@ -252,7 +156,7 @@ def _drain_rate(board: EmulatedBoard, watcher: Watcher, device_id: str, backlog:
         seq = body.get("seq") if isinstance(body, dict) else None
         return m.topic == topic and isinstance(seq, int) and first <= seq <= last
 
-    _lock(board)
+    lock_console(board)
     arrivals: dict[int, float] = {}
     deadline = time.monotonic() + 60 + pending / 5
     while len(arrivals) < pending:
@@ -273,31 +177,22 @@ def telemetry_msgs_per_s(board: EmulatedBoard, broker: Broker, ca: LabCA, device
         for i in range(runs):
             samples.append(_drain_rate(board, w, device_id, backlog))
             if i < runs - 1:
-                _unlock(board, w, ca, device_id)
-    return _median(samples), [round(r, 1) for r in samples]
+                unlock_console(board, w, ca, device_id)
+    return median(samples), [round(r, 1) for r in samples]
 
 
 # -- all three ------------------------------------------------------------------------------
 def run(bundle: FirmwareBundle, runs: int) -> tuple[dict, dict]:
     """The three figures, and details for `_meta`, from one new board
     (`bench-net`) and a throw-away lab CA and broker."""
-    with tempfile.TemporaryDirectory() as tmp:
-        ca = LabCA(Path(tmp) / "pki")
-        ca.init()
-        board = EmulatedBoard(BOARD_NAME)
-        board.remove()
-        board.start()
-        try:
-            flash_firmware(board, bundle)
-            with Broker(ca) as broker:
-                settings = dict(lab_settings(board, broker.port), telemetry_s=QUIET_TELEMETRY_S)
-                device_id = provision(board, ca, lock=False, settings=settings).device_id
-                connect = mqtt_connect_ms(board, broker, runs * 4)
-                high_water, heap = heap_high_water_connect_bytes(board, broker)
-                # Last: it locks the board.
-                rate, drains = telemetry_msgs_per_s(board, broker, ca, device_id, runs)
-        finally:
-            board.remove()
+    with fresh_lab(BOARD_NAME, bundle) as (_, ca, board):
+        with Broker(ca) as broker:
+            settings = dict(lab_settings(board, broker.port), telemetry_s=QUIET_TELEMETRY_S)
+            device_id = provision(board, ca, lock=False, settings=settings).device_id
+            connect = mqtt_connect_ms(board, broker, runs * 4)
+            high_water, heap = heap_high_water_connect_bytes(board, broker)
+            # Last: it locks the board.
+            rate, drains = telemetry_msgs_per_s(board, broker, ca, device_id, runs)
     results = {"mqtt_connect_ms": connect, "telemetry_msgs_per_s": rate,
                "heap_high_water_connect_bytes": high_water}
     meta = {"telemetry_drain": {"backlog": BACKLOG, "msgs_per_s": drains}, "heap_bisection": heap}

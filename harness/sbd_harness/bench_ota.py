@@ -14,20 +14,16 @@ an updated slot installed, timed on the board with time.ticks_us().
 from __future__ import annotations
 
 import json
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from . import ota
-from .bench_net import IDLE_HEAP, _boot_with_heap, _lock, _unlock, smallest_heap
+from .bench_lab import IDLE_HEAP, boot_with_heap, fresh_lab, lock_console, median, smallest_heap, unlock_console
 from .boards.base import BoardError
 from .boards.emulated import EmulatedBoard
 from .broker import Broker
 from .bundle import FirmwareBundle
-from .flashing import flash_firmware
-from .pki import LabCA
 from .provisioning import lab_settings, provision
 from .watch import Message, Watcher
 
@@ -41,10 +37,6 @@ ATTEMPTS = 3              # pushes per run when the device refuses one for want 
 SAMPLES = 4               # on-device timings per run: each takes milliseconds, the host's load shows
 BASELINE_DIR = "/bench_ota"
 BASELINE_SRC = "/bench_ota.bin"
-
-
-def _median(samples: list[float]) -> float:
-    return round(statistics.median(samples), 3)
 
 
 class _FirstChunkClock:
@@ -143,7 +135,7 @@ def ota_kib_per_s(lab: _Lab, runs: int) -> tuple[float, list[float], int, list[s
         if not lab.ota_event("committed", first, COMMIT_TIMEOUT_S):
             raise BoardError(f"{lab.board.name} did not commit update {lab.counter}: "
                              f"{lab.board.serial_log()[-1500:]}")
-    return _median(samples), [round(s, 2) for s in samples], size, refusals
+    return median(samples), [round(s, 2) for s in samples], size, refusals
 
 
 # -- ota_pipeline_efficiency: hashing and writing alone ------------------------------------------
@@ -233,7 +225,7 @@ def hash_write_kib_per_s(board: EmulatedBoard, stream: bytes, runs: int) -> tupl
         board.remove_tree(BASELINE_DIR)
         board.remove_tree(BASELINE_SRC)
     samples = [len(stream) / 1024 / (t / 1e6) for t in us]
-    return _median(samples), [round(s, 1) for s in samples]
+    return median(samples), [round(s, 1) for s in samples]
 
 
 # -- ota_verify_ms and boot_integrity_check_ms ---------------------------------------------------
@@ -282,7 +274,7 @@ def verify_times(board: EmulatedBoard, runs: int) -> dict[str, Any]:
     if slot.strip("'\"") not in ("a", "b"):
         raise BoardError(f"{board.name} runs no update slot ({slot}): nothing to verify")
     boot_cold, boot_warm, verify_cold, verify_warm = (
-        _median([int(t) / 1000 for t in line.split()]) for line in lines[-4:])
+        median([int(t) / 1000 for t in line.split()]) for line in lines[-4:])
     return {"boot_cold_ms": boot_cold, "boot_warm_ms": boot_warm, "verify_cold_ms": verify_cold,
             "verify_warm_ms": verify_warm, "slot": slot.strip("'\""), "manifest_bytes": int(manifest_len)}
 
@@ -345,44 +337,35 @@ def heap_high_water_ota_bytes(lab: _Lab, idle: int,
 def run(bundle: FirmwareBundle, runs: int, heap: bool = True) -> tuple[dict, dict]:
     """The five figures, and details for `_meta`, from one new board
     (`bench-ota`), a throw-away lab CA, release key and broker."""
-    with tempfile.TemporaryDirectory() as tmp:
-        ca = LabCA(Path(tmp) / "pki")
-        ca.init()
-        key = ota.ReleaseKey.generate(Path(tmp) / "release-key.pem")
-        board = EmulatedBoard(BOARD_NAME)
-        board.remove()
-        board.start()
-        try:
-            flash_firmware(board, bundle)
-            with Broker(ca) as broker:
-                device_id = provision(board, ca, lock=False, settings=lab_settings(board, broker.port),
-                                      release_keys=[key.public_point]).device_id
-                full = board.state.load()["heap_bytes"]
-                _boot_with_heap(board, full)
-                idle = int(board.exec(IDLE_HEAP).split()[-1])
-                with Watcher(broker, f"devices/{device_id}/#", persistent=True) as watcher:
-                    lab = _Lab(board, watcher, key, bundle, device_id)
-                    since = time.monotonic()
-                    _lock(board)
-                    if not lab.online(since):
-                        raise BoardError(f"{board.name} did not come online: {board.serial_log()[-1500:]}")
-                    rate, rates, size, refusals = ota_kib_per_s(lab, runs)
-                    high_water, bisection = heap_high_water_ota_bytes(lab, idle) if heap else (None, None)
-                    # A fresh boot at the normal heap, online and subscribed, takes the command.
-                    since = lab.power_on(full)
-                    if not lab.online(since):
-                        raise BoardError(f"{board.name} did not come online: {board.serial_log()[-1500:]}")
-                    try:
-                        _unlock(board, watcher, ca, device_id)
-                    except BoardError as exc:
-                        raise BoardError(f"{exc}; serial: {board.serial_log()[-1500:]}") from exc
-                    # Same run, same MicroPython: the bytes of the last update.
-                    stream = lab.next_stream()
-                    lab.counter -= 1  # not sent
-                    base, bases = hash_write_kib_per_s(board, stream, runs * SAMPLES)
-                    times = verify_times(board, runs * SAMPLES)
-        finally:
-            board.remove()
+    with fresh_lab(BOARD_NAME, bundle) as (tmp, ca, board):
+        key = ota.ReleaseKey.generate(tmp / "release-key.pem")
+        with Broker(ca) as broker:
+            device_id = provision(board, ca, lock=False, settings=lab_settings(board, broker.port),
+                                  release_keys=[key.public_point]).device_id
+            full = board.state.load()["heap_bytes"]
+            boot_with_heap(board, full)
+            idle = int(board.exec(IDLE_HEAP).split()[-1])
+            with Watcher(broker, f"devices/{device_id}/#", persistent=True) as watcher:
+                lab = _Lab(board, watcher, key, bundle, device_id)
+                since = time.monotonic()
+                lock_console(board)
+                if not lab.online(since):
+                    raise BoardError(f"{board.name} did not come online: {board.serial_log()[-1500:]}")
+                rate, rates, size, refusals = ota_kib_per_s(lab, runs)
+                high_water, bisection = heap_high_water_ota_bytes(lab, idle) if heap else (None, None)
+                # A fresh boot at the normal heap, online and subscribed, takes the command.
+                since = lab.power_on(full)
+                if not lab.online(since):
+                    raise BoardError(f"{board.name} did not come online: {board.serial_log()[-1500:]}")
+                try:
+                    unlock_console(board, watcher, ca, device_id)
+                except BoardError as exc:
+                    raise BoardError(f"{exc}; serial: {board.serial_log()[-1500:]}") from exc
+                # Same run, same MicroPython: the bytes of the last update.
+                stream = lab.next_stream()
+                lab.counter -= 1  # not sent
+                base, bases = hash_write_kib_per_s(board, stream, runs * SAMPLES)
+                times = verify_times(board, runs * SAMPLES)
     results = {"ota_kib_per_s": rate, "ota_pipeline_efficiency": round(rate / base, 3),
                "ota_verify_ms": times["verify_warm_ms"], "boot_integrity_check_ms": times["boot_cold_ms"]}
     if heap:
