@@ -30,7 +30,7 @@ from .ota import OTAError, ReleaseKey, default_release_key_path, verify_stream
 from .paths import firmware_dir
 from .pki import LabCA
 from .provisioning import provision
-from .watch import Message, Watcher
+from .watch import Message, Watcher, on_topic
 
 BOARD = "demo"
 BROKER_PORT = 8883      # where provisioning pointed the board (provisioning.lab_settings)
@@ -122,13 +122,8 @@ def show_telemetry(console: Console, board: EmulatedBoard, ca: LabCA, device_id:
                 return False
             console.print("broker log   the client certificate's CN is the device's MQTT user name:")
             console.print(f"  {user_line}", markup=False, highlight=False, soft_wrap=True)
-            is_telemetry = lambda m: m.topic == f"{base}/telemetry"  # noqa: E731
             telemetry = []
-            deadline = time.monotonic() + TELEMETRY_TIMEOUT_S
-            while len(telemetry) < TELEMETRY:
-                m = watcher.wait_for(is_telemetry, deadline - time.monotonic())
-                if m is None:
-                    break
+            for m in watcher.arrivals(on_topic(f"{base}/telemetry"), TELEMETRY, TELEMETRY_TIMEOUT_S):
                 telemetry.append(m)
                 console.print(f"[bold]{m.topic}[/] (+{m.at - started:.1f} s)  "
                               f"{m.payload.decode(errors='replace')}", soft_wrap=True)

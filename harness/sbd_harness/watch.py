@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .broker import MONITOR, Broker
 
@@ -86,16 +86,19 @@ class Watcher:
             if match(m):
                 return m
 
-    def collect(self, match: Callable[[Message], bool], count: int, timeout: float) -> list[Message]:
-        """Up to `count` new matching messages within `timeout` seconds."""
-        got: list[Message] = []
+    def arrivals(self, match: Callable[[Message], bool], count: int, timeout: float) -> Iterator[Message]:
+        """Up to `count` new matching messages within `timeout` seconds, each
+        as it arrives (the demo shows them live)."""
         deadline = time.monotonic() + timeout
-        while len(got) < count:
+        for _ in range(count):
             m = self.wait_for(match, deadline - time.monotonic())
             if m is None:
-                break
-            got.append(m)
-        return got
+                return
+            yield m
+
+    def collect(self, match: Callable[[Message], bool], count: int, timeout: float) -> list[Message]:
+        """Up to `count` new matching messages within `timeout` seconds."""
+        return list(self.arrivals(match, count, timeout))
 
     def seen(self, match: Callable[[Message], bool]) -> list[Message]:
         with self._lock:
