@@ -13,7 +13,7 @@ HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo y
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto)
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo test test-fast test-soak bench clean
 
 setup: system-deps $(STAMP) $(SSLYZE_STAMP)
 
@@ -40,23 +40,30 @@ $(SSLYZE_STAMP):
 	touch $@
 
 demo: setup
-	$(BIN)/python -m sbd_harness.demo
+	$(BIN)/python -m sbd_harness.tools.demo
 
-# Two workers (the machine has two cores), each taking whole test files: most of
-# a test's time is spent waiting on boards and brokers, not computing. The
-# network checks' tests measure reconnection timing, so they run afterwards,
-# alone. Both parts always run; the exit status is the first failure's.
+# The suite in tiers, as tests/ is laid out:
+#   tests/unit      the host side alone (no board)
+#   tests/firmware  the firmware's modules under MicroPython, ESP32-sized heap
+#   tests/board     the emulated board, the serial-board code over its PTY, updates end to end
+#   tests/checks    every check passing on the reference and failing on a firmware broken for it
+#   tests/soak      the long fault series (make test-soak)
+# `make test` runs all but soak on two workers (two cores; most of a test's time is
+# waiting on boards and brokers), whole files per worker.
 TEST_WORKERS ?= 2
-SERIAL_TESTS := tests/test_mqtt_checks.py
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+
+test-fast: setup
+	$(PYTEST) -q tests/unit tests/firmware
 
 test: setup
-	@status=0; \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS)) || status=$$?; \
-	$(BIN)/python -m pytest $(SERIAL_TESTS) || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
-	exit $$status
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile tests/unit tests/firmware tests/board tests/checks
+
+test-soak: setup
+	$(PYTEST) tests/soak
 
 bench: setup
-	$(BIN)/python -m sbd_harness.bench --out bench/results.json
+	$(BIN)/python -m sbd_harness.tools.bench --out bench/results.json
 
 clean:
 	-$(BIN)/sbd board list --json >/dev/null 2>&1 && for b in $$($(BIN)/python -c "import json,subprocess;print(' '.join(b['name'] for b in json.loads(subprocess.check_output(['$(BIN)/sbd','board','list','--json']))))"); do $(BIN)/sbd board rm $$b; done

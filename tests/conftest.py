@@ -23,7 +23,7 @@ os.environ["SBD_STATE_DIR"] = _STATE
 os.environ.setdefault("SBD_LAB_LEASES", "/run/sbd-lab/leases")
 
 from sbd_harness.boards.emulated import EmulatedBoard  # noqa: E402
-from sbd_harness.broker import free_port, lab_address  # noqa: E402
+from sbd_harness.lab.broker import free_port, lab_address  # noqa: E402
 
 # The lab broker of `sbd verify` runs in tests on a port of their own, not on
 # 8883, where a demo or a user's broker may be running.
@@ -63,13 +63,13 @@ def module_board() -> Iterator[EmulatedBoard]:
 
 @pytest.fixture(scope="session")
 def bundle():
-    from sbd_harness.bundle import FirmwareBundle
+    from sbd_harness.release.bundle import FirmwareBundle
     return FirmwareBundle.from_dir(ROOT / "firmware")
 
 
 @pytest.fixture(scope="module")
 def flashed_board(module_board, bundle) -> EmulatedBoard:
-    from sbd_harness.flashing import flash_firmware
+    from sbd_harness.boards.flashing import flash_firmware
     flash_firmware(module_board, bundle)
     return module_board
 
@@ -77,7 +77,7 @@ def flashed_board(module_board, bundle) -> EmulatedBoard:
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory) -> "LabCA":
     """A lab CA of the module's own."""
-    from sbd_harness.pki import LabCA
+    from sbd_harness.identity.pki import LabCA
     ca = LabCA(tmp_path_factory.mktemp("pki"))
     ca.init()
     return ca
@@ -87,7 +87,7 @@ def ca(tmp_path_factory) -> "LabCA":
 def release_key():
     """The lab release key where `sbd verify` looks for it (<state>/release/release-key.pem);
     removed afterwards when this module made it."""
-    from sbd_harness import ota
+    from sbd_harness.release import ota
     path = ota.default_release_key_path()
     made = not path.exists()
     key = ota.ReleaseKey.generate(path) if made else ota.ReleaseKey.load(path)

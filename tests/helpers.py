@@ -33,7 +33,7 @@ def verify_report(board: Any, ca: Any, report: Path, *extra: str, port: int | No
                   timeout: float = 900) -> tuple[int, dict[str, Any]]:
     """Runs `sbd verify` on `board` as a user would, with the test's CA (and the lab
     broker on `port`); returns its exit code and the JSON report it wrote."""
-    from sbd_harness.broker import lab_address
+    from sbd_harness.lab.broker import lab_address
     broker = ["--broker", f"{lab_address()}:{port}"] if port is not None else []
     proc = subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board.name,
                            "--pki", str(ca.dir), *broker, "--report", str(report), *extra],
@@ -49,3 +49,23 @@ def unexpected(report: dict[str, Any], expected: str = "pass", size: int = 6000)
             "evidence": c.get("evidence", {})}
            for c in report.get("checks", []) if c.get("status") != expected]
     return json.dumps(odd, indent=1)[:size]
+
+
+# The catalogue's check IDs, grouped as the tests select them (`sbd verify --check ID ...`).
+BROKER_CHECKS = ("broker-requires-client-certificate", "broker-refuses-revoked-certificates",
+                 "broker-confines-each-identity", "broker-tls-configuration")
+DEVICE_NETWORK_CHECKS = ("telemetry-over-mutual-tls", "rogue-brokers-refused", "outages-lose-nothing",
+                         "hostile-broker-fuzzing-survived", "invalid-commands-refused-over-mqtt")
+UPDATE_CHECKS = ("unsigned-or-foreign-updates-refused", "update-rollback-refused")
+DOCS_CHECKS = ("vulnerability-disclosure-policy-published", "support-period-declared")
+SURFACE_CHECKS = ("no-listening-ports", "connections-match-mud", "serial-discloses-nothing-after-lock")
+# Checks that need no broker: what the board shows on its serial port, its flash and the lab CA's records.
+OFFLINE_CHECKS = ("boot-line-identifies-firmware", "device-id-from-hardware", "firmware-matches-build",
+                  "identity-certified-by-lab-ca", "device-keys-unique", "no-default-or-shared-secrets",
+                  "no-private-key-on-serial", "console-locked", "commands-need-a-valid-signature",
+                  "factory-reset-erases-identity", "chip-security-fuses")
+
+
+def only(*check_ids: str) -> list[str]:
+    """`sbd verify` arguments that select these checks by ID."""
+    return [arg for check_id in check_ids for arg in ("--check", check_id)]

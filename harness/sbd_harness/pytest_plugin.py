@@ -13,35 +13,37 @@ from typing import Any, Iterator
 
 import pytest
 
-from .boards.base import Board, BoardError, BootCapture
-from .broker import FLAWS as BROKER_FLAWS
-from .bundle import FirmwareBundle
-from .provisions import CATALOGUE, unknown_ids
-from .report import build_report, to_html, to_markdown, write_json
+from sbd_harness.boards.base import Board, BoardError, BootCapture
+from sbd_harness.lab.broker import FLAWS as BROKER_FLAWS
+from sbd_harness.release.bundle import FirmwareBundle
+from sbd_harness.reports.provisions import CATALOGUE, unknown_ids
+from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
 
 PROVISION_KEYS = tuple(CATALOGUE)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("sbd", "security-by-design boards")
-    g.addoption("--board", default=None,
+    g.addoption("--sbd-board", default=None,
                 help="board type: 'emulated' (a fresh emulated ESP32) or a folder name under boards/ (esp32, ...)")
-    g.addoption("--board-name", default=None, help="an emulated board already started with `sbd board start NAME`")
-    g.addoption("--port", default=None, help="serial port or rfc2217:// URL of a real board")
-    g.addoption("--firmware", default=None, help="firmware folder (default: the project's firmware/)")
-    g.addoption("--docs", default=None,
+    g.addoption("--sbd-board-name", default=None, help="an emulated board already started with `sbd board start NAME`")
+    g.addoption("--sbd-port", default=None, help="serial port or rfc2217:// URL of a real board")
+    g.addoption("--sbd-firmware", default=None, help="firmware folder (default: the project's firmware/)")
+    g.addoption("--sbd-docs", default=None,
                 help="the lab's copy of the published documents the device points to (SECURITY.md, support.md); "
                      "default: $SBD_DOCS_DIR or the project's docs/")
-    g.addoption("--no-flash", action="store_true", help="use the firmware already on the board")
-    g.addoption("--pki", default=None, help="the lab CA's folder (default: <state>/pki)")
-    g.addoption("--destructive", action="store_true",
+    g.addoption("--sbd-no-flash", action="store_true", help="use the firmware already on the board")
+    g.addoption("--sbd-pki", default=None, help="the lab CA's folder (default: <state>/pki)")
+    g.addoption("--sbd-destructive", action="store_true",
                 help="also run checks that change the board for good (factory reset)")
-    g.addoption("--broker", default=os.environ.get("SBD_BROKER"),
+    g.addoption("--sbd-broker", default=os.environ.get("SBD_BROKER"),
                 help="ADDR:PORT where the board was provisioned to find its broker; the checks run the lab "
                      "broker there (default: $SBD_BROKER, or for emulated boards the lab address, port 8883)")
-    g.addoption("--broker-flaws", default="",
+    g.addoption("--sbd-broker-flaws", default="",
                 help="comma-separated deliberate broker misconfigurations, for labs and the harness's own "
                      "tests: " + ", ".join(sorted(BROKER_FLAWS)))
+    g.addoption("--sbd-check", action="append", default=[], metavar="ID",
+                help="run only the check with this ID (repeatable); an ID that names no check is an error")
     g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
     g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
     g.addoption("--sbd-html", default=None, help="write the self-contained HTML report here")
@@ -68,9 +70,18 @@ def check_meta(item: pytest.Item) -> dict[str, Any] | None:
     return {"id": kw["id"], "title": kw["title"], "provisions": provisions}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        check_meta(item)  # fail collection on an invented provision ID
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    metas = {item: check_meta(item) for item in items}  # fails collection on an invented provision ID
+    wanted = config.getoption("--sbd-check")
+    if wanted:
+        known = {m["id"] for m in metas.values() if m}
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            raise pytest.UsageError(f"no check with the ID {', '.join(unknown)}; the catalogue has: "
+                                    f"{', '.join(sorted(known))}")
+        keep = [i for i in items if metas[i] and metas[i]["id"] in wanted]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
     # Checks that change the board for good run last, after every other check saw it.
     items.sort(key=lambda item: "sbd_destructive" in getattr(item, "fixturenames", ()))
 
@@ -78,7 +89,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # fixtures ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def sbd_bundle(pytestconfig: pytest.Config) -> FirmwareBundle:
-    fw = pytestconfig.getoption("--firmware")
+    fw = pytestconfig.getoption("--sbd-firmware")
     return FirmwareBundle.from_dir(Path(fw) if fw else None)
 
 
@@ -99,13 +110,13 @@ def _progress_printer(label: str):
 @pytest.fixture(scope="session")
 def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterator[Board]:
     """The board under test, with the firmware flashed (unless --no-flash)."""
-    from .boards.emulated import EmulatedBoard
-    from .boards.serial_board import SerialBoard
-    from .flashing import flash_firmware
+    from sbd_harness.boards.emulated import EmulatedBoard
+    from sbd_harness.boards.serial_board import SerialBoard
+    from sbd_harness.boards.flashing import flash_firmware
 
-    kind = pytestconfig.getoption("--board")
-    name = pytestconfig.getoption("--board-name")
-    port = pytestconfig.getoption("--port")
+    kind = pytestconfig.getoption("--sbd-board")
+    name = pytestconfig.getoption("--sbd-board-name")
+    port = pytestconfig.getoption("--sbd-port")
     owned = None
     if name:
         board: Board = EmulatedBoard(name)
@@ -118,9 +129,9 @@ def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterat
         owned.start()
         board = owned
     else:
-        raise pytest.UsageError(f"--board {kind} needs --port (the board's serial port)")
+        raise pytest.UsageError(f"--sbd-board {kind} needs --sbd-port (the board's serial port)")
     try:
-        if not pytestconfig.getoption("--no-flash"):
+        if not pytestconfig.getoption("--sbd-no-flash"):
             progress, update = _progress_printer(f"flashing {board.name}")
             if progress:
                 with progress:
@@ -145,32 +156,32 @@ def sbd_boot(sbd_board: Board) -> BootCapture:
 @pytest.fixture(scope="session")
 def sbd_ca(pytestconfig: pytest.Config):
     """The lab CA that provisions boards (`sbd pki init`)."""
-    from .pki import LabCA
-    pki = pytestconfig.getoption("--pki")
+    from sbd_harness.identity.pki import LabCA
+    pki = pytestconfig.getoption("--sbd-pki")
     return LabCA(Path(pki) if pki else None)
 
 
 def _broker_endpoint(config: pytest.Config, board: Board) -> tuple[str, int] | None:
-    from .broker import lab_address
-    given = config.getoption("--broker")
+    from sbd_harness.lab.broker import lab_address
+    given = config.getoption("--sbd-broker")
     if given is None:
         return (lab_address(), 8883) if getattr(board, "kind", "") == "emulated" else None
     addr, sep, port = given.rpartition(":")
     if not sep or not addr or not port.isdigit() or not 0 < int(port) < 65536:
-        raise pytest.UsageError(f"--broker {given!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")
+        raise pytest.UsageError(f"--sbd-broker {given!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")
     return addr, int(port)
 
 
 @pytest.fixture(scope="session")
 def sbd_broker(pytestconfig: pytest.Config, sbd_board: Board, sbd_ca) -> Iterator[Any]:
     """The lab's mosquitto, where the board expects its broker, for the whole run."""
-    from .broker import Broker, BrokerError
+    from sbd_harness.lab.broker import Broker, BrokerError
     if not sbd_ca.exists():
         pytest.skip(f"no lab CA in {sbd_ca.dir}: the broker needs one (sbd pki init, or --pki)")
     endpoint = _broker_endpoint(pytestconfig, sbd_board)
     if endpoint is None:
         pytest.skip("give --broker ADDR:PORT (the broker address the board was provisioned with)")
-    flaws = [f for f in pytestconfig.getoption("--broker-flaws").split(",") if f]
+    flaws = [f for f in pytestconfig.getoption("--sbd-broker-flaws").split(",") if f]
     try:
         broker = Broker(sbd_ca, address=endpoint[0], port=endpoint[1], flaws=flaws).start()
     except BrokerError as exc:
@@ -184,7 +195,7 @@ def sbd_broker(pytestconfig: pytest.Config, sbd_board: Board, sbd_ca) -> Iterato
 @pytest.fixture
 def sbd_destructive(pytestconfig: pytest.Config) -> None:
     """Skips a check that changes the board for good unless --destructive was given."""
-    if not pytestconfig.getoption("--destructive"):
+    if not pytestconfig.getoption("--sbd-destructive"):
         pytest.skip("destructive (it factory-resets the board): run with --destructive")
 
 

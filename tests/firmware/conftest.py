@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sbd_harness.micropython import micropython_command
+from sbd_harness.emulator.micropython import micropython_command
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

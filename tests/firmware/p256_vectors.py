@@ -366,7 +366,7 @@ def cryptography_verdict(x: int, y: int, e: int, r: int, s: int) -> bool:
 
 def run_on_micropython(cases: list[Case], timeout: float = 900) -> dict[str, str]:
     """Run all cases in one MicroPython process; {case id: answer}."""
-    from sbd_harness.micropython import micropython_command
+    from sbd_harness.emulator.micropython import micropython_command
 
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"

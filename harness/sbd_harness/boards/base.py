@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+import serial
+
+from sbd_harness.errors import SbdError
 
 Progress = Callable[[int, int], None]
 
 
-class BoardError(RuntimeError):
+class BoardError(SbdError, RuntimeError):
     """Something the board did or did not do; the message says what to try."""
+
 
 
 @dataclass
@@ -67,3 +73,83 @@ class Board(abc.ABC):
     @abc.abstractmethod
     def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3) -> BootCapture:
         """Resets the board and records the serial output up to its boot line."""
+
+    @abc.abstractmethod
+    def open_port(self) -> contextlib.AbstractContextManager[serial.Serial]:
+        """The board's serial port, opened exclusively, for a check that talks to it byte by byte."""
+
+    @abc.abstractmethod
+    def trigger_reset(self, port: serial.Serial, kind: str) -> None:
+        """Starts a reset through an open port (or the board's own means) and returns at once."""
+
+    def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20,
+                        follow: str | None = None) -> dict[str, Any]:
+        """Writes one line to the running firmware's console; returns its JSON answer."""
+        raise BoardError(f"{self.name} has no console to send commands to")
+
+
+# Capabilities ------------------------------------------------------------------------
+# What a board can do beyond its serial port, declared by the classes it derives
+# from (as labgrid's protocols are): a check asks for one with `has()` or
+# `need()` and skips with the reason when the board lacks it.
+
+class PowerControl(abc.ABC):
+    """The board's supply can be cut and restored: `reset("power-cut")` works."""
+
+    @abc.abstractmethod
+    def power_cut(self, timeout: float = 15) -> None:
+        """Cuts the power, restores it, and returns once the new boot has begun."""
+
+
+class LinkControl(abc.ABC):
+    """The harness holds the board's network link and can cut it."""
+
+    @abc.abstractmethod
+    def set_link(self, up: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    def own_network(self) -> dict[str, Any] | None:
+        """The board's own lab network (`netns`, `host_if`, `address`), or None where it shares the
+        host's loopback (then its traffic cannot be told from the host's)."""
+
+
+class FlashReadback(abc.ABC):
+    """The harness can read the board's whole flash chip (for secrets held at rest)."""
+
+    @abc.abstractmethod
+    def flash_image(self) -> Any:
+        ...
+
+
+class SerialLog(abc.ABC):
+    """Everything the board ever printed on its serial port is kept, readable while it runs."""
+
+    @abc.abstractmethod
+    def serial_log(self) -> str:
+        ...
+
+    @abc.abstractmethod
+    def log_size(self) -> int:
+        ...
+
+    @abc.abstractmethod
+    def wait_for_output(self, marker: str, since: int = 0, timeout: float = 20, after: str | None = None) -> str:
+        """Waits until `marker` appears in the log after offset `since` (and after `after`)."""
+
+
+class BootButton(abc.ABC):
+    """The harness can hold the BOOT button (GPIO0) down."""
+
+    @abc.abstractmethod
+    def press_boot_button(self, pressed: bool = True) -> None:
+        ...
+
+
+def has(board: Any, capability: type) -> bool:
+    """Whether the board declares the capability."""
+    return isinstance(board, capability)
+
+
+def describe_capabilities(board: Any) -> list[str]:
+    return [c.__name__ for c in (PowerControl, LinkControl, FlashReadback, SerialLog, BootButton) if has(board, c)]

@@ -19,12 +19,13 @@ from typing import Any
 
 import serial
 
-from ..emulator import netlab
-from ..emulator.board_state import BoardState
-from ..emulator.flash_image import FlashImage, parse_csv
-from ..paths import boards_dir, state_dir
-from .base import BoardError
-from .serial_board import SerialBoard
+from sbd_harness.emulator import netlab
+from sbd_harness.emulator.board_state import BoardState
+from sbd_harness.emulator.flash_image import FlashImage, parse_csv
+from sbd_harness.paths import boards_dir, state_dir
+from sbd_harness.boards.base import (BoardError, BootButton, FlashReadback, LinkControl, PowerControl,
+                                     SerialLog)
+from sbd_harness.boards.serial_board import SerialBoard
 
 BOOT_BUTTON_GPIO = 0
 NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -68,7 +69,7 @@ def _random_unique_id() -> str:
     return raw.hex()
 
 
-class EmulatedBoard(SerialBoard):
+class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, SerialLog, BootButton):
     kind = "emulated"
 
     def __init__(self, name: str):
@@ -220,11 +221,11 @@ class EmulatedBoard(SerialBoard):
             raise BoardError(reply.get("error", "the board refused"))
         return reply
 
-    def _trigger_reset(self, port: serial.Serial, kind: str) -> None:
+    def trigger_reset(self, port: serial.Serial, kind: str) -> None:
         if kind in ("hard", "power-cut"):
             self.control({"cmd": "reset", "kind": kind})
         else:
-            super()._trigger_reset(port, kind)
+            super().trigger_reset(port, kind)
 
     def reset(self, kind: str = "hard", timeout: float = 15) -> None:
         """Resets and returns once the new boot shows a prompt or a boot line."""
@@ -234,6 +235,9 @@ class EmulatedBoard(SerialBoard):
         since = self.log_size()
         self.control({"cmd": "reset", "kind": kind})
         self._wait_booted(since, timeout, after="rst:0x")
+
+    def power_cut(self, timeout: float = 15) -> None:
+        self.reset("power-cut", timeout)
 
     def cpu_pid(self) -> int | None:
         return self.control({"cmd": "status"}).get("cpu_pid")
@@ -253,10 +257,14 @@ class EmulatedBoard(SerialBoard):
                 image.erase_partition(part.label)
 
     def set_link(self, up: bool) -> None:
-        net = self.conf.get("net") or {}
-        if net.get("mode") != "netns":
+        net = self.own_network()
+        if net is None:
             raise BoardError("this board shares the host's loopback: its link cannot be cut (run as root)")
         netlab.set_link(net["host_if"], up)
+
+    def own_network(self) -> dict[str, Any] | None:
+        net = self.conf.get("net") or {}
+        return net if net.get("mode") == "netns" and net.get("netns") and net.get("host_if") else None
 
     def log_size(self) -> int:
         try:

@@ -18,8 +18,8 @@ import serial
 from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
-from ..bootline import last_boot_line
-from .base import Board, BoardError, BootCapture, Progress
+from sbd_harness.device.bootline import last_boot_line
+from sbd_harness.boards.base import Board, BoardError, BootCapture, Progress
 
 WRITE_CHUNK = 1024  # bytes per raw-REPL call when copying files
 
@@ -182,21 +182,21 @@ class SerialBoard(Board):
 
     def reset(self, kind: str = "hard", timeout: float = 15) -> None:
         """Resets and returns once the new boot shows a prompt or a boot line."""
-        with self._open_port() as port:
+        with self.open_port() as port:
             port.reset_input_buffer()
-            self._trigger_reset(port, kind)
+            self.trigger_reset(port, kind)
             seen = b""
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and not any(m in seen for m in self.BOOTED_MARKERS):
                 seen = (seen + port.read(4096))[-4096:]
 
-    def _open_port(self) -> serial.Serial:
+    def open_port(self) -> serial.Serial:  # type: ignore[override]
         try:
             return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.1, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise BoardError(f"cannot open {self.port}: {exc}") from exc
 
-    def _trigger_reset(self, port: serial.Serial, kind: str) -> None:
+    def trigger_reset(self, port: serial.Serial, kind: str) -> None:
         if kind == "soft":
             port.write(b"\r\x03\x03\x04")  # interrupt, then Ctrl-D at the REPL
             return
@@ -220,9 +220,9 @@ class SerialBoard(Board):
         """Records the boot until its boot line (plus `settle` seconds), or until
         the boot ends at a REPL prompt without one, or until `timeout`."""
         start = time.monotonic()
-        with self._open_port() as port:
+        with self.open_port() as port:
             port.reset_input_buffer()
-            self._trigger_reset(port, kind)
+            self.trigger_reset(port, kind)
             text = read_boot(port, timeout, settle, need_reset=kind != "soft")
         return BootCapture(text, last_boot_line(text), time.monotonic() - start)
 
@@ -231,9 +231,9 @@ class SerialBoard(Board):
         """Writes one line to the console of a running (locked) firmware and
         returns its JSON answer: the first {"sbd": reply_key, ...} line; with
         `follow`, an accepted command's {"sbd": follow} line goes under "result"."""
-        from ..bootline import parse_json_lines
+        from sbd_harness.device.bootline import parse_json_lines
         data = bytearray()
-        with self._open_port() as port:
+        with self.open_port() as port:
             port.reset_input_buffer()
             # A newline first ends whatever partial line noise left in the device's buffer.
             port.write(b"\r\n" + line.encode() + b"\r\n")

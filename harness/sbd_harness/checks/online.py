@@ -4,12 +4,14 @@ connection, and what it said last on serial when something goes wrong.
 (A helper module of the catalogue, not a check file.)"""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from sbd_harness.boards.base import BoardError
-from sbd_harness.watch import Message, Watcher
+from sbd_harness.boards.base import BoardError, SerialLog, has
+from sbd_harness.device.contract import ONLINE_TIMEOUT_S, Topics, is_birth, is_command_result, telemetry_body, topics
+from sbd_harness.lab.watch import Message, Watcher, on_topic
 
-ONLINE_TIMEOUT_S = 75  # longer than the device's longest backoff (60 s)
 NEVER_ONLINE = "the device never connected to the lab broker earlier in this run"
 
 
@@ -22,14 +24,6 @@ def locked_device_id(sbd_boot) -> str:
     if not security.get("provisioned") or security.get("console") != "locked":
         pytest.skip("the board is not provisioned and locked (sbd provision): it does not go online")
     return boot["device_id"]
-
-
-def is_birth(base: str):
-    """Matches the device's live (not retained) `online: true` state message."""
-    def match(m: Message) -> bool:
-        body = m.json()
-        return m.topic == f"{base}/state" and not m.retain and isinstance(body, dict) and body.get("online") is True
-    return match
 
 
 def board_address(board) -> str | None:
@@ -48,13 +42,13 @@ def reset_board(board, kind: str = "hard") -> bool:
         return False
 
 
-def wait_online(board, watcher: Watcher, base: str, reset: bool = True) -> Message:
+def wait_online(board, watcher: Watcher, topic: Topics, reset: bool = True) -> Message:
     """Waits for a fresh birth message: the device (re)connected. After one
     device that never came online, the later checks fail at once."""
     assert not getattr(watcher.broker, "never_online", False), NEVER_ONLINE
     if reset:
         reset_board(board)
-    birth = watcher.wait_for(is_birth(base), ONLINE_TIMEOUT_S)
+    birth = watcher.wait_for(is_birth(topic), ONLINE_TIMEOUT_S)
     if birth is not None:
         watcher.broker.seen_online = True
     elif not getattr(watcher.broker, "seen_online", False):
@@ -66,10 +60,42 @@ def wait_online(board, watcher: Watcher, base: str, reset: bool = True) -> Messa
 
 def serial_tail(board, size: int = 1500) -> str:
     """What the board said last, for a failure message (emulated boards keep a serial log)."""
-    log = getattr(board, "serial_log", None)
-    if not callable(log):
+    if not has(board, SerialLog):
         return ""
     try:
-        return "; serial: " + log()[-size:]
+        return "; serial: " + board.serial_log()[-size:]
     except Exception:  # noqa: BLE001 - a diagnostic only; the failure itself is already known
         return ""
+
+
+def signed_command(watcher: Watcher, ca, device_id: str, cmd: str, args: dict | None = None,
+             timeout: float = 30) -> dict[str, Any] | None:
+    """A command signed by the lab CA, sent on the device's command topic; its result."""
+    topic = topics(device_id)
+    watcher.publish(topic.cmd, ca.sign_command(device_id, cmd, args))
+    reply = watcher.wait_for(is_command_result(topic, cmd), timeout)
+    return reply.json() if reply else None
+
+
+def telemetry_readings(watcher: Watcher, topic: Topics) -> list[dict]:
+    """Every telemetry reading seen so far, in the contract's form."""
+    bodies = (telemetry_body(m) for m in watcher.seen(on_topic(topic.telemetry)))
+    return [b for b in bodies if b is not None]
+
+
+class FastTelemetry:
+    """Telemetry every second for the length of a check, then back as it was."""
+
+    def __init__(self, watcher: Watcher, ca, device_id: str):
+        self.args = (watcher, ca, device_id)
+        self.previous = None
+
+    def __enter__(self) -> "FastTelemetry":
+        reply = signed_command(*self.args, "set_interval", {"seconds": 1})
+        assert reply and reply.get("ok"), f"the device refused a signed set_interval command: {reply}"
+        self.previous = reply.get("previous_s")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous and self.previous != 1:
+            signed_command(*self.args, "set_interval", {"seconds": self.previous})

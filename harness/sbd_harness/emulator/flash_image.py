@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from sbd_harness.errors import SbdError
+
 ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
 TABLE_MAX_LEN = 0xC00
@@ -27,7 +29,7 @@ SUBTYPES = {
 }
 
 
-class PartitionTableError(ValueError):
+class PartitionTableError(SbdError, ValueError):
     pass
 
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sbd_harness.errors import SbdError
+
 BRIDGE = "sbdlab0"
 SUBNET = ipaddress.ip_network(os.environ.get("SBD_LAB_SUBNET", "198.18.0.0/24"))
 HOST_ADDRESS = str(SUBNET.network_address + 1)
@@ -33,7 +35,7 @@ LOOPBACK_WEAKENS = [
 ]
 
 
-class LabNetworkError(RuntimeError):
+class LabNetworkError(SbdError, RuntimeError):
     pass
 
 

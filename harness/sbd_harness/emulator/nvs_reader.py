@@ -1,6 +1,6 @@
 """Reads the emulated board's NVS store out of a flash image (host side).
 
-The format is the one boards/emulated/rom/esp32.py writes: two banks, each
+The format is the one harness/sbd_harness/emulator/rom/esp32.py writes: two banks, each
 "SBDN" + sequence + length + CRC-32 + entries; the valid bank with the
 highest sequence is the store. Only emulated boards can be read this way:
 it is the bench looking at the flash chip, not something firmware offers.

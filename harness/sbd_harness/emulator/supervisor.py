@@ -24,9 +24,11 @@ import time
 import tty
 from pathlib import Path
 
-from ..micropython import micropython_command
-from ..paths import boards_dir
-from .board_state import BoardState
+from sbd_harness.emulator.micropython import micropython_command
+from sbd_harness.emulator.board_state import BoardState
+
+# The chip's ROM, bootloader and port start-up, as MicroPython modules (package data).
+ROM_DIR = Path(__file__).resolve().parent / "rom"
 
 PWRON_RESET, HARD_RESET, WDT_RESET, SOFT_RESET = 1, 2, 3, 5
 EXIT_SOFT_FRIENDLY, EXIT_SOFT_RAW = 3, 4
@@ -121,11 +123,11 @@ class Supervisor:
         }
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "MICROPYPATH": str(boards_dir() / "emulated" / "rom"),
+            "MICROPYPATH": str(ROM_DIR),
             "SBD_BOARD_CONF": json.dumps(conf),
             "HOME": str(self.state.dir),
         }
-        cmd = micropython_command(self.conf["heap_bytes"]) + [str(boards_dir() / "emulated" / "rom" / "_rom.py")]
+        cmd = micropython_command(self.conf["heap_bytes"]) + [str(ROM_DIR / "_rom.py")]
         if self.conf["net"].get("netns"):
             cmd = ["ip", "netns", "exec", self.conf["net"]["netns"]] + cmd
 

@@ -1,0 +1,130 @@
+"""The attack surface: what the board listens on, what it connects to, and
+what its locked serial console says to anyone who plugs in.
+
+The network checks need a board with an address of its own (an emulated
+board in its network namespace, run as root): on shared loopback a scan sees
+the host's services and the board's connections cannot be told from the
+host's, so they skip and say why. What the firmware declares comes from its
+sbd.network_policy, through the MUD file the harness writes from it
+(sbd_harness.release.mud)."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from sbd_harness.boards.base import BoardError, LinkControl, SerialLog, has
+from sbd_harness.checks.common import board_settings
+from sbd_harness.checks.online import locked_device_id, wait_online
+from sbd_harness.device.contract import topics
+from sbd_harness.identity.pki import certificate_mud_url
+from sbd_harness.lab import surface
+from sbd_harness.lab.watch import Watcher, on_topic
+from sbd_harness.release import mud
+
+
+RUNNING_SETTLE_S = 3.0   # after the boot line: the application is in its main loop
+
+
+def _require_own_address(board) -> dict[str, Any]:
+    net = board.own_network() if has(board, LinkControl) else None
+    if net is None:
+        if has(board, LinkControl):
+            pytest.skip("the board shares the host's loopback (no network namespace: run as root), so a scan "
+                        "would see the host's services and its flows could not be told from the host's")
+        pytest.skip("the harness has no address of this board's own to scan or watch (real boards: "
+                    "scan its Wi-Fi address with your own tools)")
+    return net
+
+
+def _running(board) -> None:
+    """A fresh boot, into the application's main loop (its first network
+    attempt, where it has settings): what is listening then is what runs."""
+    since = board.log_size() if has(board, SerialLog) else 0
+    board.capture_boot("hard", settle=RUNNING_SETTLE_S)
+    if has(board, SerialLog) and board_settings(board) is not None:
+        try:
+            board.wait_for_output('"sbd": "net"', since, timeout=30)
+        except BoardError:  # no network attempt: the scan still shows what listens
+            pass
+
+
+@pytest.mark.sbd_check(
+    id="no-listening-ports",
+    title="A scan of all 65535 TCP ports and a UDP probe of every port of the board's address find only "
+          "what the firmware declares: nothing",
+    etsi_en_303_645=["5.6-1", "5.6-5"], nist_ir_8259a=["4"], eu_cra=["I(2)(j)"], owasp_isvs=["3.1.3"])
+def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
+    net = _require_own_address(sbd_board)
+    address = net["address"]
+    policy = mud.load_policy(sbd_bundle.source)
+    declared = {(proto, int(port)) for proto, port in policy.LISTENS}
+    _running(sbd_board)
+    tcp = surface.scan_tcp(address)
+    with surface.icmp_unlimited(net["netns"]) as lifted:
+        udp = surface.probe_udp(address)
+    inside = surface.namespace_sockets(net["netns"])
+    sbd_evidence.update({"address": address, "declared_listening": sorted(declared),
+                         "tcp": tcp.summary(), "udp": udp.summary(), "icmp_limits_lifted": sorted(lifted),
+                         "namespace_sockets": inside})
+    assert tcp.closed + len(tcp.open) > 0, \
+        f"nothing at {address} answered the TCP scan: is the board on the lab network?"
+    extra_tcp = [p for p in tcp.open if ("tcp", p) not in declared]
+    assert not extra_tcp, f"TCP ports open on {address} that the firmware does not declare: {extra_tcp}"
+    assert not tcp.unanswered, (f"{len(tcp.unanswered)} TCP ports neither accepted nor refused a connection "
+                                f"(e.g. {tcp.unanswered[:10]}): the scan is inconclusive")
+    extra_udp = [p for p in udp.open if ("udp", p) not in declared]
+    assert not extra_udp, f"UDP ports on {address} answered a probe, undeclared: {extra_udp}"
+    silent = [p for p in udp.unanswered if ("udp", p) not in declared]
+    if lifted:  # no rate limit, no filter: only a bound socket keeps a port from refusing
+        assert not silent, (f"UDP ports on {address} sent no port-unreachable (something holds them, "
+                            f"undeclared): {silent[:20]}")
+    else:
+        sbd_evidence["udp_note"] = "ICMP rate limits could not be lifted: silent UDP ports are inconclusive"
+
+
+@pytest.mark.sbd_check(
+    id="connections-match-mud",
+    title="Every flow the board starts, captured on its own link from reset through a telemetry period "
+          "online, is one its MUD file (RFC 8520, written from the firmware's declaration) allows; "
+          "it announces that MUD URL",
+    etsi_en_303_645=["5.6-5"], eu_cra=["I(2)(i)", "I(2)(j)"])
+def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd_ca, sbd_evidence):
+    net = _require_own_address(sbd_board)
+    device_id = locked_device_id(sbd_boot)
+    settings = board_settings(sbd_board)
+    if settings is None:
+        pytest.skip("the board holds no settings (broker, Wi-Fi) to write its MUD file from")
+    if (settings["broker_addr"], settings["broker_port"]) != (sbd_broker.address, sbd_broker.port):
+        pytest.skip(f"the board is configured for the broker at {settings['broker_addr']}:{settings['broker_port']}, "
+                    f"the lab broker runs at {sbd_broker.address}:{sbd_broker.port} (give --broker): "
+                    "it cannot go online")
+    document = mud.build(mud.declaration(settings, sbd_bundle.source))
+    url = document["ietf-mud:mud"]["mud-url"]
+    topic = topics(device_id)
+    lan = surface.local_network(net["address"], net["netmask"])
+    with surface.FlowWatch(net["host_if"], net["address"]) as watch:
+        with Watcher(sbd_broker, topic.all) as w:
+            birth = wait_online(sbd_board, w, topic).json()
+            online_at = time.monotonic()
+            telemetry = w.collect(on_topic(topic.telemetry), 2, timeout=45)
+            # at least one telemetry period online: what the device does periodically shows too
+            time.sleep(max(0.5, online_at + settings.get("telemetry_s", 10) + 1 - time.monotonic()))
+    flows = watch.started()
+    inside = surface._netns(net["netns"], "ss", "-H", "-tanp").stdout.split("\n")
+    undeclared = [f for f in flows if not mud.allows_from_device(document, f["protocol"], f["address"],
+                                                                 f["port"], lan)]
+    cert = sbd_ca.issued_certificate(device_id)
+    cert_url = certificate_mud_url(cert) if cert is not None else None
+    sbd_evidence.update({"mud_url": url, "birth_mud_url": birth.get("mud_url"), "certificate_mud_url": cert_url,
+                         "flows_started_by_board": flows, "undeclared": undeclared, "frames_seen": watch.frames,
+                         "telemetry_seen": len(telemetry),
+                         "namespace_connections": [" ".join(x.split()) for x in inside if x.strip()][:20],
+                         "mud_file": document})
+    broker = {"protocol": "tcp", "address": settings["broker_addr"], "port": settings["broker_port"]}
+    assert any({k: f[k] for k in broker} == broker for f in flows), \
+        f"the capture saw no connection to the broker {broker}: it cannot vouch for the board's flows"
+    assert not undeclared, f"the board started flows its MUD file does not allow: {undeclared}"
+    assert birth.get("mud_url") == url, f"the birth message announces MUD URL {birth.get('mud_url')!r}, not {url!r}"
+    assert cert_url in (None, url), f"the device certificate's id-pe-mud-url is {cert_url!r}, not {url!r}"

@@ -1,0 +1,151 @@
+"""The debug console: a locked board gives no REPL, and what it prints on
+its serial port from reset on discloses no secret."""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from sbd_harness.checks.common import NVS_NS, board_settings, boot_line_or_skip, flash_store, reads_flash
+from sbd_harness.checks.leaks import find_key
+from sbd_harness.device.bootline import last_boot_line
+
+
+PROMPTS = (">>> ", "raw REPL", "paste mode")
+
+
+SERIAL_WATCH_S = 10.0    # serial output recorded after a locked boot's boot line
+
+
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+")
+
+
+PEM = re.compile(r"-----BEGIN [A-Z ]+-----")
+
+
+SECRET_FIELD = re.compile(r'"(wifi_psk|psk|pass(word)?|secret|token|sk|private_key|key)"\s*:\s*"[^"]+"', re.I)
+
+
+@pytest.mark.sbd_check(
+    id="no-private-key-on-serial",
+    title="The device's private key appears nowhere in all it ever sent on the serial port",
+    etsi_en_303_645=["5.4-1", "5.6-2"], nist_ir_8259a=["3"], eu_cra=["I(2)(e)"])
+def check_no_key_on_serial(sbd_board, sbd_evidence):
+    if not reads_flash(sbd_board):
+        pytest.skip("needs the key from the flash image: emulated boards only")
+    secret = flash_store(sbd_board).get((NVS_NS, "sk"))
+    if not secret:
+        pytest.skip("the device has no key yet")
+    log = sbd_board.state.serial_log.read_bytes()
+    hits = find_key(secret, log)
+    from sbd_harness.checks.leaks import key_encodings
+    sbd_evidence.update({"serial_log_bytes": len(log), "encodings_searched": len(key_encodings(secret)),
+                         "found_as": hits})
+    assert not hits, f"the private key is in the serial log as {hits}"
+
+
+def _prompts(text: str) -> list[str]:
+    return [p for p in PROMPTS if p in text]
+
+
+@pytest.mark.sbd_check(
+    id="console-locked",
+    title="A locked board gives no REPL: not to Ctrl-C/Ctrl-A/Ctrl-E, not to a Ctrl-C storm during boot",
+    etsi_en_303_645=["5.6-4A"], owasp_isvs=["3.1.3"], nist_ir_8259a=["4"], eu_cra=["I(2)(d)", "I(2)(j)"])
+def check_console_locked(sbd_board, sbd_boot, sbd_evidence):
+    boot = boot_line_or_skip(sbd_boot)
+    if boot.get("security", {}).get("console") != "locked":
+        pytest.skip("the console is open by design until the board is provisioned and locked")
+    with sbd_board.open_port() as port:
+        port.reset_input_buffer()
+        for keys in (b"\r\x03\x03", b"\r\x01", b"\r\x02", b"\r\x05", b"\x04", b"help()\r"):
+            port.write(keys)
+            time.sleep(0.3)
+        time.sleep(1.0)
+        quiet = port.read(65536).decode(errors="replace")
+    sbd_evidence["after_control_keys"] = quiet[-300:]
+    if _prompts(quiet):
+        _leave_running(sbd_board)
+    assert not _prompts(quiet), f"the locked console answered with {_prompts(quiet)}"
+    # A Ctrl-C storm from power-on: the window before the firmware closes the console.
+    stop = threading.Event()
+    with sbd_board.open_port() as port:
+        port.reset_input_buffer()
+
+        def storm() -> None:
+            while not stop.is_set():
+                port.write(b"\x03\x01\x03\x05")
+                time.sleep(0.002)
+
+        t = threading.Thread(target=storm)
+        t.start()
+        try:
+            sbd_board.trigger_reset(port, "hard")
+            data = bytearray()
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                data += port.read(4096)
+        finally:
+            stop.set()
+            t.join()
+        time.sleep(0.5)
+        data += port.read(65536)
+    text = data.decode(errors="replace")
+    after = text[text.rfind("rst:0x"):] if "rst:0x" in text else text
+    sbd_evidence["storm_boot_line"] = last_boot_line(after)
+    if _prompts(after):
+        _leave_running(sbd_board)
+    assert not _prompts(after), f"a Ctrl-C storm during boot got {_prompts(after)}"
+
+
+def _leave_running(board) -> None:
+    """A console that broke into the REPL leaves the firmware stopped; reset it so the
+    checks after this one find the device running, as they would otherwise."""
+    try:
+        board.reset("hard")
+    except Exception:  # noqa: BLE001 - best effort; the failure is already recorded
+        pass
+
+
+def _secrets_in(text: str, board) -> list[str]:
+    """Names of the device's own secrets that appear in `text`."""
+    found = []
+    settings = board_settings(board) or {}
+    psk = settings.get("wifi_psk") or os.environ.get("SBD_WIFI_PSK")
+    if psk and psk in text:
+        found.append("Wi-Fi passphrase")
+    if reads_flash(board):
+        from sbd_harness.emulator.nvs_reader import read_store
+        secret = read_store(board.flash_image().read_partition("nvs")).get(("sbd", "sk"))
+        if secret:
+            found += [f"private key ({form})" for form in find_key(secret, text.encode(errors="replace"))]
+    return found
+
+
+@pytest.mark.sbd_check(
+    id="serial-discloses-nothing-after-lock",
+    title="A locked board's serial output, from reset through its first network attempts, discloses no "
+          "secret, key, certificate armour, traceback or source path beyond its boot line",
+    etsi_en_303_645=["5.6-2"], eu_cra=["I(2)(e)", "I(2)(j)"], owasp_isvs=["5.1.1"])
+def check_serial_discloses_nothing(sbd_board, sbd_boot, sbd_evidence):
+    boot = sbd_boot.boot_line
+    if boot is None:
+        pytest.skip("no boot line (see boot-line-identifies-firmware)")
+    if boot.get("security", {}).get("console") != "locked":
+        pytest.skip("the console is open by design until the board is provisioned and locked")
+    capture = sbd_board.capture_boot("hard", timeout=30, settle=SERIAL_WATCH_S)
+    text = capture.transcript
+    text = text[text.rfind("rst:0x"):] if "rst:0x" in text else text
+    problems = _secrets_in(text, sbd_board)
+    problems += [f"traceback: {m.group(0)[:80]}" for m in TRACEBACK.finditer(text)][:5]
+    problems += [f"PEM block: {m.group(0)}" for m in PEM.finditer(text)][:5]
+    problems += [f"secret-named field: {m.group(0)[:40]}" for m in SECRET_FIELD.finditer(text)][:5]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    sbd_evidence.update({"bytes": len(text), "lines": len(lines), "seconds_watched": SERIAL_WATCH_S,
+                         "unstructured_lines": [line[:100] for line in lines if not line.startswith("{")][:20],
+                         "problems": problems})
+    assert capture.boot_line is not None, "the locked board showed no boot line on this boot"
+    assert not problems, f"the locked board's serial output discloses: {problems}"

@@ -1,0 +1,95 @@
+"""The device points to its vulnerability disclosure policy and its support
+period, and the documents say what they must.
+
+The device says where they are in its birth message (`security_policy`,
+`support_until`), which it sends once provisioned, locked and connected to
+its broker: the checks run the lab broker (the `sbd_broker` fixture) and
+skip, saying why, on a board that does not go online. The published address
+is mapped to the lab's copy of the documents: the firmware's DOCS_URL prefix
+becomes the docs folder (`--docs DIR`, default the project's docs/).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from sbd_harness.checks.online import locked_device_id, wait_online
+from sbd_harness.device.contract import topics
+from sbd_harness.lab.watch import Watcher
+from sbd_harness.release.docs_policy import DocsError, PLACEHOLDER_RE, docs_dir, docs_url, read_policy, read_support, resolve, support_document
+
+RETAINED_WAIT_S = 3  # a retained birth message arrives as soon as the subscription does
+
+
+def _birth(sbd_board, sbd_boot, sbd_broker) -> dict[str, Any]:
+    """The device's birth message in this run: the one the broker kept (retained),
+    or a fresh one after a reset. Kept on the broker for the next check."""
+    device_id = locked_device_id(sbd_boot)  # skips on a board that is not provisioned and locked
+    cached = getattr(sbd_broker, "docs_birth", {}).get(device_id)
+    if cached is not None:
+        return cached
+    topic = topics(device_id)
+    with Watcher(sbd_broker, topic.state) as w:
+        def kept(m) -> bool:
+            body = m.json()
+            return m.retain and isinstance(body, dict) and body.get("online") is True
+        message = w.wait_for(kept, RETAINED_WAIT_S) or wait_online(sbd_board, w, topic)
+    birth = message.json()
+    sbd_broker.docs_birth = {**getattr(sbd_broker, "docs_birth", {}), device_id: birth}
+    return birth
+
+
+def _policy(pytestconfig, sbd_bundle, birth: dict[str, Any], evidence: dict[str, Any]):
+    url = birth.get("security_policy")
+    evidence["security_policy"] = url
+    assert url, f"the birth message does not point to a vulnerability disclosure policy (no security_policy): {birth}"
+    if PLACEHOLDER_RE.search(str(url).split("/")[2] if str(url).count("/") >= 2 else ""):
+        evidence["note"] = ("the address is on a reserved placeholder domain: the lab's copy was checked; a product "
+                            "sets DOCS_URL to where it publishes its documents")
+    prefix = docs_url(sbd_bundle.sources.get("/lib/sbd/version.py", b"").decode(errors="replace"))
+    folder = docs_dir(pytestconfig.getoption("--sbd-docs"))
+    try:
+        path = resolve(url, prefix, folder)
+    except DocsError as exc:
+        raise AssertionError(f"security_policy: {exc}") from None
+    evidence["policy_file"] = str(path)
+    assert path.is_file(), f"the device points to {url}, but there is no {path}"
+    return path
+
+
+@pytest.mark.sbd_check(
+    id="vulnerability-disclosure-policy-published",
+    title="The device points to a vulnerability disclosure policy with a contact, an acknowledgement "
+          "and a status-update timeline",
+    etsi_en_303_645=["5.2-1"], uk_psti=["Sch1(2)"], eu_cra=["II(5)", "II(6)"])
+def check_disclosure_policy(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
+    birth = _birth(sbd_board, sbd_boot, sbd_broker)
+    path = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
+    found, problems = read_policy(path.read_text(errors="replace"))
+    sbd_evidence.update(found)
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+@pytest.mark.sbd_check(
+    id="support-period-declared",
+    title="The device states the end of its support period, and the published declaration agrees and "
+          "has not passed",
+    etsi_en_303_645=["5.3-13"], uk_psti=["Sch1(3)"], eu_cra=["Art13(8)"])
+def check_support_period(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
+    birth = _birth(sbd_board, sbd_boot, sbd_broker)
+    device_date = birth.get("support_until")
+    sbd_evidence["support_until"] = device_date
+    assert device_date, f"the birth message does not state the end of the support period (no support_until): {birth}"
+    policy = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
+    found, _ = read_policy(policy.read_text(errors="replace"))
+    try:
+        declaration = support_document(policy, found)
+    except DocsError as exc:
+        raise AssertionError(str(exc)) from None
+    sbd_evidence["support_file"] = str(declaration)
+    assert declaration.is_file(), f"{policy.name} links its support period to {declaration}, which does not exist"
+    found, problems = read_support(declaration.read_text(errors="replace"), device_date, dt.date.today())
+    sbd_evidence.update(found)
+    assert not problems, f"{declaration.name}: " + "; ".join(problems)

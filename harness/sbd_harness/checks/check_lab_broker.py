@@ -1,0 +1,121 @@
+"""The broker side of the device's connection: who may connect, what each
+identity may reach, revocation, and the TLS configuration a scanner sees.
+
+They probe the lab broker the run started (the `sbd_broker` fixture) with
+host identities the lab CA issues for the purpose, never the device's own.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sbd_harness.identity.pki import LabCA
+from sbd_harness.lab.broker import BROKER_HOSTNAME
+from sbd_harness.lab.watch import Watcher
+
+CONNECT = b"\x10\x14\x00\x04MQTT\x04\x02\x00\x3c\x00\x08sbdprobe"
+
+
+def _try_connect(broker, ca_path: Path, cert_pem: bytes | None = None, key_pem: bytes | None = None) -> str:
+    """'accepted' when the broker answers CONNECT with CONNACK 0; otherwise what happened."""
+    ctx = ssl.create_default_context(cafile=str(ca_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        if cert_pem:
+            (Path(tmp) / "c.pem").write_bytes(cert_pem)
+            (Path(tmp) / "k.pem").write_bytes(key_pem or b"")
+            ctx.load_cert_chain(Path(tmp) / "c.pem", Path(tmp) / "k.pem")
+    try:
+        with socket.create_connection((broker.address, broker.port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname=BROKER_HOSTNAME) as tls:
+            tls.sendall(CONNECT)
+            answer = tls.recv(4)
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused ({type(exc).__name__}: {str(exc)[:80]})"
+    if answer == b"\x20\x02\x00\x00":
+        return "accepted"
+    return f"refused (answer {answer!r})"
+
+
+def _suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.mark.sbd_check(
+    id="broker-requires-client-certificate",
+    title="The broker lets in a client with a lab certificate, and no client without one or with a foreign one",
+    etsi_en_303_645=["5.5-4"], nist_ir_8259a=["4"], eu_cra=["I(2)(d)"], owasp_isvs=["4.2.3"])
+def check_broker_requires_certificate(sbd_broker, sbd_ca, sbd_evidence):
+    with tempfile.TemporaryDirectory() as tmp:
+        foreign = LabCA(tmp)
+        foreign.init("another CA")
+        outcomes = {
+            "lab certificate": _try_connect(sbd_broker, sbd_ca.cert_path, *sbd_ca.issue_client(f"probe-{_suffix()}")),
+            "no certificate": _try_connect(sbd_broker, sbd_ca.cert_path),
+            "foreign CA's certificate": _try_connect(sbd_broker, sbd_ca.cert_path,
+                                                     *foreign.issue_client(f"probe-{_suffix()}")),
+        }
+    sbd_evidence["outcomes"] = outcomes
+    assert outcomes["lab certificate"] == "accepted", f"the broker refused a lab client: {outcomes}"
+    let_in = [k for k, v in outcomes.items() if k != "lab certificate" and v == "accepted"]
+    assert not let_in, f"the broker let in a client with {let_in}"
+
+
+@pytest.mark.sbd_check(
+    id="broker-refuses-revoked-certificates",
+    title="Once the lab CA revokes a certificate and the broker reloads the CRL, that identity is refused",
+    etsi_en_303_645=["5.5-4", "5.5-8"], nist_ir_8259a=["4"], eu_cra=["I(2)(d)"], owasp_isvs=["4.2.3"])
+def check_broker_revocation(sbd_broker, sbd_ca, sbd_evidence):
+    from cryptography import x509
+    cert, key = sbd_ca.issue_client(f"revoked-{_suffix()}")
+    before = _try_connect(sbd_broker, sbd_ca.cert_path, cert, key)
+    sbd_ca.revoke_serial(x509.load_pem_x509_certificate(cert).serial_number)
+    sbd_broker.reload_crl()
+    after = _try_connect(sbd_broker, sbd_ca.cert_path, cert, key)
+    sbd_evidence.update({"before_revocation": before, "after_revocation": after})
+    assert before == "accepted", f"the identity was refused even before it was revoked: {before}"
+    assert after != "accepted", "the broker still accepts a revoked certificate"
+
+
+@pytest.mark.sbd_check(
+    id="broker-confines-each-identity",
+    title="An identity can read and write its own topic tree only, not another device's",
+    etsi_en_303_645=["5.5-4", "5.6-7"], nist_ir_8259a=["4"], eu_cra=["I(2)(d)"], owasp_isvs=["4.2.3"])
+def check_broker_acl(sbd_broker, sbd_evidence):
+    a, b = f"acl-a-{_suffix()}", f"acl-b-{_suffix()}"
+    with Watcher(sbd_broker, "#", name=a) as wa, Watcher(sbd_broker, f"devices/{b}/#", name=b) as wb:
+        wa.client.subscribe([(f"devices/{b}/#", 1), ("devices/#", 1), (f"devices/{a}/#", 1)])
+        time.sleep(1)  # subscriptions in place
+        wb.publish(f"devices/{b}/telemetry", b'{"secret": "of b"}')
+        wa.publish(f"devices/{b}/cmd", b"from a, into b's tree")
+        wa.publish(f"devices/{a}/telemetry", b"a's own")
+        time.sleep(2)
+        a_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wa.all]
+        b_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wb.all]
+    sbd_evidence.update({"a": a, "b": b, "a_received": a_saw, "b_received": b_saw})
+    assert (f"devices/{a}/telemetry", "a's own") in a_saw, "an identity cannot even use its own topics"
+    leaked = [t for t, _ in a_saw if not t.startswith(f"devices/{a}/")]
+    assert not leaked, f"{a} read another identity's topics: {leaked}"
+    injected = [p for t, p in b_saw if "from a" in p]
+    assert not injected, f"{a} published into {b}'s topic tree"
+
+
+@pytest.mark.sbd_check(
+    id="broker-tls-configuration",
+    title="A TLS scanner (sslyze) finds the broker compliant with Mozilla's 'intermediate' configuration",
+    etsi_en_303_645=["5.5-1"], nist_ir_8259a=["3"], eu_cra=["I(2)(e)"], owasp_isvs=["4.1.1", "4.1.2"])
+def check_broker_tls_scan(sbd_broker, sbd_ca, sbd_evidence):
+    from sbd_harness.lab import tls_scan
+    if tls_scan.find_sslyze() is None:
+        pytest.skip("sslyze is not installed (make setup installs it; or pipx install sslyze)")
+    cert, key = sbd_ca.issue_client(f"scanner-{_suffix()}")
+    result = tls_scan.scan(sbd_broker.address, sbd_broker.port, cert, key, BROKER_HOSTNAME,
+                           ca_cert_pem=sbd_ca.cert_path.read_bytes())
+    sbd_evidence.update({"tls_versions": result.tls_versions, "cipher_suites": result.cipher_suites,
+                         "problems": result.problems})
+    assert result.compliant, f"not Mozilla-intermediate compliant: {result.problems}"

@@ -1,0 +1,73 @@
+"""MQTT over mutual TLS: the device connects to its broker as itself, and
+refuses every broker that cannot prove it is the lab's.
+
+They need a provisioned, locked board configured for a broker, and run the
+lab broker where the board expects it (the `sbd_broker` fixture)."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from sbd_harness.checks.online import board_address, locked_device_id, reset_board, wait_online
+from sbd_harness.device.contract import ONLINE_TIMEOUT_S, topics
+from sbd_harness.lab.rogue import KINDS, RogueBroker
+from sbd_harness.lab.watch import Watcher, on_topic
+
+
+@pytest.mark.sbd_check(
+    id="telemetry-over-mutual-tls",
+    title="The device connects to the broker over mutual TLS as itself; its birth message and telemetry arrive",
+    etsi_en_303_645=["5.5-1", "5.8-1", "5.8-2"], nist_ir_8259a=["3"], eu_cra=["I(2)(e)"],
+    owasp_isvs=["4.1.1", "4.2.3"])
+def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_evidence):
+    device_id = locked_device_id(sbd_boot)
+    topic = topics(device_id)
+    with Watcher(sbd_broker, topic.all) as w:
+        birth = wait_online(sbd_board, w, topic).json()
+        telemetry = w.collect(on_topic(topic.telemetry), 2, timeout=45)
+    log = sbd_broker.log_path.read_text(errors="replace")
+    as_user = [line for line in log.splitlines() if f"u'{device_id}'" in line]
+    sbd_evidence.update({"broker": f"{sbd_broker.address}:{sbd_broker.port}", "birth": birth,
+                         "telemetry": [m.json() for m in telemetry], "broker_log": as_user[-1:]})
+    assert birth.get("fw_version") == sbd_boot.boot_line.get("fw_version"), "the birth message names another version"
+    assert birth.get("security", {}).get("console") == "locked", f"birth message: {birth}"
+    assert as_user, "the broker did not take the device's certificate CN as its user name"
+    bodies = [m.json() for m in telemetry]
+    assert len(bodies) == 2, f"no telemetry arrived on {topic.telemetry} within 45 s"
+    seqs = [b.get("seq") if isinstance(b, dict) else None for b in bodies]
+    assert all(isinstance(s, int) for s in seqs) and seqs[0] < seqs[1], f"telemetry without increasing seq: {bodies}"
+    assert all(isinstance(b.get("data"), dict) for b in bodies), f"telemetry without a reading: {bodies}"
+
+
+@pytest.mark.sbd_check(
+    id="rogue-brokers-refused",
+    title="At its broker's address the device refuses a self-signed, foreign-CA, wrong-host, expired "
+          "or TLS 1.1 broker and sends it nothing",
+    etsi_en_303_645=["5.5-1", "5.5-7"], nist_ir_8259a=["3"], eu_cra=["I(2)(d)", "I(2)(e)"],
+    owasp_isvs=["4.1.1", "4.1.3", "4.2.3"])
+def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
+    device_id = locked_device_id(sbd_boot)
+    topic = topics(device_id)
+    seen: dict[str, dict[str, Any]] = {}
+    sbd_broker.stop()
+    try:
+        for kind in KINDS:
+            with RogueBroker(kind, sbd_ca, sbd_broker.address, sbd_broker.port, board_address(sbd_board)) as rogue:
+                reset_board(sbd_board)
+                deadline = time.monotonic() + ONLINE_TIMEOUT_S
+                while rogue.attempts < 2 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(0.5)
+                seen[kind] = {"attempts": rogue.attempts, "handshakes": rogue.handshakes,
+                              "bytes_sent_by_device": len(rogue.received)}
+    finally:
+        sbd_broker.start()
+    with Watcher(sbd_broker, topic.state) as w:
+        wait_online(sbd_board, w, topic)
+    sbd_evidence["rogue_brokers"] = seen
+    untried = [k for k, v in seen.items() if not v["attempts"]]
+    assert not untried, f"the device never tried to connect while these stood in for its broker: {untried}"
+    fooled = [k for k, v in seen.items() if v["bytes_sent_by_device"]]
+    assert not fooled, f"the device talked MQTT to rogue brokers: {fooled}"

@@ -1,0 +1,248 @@
+"""Signed updates (docs/ota.md): over the device's own MQTT connection, the
+harness offers updates the device must refuse, and shows it still runs what
+it ran before.
+
+The updates carry the build under test (`sbd_bundle`) stamped with a new
+version, so a device that wrongly installs one is visibly changed: it says
+`installed`, restarts, and its birth message names the new version. The
+device's OTA state (security counter, running slot, the key IDs of the
+release keys it trusts) comes from its `status` answer on its result topic.
+
+Signing with a trusted key needs the lab release key
+(`<state>/release/release-key.pem`, made by `sbd ota keygen`); the cases
+that need it are skipped, or the check is, with the reason, when the harness
+does not hold the key the device trusts.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sbd_harness.checks.online import locked_device_id, serial_tail, wait_online
+from sbd_harness.device.contract import COMMIT_TIMEOUT_S, ONLINE_TIMEOUT_S, PUSH_TIMEOUT_S, is_birth, is_ota_event, topics
+from sbd_harness.lab.watch import Watcher
+from sbd_harness.release import ota
+from sbd_harness.release.bundle import FirmwareBundle
+
+STATUS_TRIES = 4
+# Refusals that say nothing about the update itself: the device did not get as far as checking it.
+NOT_CHECKED = ("busy", "no release keys", "too large for flash", "out of memory", "bad begin", "superseded")
+
+
+class _Device:
+    """The device under test on the lab broker, as the OTA checks see it."""
+
+    def __init__(self, board, watcher: Watcher, device_id: str):
+        self.board, self.w, self.id = board, watcher, device_id
+        self.topic = topics(device_id)
+        self.birth: dict[str, Any] = {}
+
+    def online(self, reset: bool = True) -> dict[str, Any]:
+        self.birth = wait_online(self.board, self.w, self.topic, reset=reset).json()
+        return self.birth
+
+    def _ota_result(self, events: str | tuple[str, ...], since: float, timeout: float) -> dict[str, Any] | None:
+        wanted = (events,) if isinstance(events, str) else events
+        m = self.w.wait_for(is_ota_event(self.topic, wanted, since), timeout)
+        return m.json() if m else None
+
+    def status(self) -> dict[str, Any]:
+        """The device's `status` answer (counter, running slot, trusted key IDs). The device
+        subscribes to its ota topics just after its birth message, and a busy device may
+        refuse a request: ask again, and say what it answered if it never gives its status."""
+        answers: list[dict[str, Any]] = []
+        for _ in range(STATUS_TRIES):
+            since = time.monotonic()
+            self.w.publish(self.topic.ota_ctl, json.dumps({"op": "status"}))
+            reply = self._ota_result(("status", "rejected"), since, 10)
+            if reply is not None and reply.get("event") == "status":
+                return reply
+            if reply is not None:
+                answers.append(reply)
+                time.sleep(1)
+        raise AssertionError(f"the device did not answer an OTA status request on {self.topic.ota_ctl} "
+                             f"(it cannot be updated over its MQTT connection); it answered {answers}"
+                             f"{serial_tail(self.board)}")
+
+    def push(self, stream: bytes) -> dict[str, Any]:
+        try:
+            return ota.push(self.w, self.id, stream, timeout=PUSH_TIMEOUT_S)
+        except ota.OTAError as exc:
+            raise AssertionError(f"the device did not answer an update: {exc}") from exc
+
+    def after_install(self) -> str | None:
+        """After an `installed`: the version the device runs once it has restarted into it."""
+        birth = self.w.wait_for(is_birth(self.topic), ONLINE_TIMEOUT_S)
+        return (birth.json() or {}).get("fw_version") if birth else None
+
+    def running_version(self) -> str | None:
+        return self.online(reset=True).get("fw_version")
+
+
+def _label(kind: str) -> str:
+    return f"{kind}-{secrets.token_hex(2)}"[:16]
+
+
+def _stream(bundle: FirmwareBundle, version: str, counter: int, model: str, key: ota.ReleaseKey) -> bytes:
+    """The build under test as release `version`, signed by `key`."""
+    stamped = bundle.with_version(version)
+    manifest = ota.build_manifest(stamped, version, counter, model=model)
+    files = {f["path"]: stamped.files["/" + f["path"]] for f in manifest["files"]}
+    return ota.build_stream(ota.encode_manifest(manifest), key, files)
+
+
+def _resigned(stream: bytes, key_id: bytes, signature: bytes) -> bytes:
+    """The same stream with another key ID and signature in its header."""
+    manifest_bytes, _kid, _sig, payload = ota.parse_stream(stream)
+    return (ota.MAGIC + len(manifest_bytes).to_bytes(4, "big") + manifest_bytes + key_id + signature + payload)
+
+
+def _flip_file_byte(stream: bytes) -> tuple[bytes, str]:
+    """One byte flipped in the middle of the first non-empty file; the file's path."""
+    manifest_bytes, _kid, _sig, payload = ota.parse_stream(stream)
+    manifest = json.loads(manifest_bytes)
+    at = len(stream) - len(payload)
+    for entry in manifest["files"]:
+        if entry["size"]:
+            out = bytearray(stream)
+            out[at + entry["size"] // 2] ^= 0x01
+            return bytes(out), entry["path"]
+        at += entry["size"]
+    raise AssertionError("the build has only empty files")
+
+
+def _lab_key() -> tuple[ota.ReleaseKey | None, str]:
+    path = ota.default_release_key_path()
+    if not path.exists():
+        return None, f"no lab release key at {path} (sbd ota keygen, before provisioning)"
+    try:
+        return ota.ReleaseKey.load(path), ""
+    except ota.OTAError as exc:
+        return None, str(exc)
+
+
+def _online_device(sbd_board, sbd_boot, w: Watcher) -> tuple[_Device, dict[str, Any]]:
+    device = _Device(sbd_board, w, locked_device_id(sbd_boot))
+    device.online()
+    status = device.status()
+    if not isinstance(status.get("keys"), list):
+        pytest.skip("the device's OTA status does not list the release keys it trusts (firmware older than "
+                    f"this check): {status}")
+    if not status["keys"]:
+        pytest.skip("the device trusts no release key (provisioned before sbd ota keygen?): it refuses "
+                    "every update, so refusals here would show nothing")
+    return device, status
+
+
+def _refused(device: _Device, case: str, stream: bytes, why: str, outcomes: dict[str, Any],
+             what: str = "an unverified update") -> None:
+    """Pushes a stream the device must refuse; fails, naming `what` and `why`, when it installs it. Then
+    resets the device (which also gives the next case a fresh heap): it must run the same version."""
+    version = device.birth.get("fw_version")
+    result = device.push(stream)
+    outcomes[case] = seen = {k: v for k, v in result.items() if k != "sbd"}
+    if result.get("event") == "installed":
+        now = device.after_install()
+        seen["runs_after_restart"] = now
+        raise AssertionError(f"the device installed {what} ({case}: {why})"
+                             + (f" and now runs version {now}" if now else ""))
+    assert result.get("event") == "rejected", f"{case}: unexpected answer {result}"
+    error = str(result.get("error", ""))
+    if error.startswith(NOT_CHECKED):
+        pytest.skip(f"the device refused the {case} update before checking it ({error}): inconclusive")
+    seen["runs_after_reset"] = now = device.running_version()
+    assert now == version, f"after refusing the {case} update the device runs version {now}, not {version}"
+
+
+def _unchanged(device: _Device, before: dict[str, Any], evidence: dict[str, Any]) -> None:
+    evidence["status_after"] = after = device.status()
+    assert (after.get("counter"), after.get("active")) == (before.get("counter"), before.get("active")), \
+        f"the refused updates changed the device's OTA state: {before} -> {after}"
+
+
+@pytest.mark.sbd_check(
+    id="unsigned-or-foreign-updates-refused",
+    title="Over its MQTT connection the device refuses an update signed by an unknown key, an unsigned one, "
+          "one with a forged signature and a signed one with a file changed, and keeps its version",
+    etsi_en_303_645=["5.3-2", "5.3-9", "5.3-10"], nist_ir_8259a=["5"], eu_cra=["I(2)(c)", "I(2)(f)"],
+    owasp_isvs=["3.4.3"])
+def check_unsigned_or_foreign_updates(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
+    outcomes: dict[str, Any] = {}
+    sbd_evidence["cases"] = outcomes
+    with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
+        device, before = _online_device(sbd_board, sbd_boot, w)
+        version, model = device.birth.get("fw_version"), device.birth.get("model") or ota.MODEL
+        counter = int(before.get("counter") or 0) + 1  # above the device's: only the signature is wrong
+        trusted = [bytes.fromhex(k) for k in before["keys"]]
+        sbd_evidence.update({"fw_version_before": version, "status_before": before, "counter_offered": counter})
+        foreign = ota.ReleaseKey(ec.generate_private_key(ec.SECP256R1()))
+        label = _label("unverified")
+        by_foreign = _stream(sbd_bundle, label, counter, model, foreign)
+        manifest_bytes = ota.parse_stream(by_foreign)[0]
+        _refused(device, "unknown-key", by_foreign, "signed by a key it does not trust", outcomes)
+        _refused(device, "no-signature", _resigned(by_foreign, bytes(8), bytes(64)),
+                 "no signature at all", outcomes)
+        # A trusted key's ID (public: the device reports it) on another key's signature.
+        _refused(device, "forged-signature", _resigned(by_foreign, trusted[0][:8], foreign.sign(manifest_bytes)),
+                 f"trusted key ID {trusted[0].hex()}, but a signature that does not verify under that key",
+                 outcomes)
+        key, why_not = _lab_key()
+        if key is not None and key.key_id in trusted:
+            tampered, path = _flip_file_byte(_stream(sbd_bundle, label, counter, model, key))
+            _refused(device, "file-changed", tampered,
+                     f"validly signed, but {path} differs by one byte from the file the manifest lists", outcomes)
+        else:
+            outcomes["file-changed"] = {"skipped": why_not or f"the device does not trust the lab release key "
+                                        f"{key.key_id.hex()}: nothing validly signed can be tampered with"}
+        _unchanged(device, before, sbd_evidence)
+
+
+@pytest.mark.sbd_check(
+    id="update-rollback-refused",
+    title="A validly signed update whose security counter is not above the device's (a replay of the current "
+          "release, a downgrade) is refused, and the device keeps its version",
+    etsi_en_303_645=["5.3-2", "5.3-7", "5.3-10"], nist_ir_8259a=["5"], eu_cra=["I(2)(c)"],
+    owasp_isvs=["3.4.6"])
+def check_update_rollback(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence, pytestconfig):
+    key, why_not = _lab_key()
+    if key is None:
+        pytest.skip(f"the harness cannot sign an update, so anti-rollback cannot be shown: {why_not}")
+    outcomes: dict[str, Any] = {}
+    sbd_evidence["cases"] = outcomes
+    with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
+        device, before = _online_device(sbd_board, sbd_boot, w)
+        if key.key_id.hex() not in before["keys"]:
+            pytest.skip(f"the device does not trust the lab release key {key.key_id.hex()} (it trusts "
+                        f"{', '.join(before['keys'])}): the harness cannot sign an update it would take")
+        version, model = device.birth.get("fw_version"), device.birth.get("model") or ota.MODEL
+        counter = int(before.get("counter") or 0)
+        sbd_evidence.update({"fw_version_before": version, "status_before": before})
+        if counter == 0:
+            if not pytestconfig.getoption("--sbd-destructive"):
+                pytest.skip("the device has never committed an update (security counter 0), so no equal or "
+                            "lower counter can be offered; push a release first (sbd ota push), or run with "
+                            "--destructive to let this check install the build as update 1")
+            # Setup, not the check: the build as it runs, as update 1; it must install and commit.
+            since = time.monotonic()
+            result = device.push(_stream(sbd_bundle, version, 1, model, key))
+            assert result.get("event") == "installed", f"a valid signed update (counter 1) was not installed: {result}"
+            committed = device._ota_result("committed", since, COMMIT_TIMEOUT_S)
+            sbd_evidence["setup_update_1"] = committed
+            assert committed and committed.get("counter") == 1, \
+                f"a valid signed update (counter 1) did not commit within {COMMIT_TIMEOUT_S} s"
+            device.online()  # a fresh boot of the committed update, as a device in the field would run
+            before = device.status()
+            counter = int(before.get("counter") or 0)
+            sbd_evidence["status_before"] = before
+        label = _label("rollback")
+        offers = [("replay-of-current", counter)] + ([("downgrade", counter - 1)] if counter > 1 else [])
+        for case, offered in offers:
+            _refused(device, case, _stream(sbd_bundle, label, offered, model, key),
+                     f"security counter {offered} is not above the device's {counter}: anti-rollback is missing",
+                     outcomes, what="a rolled-back update")
+        _unchanged(device, before, sbd_evidence)

@@ -1,0 +1,46 @@
+"""The board runs the firmware that was built, and says which firmware it is.
+
+They read what any board shows (its boot line on the serial console) and,
+while the console is open, what the REPL answers."""
+from __future__ import annotations
+
+import pytest
+
+from sbd_harness.boards.base import BoardError
+from sbd_harness.checks.common import skip_if_locked
+from sbd_harness.device.bootline import missing_keys
+
+
+@pytest.mark.sbd_check(
+    id="boot-line-identifies-firmware",
+    title="The boot line names the model, the firmware version built and the security state",
+    etsi_en_303_645=["5.3-16"], nist_ir_8259a=["1", "6"])
+def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
+    boot = sbd_boot.boot_line
+    sbd_evidence["boot_line"] = boot
+    sbd_evidence["boot_s"] = round(sbd_boot.elapsed_s, 3)
+    assert boot is not None, "no JSON boot line on the serial console after a reset"
+    assert not missing_keys(boot), f"boot line lacks {missing_keys(boot)}"
+    assert boot.get("model"), "the boot line names no model"
+    assert boot["fw_version"] == sbd_bundle.version, (
+        f"board runs version {boot['fw_version']}, the build is {sbd_bundle.version}")
+    assert isinstance(boot["security"], dict) and boot["security"].get("profile"), "no security state"
+
+
+@pytest.mark.sbd_check(
+    id="firmware-matches-build",
+    title="Every firmware file on the board has the SHA-256 of the build",
+    eu_cra=["I(2)(f)"])
+def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_evidence):
+    expected = sbd_bundle.file_hashes()
+    if sbd_boot.boot_line:
+        skip_if_locked(sbd_boot.boot_line, "its files cannot be read back")
+    try:
+        actual = sbd_board.file_sha256(list(expected))
+    except BoardError as exc:
+        pytest.skip(f"no REPL, files unreadable: {str(exc).splitlines()[0]}")
+    missing = sorted(p for p, h in actual.items() if h is None)
+    changed = sorted(p for p, h in actual.items() if h is not None and h != expected[p])
+    sbd_evidence.update({"files": len(expected), "missing": missing, "changed": changed,
+                         "bundle_sha256": sbd_bundle.sha256})
+    assert not missing and not changed, f"missing {missing}, changed {changed}"

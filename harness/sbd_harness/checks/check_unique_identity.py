@@ -1,0 +1,144 @@
+"""Unique per-device credentials: a certificate the lab CA issued for the
+device's own key and hardware ID, keys and IDs no other device shares, and no
+password, key or other secret baked into the firmware image.
+
+They work on a locked board through what it exposes (boot line, attestation,
+the lab CA's records); boards whose flash the harness can read back also let
+them compare the keys held on the flash."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sbd_harness.boards.base import BoardError
+from sbd_harness.checks.common import NVS_NS, boot_line_or_skip, flash_store, reads_flash, require_provisioned, skip_if_locked
+from sbd_harness.identity.pki import fingerprint, public_point
+
+
+DEFAULT_CREDENTIALS = {"admin", "password", "passw0rd", "root", "toor", "1234", "12345", "123456", "12345678",
+                       "default", "changeme", "guest", "user", "esp32", "micropython", "secret", "letmein"}
+
+
+CREDENTIAL_NAME = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|psk|private_?key|priv_?key|_sk\b|"
+                             r"factory_?key|credential)", re.I)
+
+
+ASSIGNED_LITERAL = re.compile(r"""^\s*([A-Za-z_][\w.]*)\s*[:=]\s*[bru]*(["'])(.*?)\2""", re.M)
+
+
+# IDs that betray a constant or a placeholder rather than the chip's own ID.
+DEGENERATE_IDS = {"000000000000", "ffffffffffff", "001122334455", "aabbccddeeff", "deadbeefcafe",
+                  "123456789abc", "010203040506"}
+
+
+UNIQUE_ID_CODE = "import machine, binascii\nprint(binascii.hexlify(machine.unique_id()).decode())"
+
+
+@pytest.mark.sbd_check(
+    id="identity-certified-by-lab-ca",
+    title="The device holds a certificate the lab CA issued for its own key and ID, not revoked",
+    etsi_en_303_645=["5.1-3", "5.4-4"], nist_ir_8259a=["1"], eu_cra=["I(2)(d)"])
+def check_identity_certified(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
+    boot = boot_line_or_skip(sbd_boot)
+    require_provisioned(boot)
+    device_id = boot["device_id"]
+    cert = sbd_ca.issued_certificate(device_id)
+    assert cert is not None, f"the lab CA never certified device {device_id}"
+    fp = fingerprint(cert)
+    sbd_evidence.update({"device_id": device_id, "cert_sha256": fp, "boot_cert_sha256": boot["security"].get("cert_sha256")})
+    assert boot["security"].get("cert_sha256") == fp, "the device's certificate is not the one the CA issued it"
+    try:
+        sbd_ca.certificate.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise AssertionError("the certificate on record is not signed by the lab CA") from None
+    assert cert.subject.rfc4514_string() == f"CN={device_id}"
+    if reads_flash(sbd_board):  # the device holds the key its certificate names
+        held = flash_store(sbd_board).get((NVS_NS, "pk"), b"")
+        assert held == public_point(cert.public_key()), "the device's key is not the certified one"
+    assert not sbd_ca.is_revoked(device_id), "the device's certificate is revoked"
+
+
+@pytest.mark.sbd_check(
+    id="device-keys-unique",
+    title="No other device shares this device's key or ID",
+    etsi_en_303_645=["5.4-4"], nist_ir_8259a=["1"], owasp_isvs=["2.1.10"])
+def check_device_keys_unique(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
+    boot = boot_line_or_skip(sbd_boot)
+    require_provisioned(boot)
+    device_id = boot["device_id"]
+    devices = sbd_ca.index()["devices"]
+    mine = devices[device_id]["public_key"]
+    clashes = sorted(other for other, e in devices.items() if other != device_id and e["public_key"] == mine)
+    sbd_evidence["devices_certified"] = len(devices)
+    if reads_flash(sbd_board):
+        from sbd_harness.boards.emulated import EmulatedBoard
+        for other in EmulatedBoard.all():
+            if other.name == sbd_board.name:
+                continue
+            if flash_store(other).get((NVS_NS, "pk"), b"").hex() == mine:
+                clashes.append(f"key of emulated board {other.name}")
+            if other.conf["unique_id"] == device_id:
+                clashes.append(f"ID of emulated board {other.name}")
+        sbd_evidence["emulated_boards_compared"] = len(EmulatedBoard.all()) - 1
+    assert not clashes, f"the same key is held by: {clashes}"
+
+
+def _literal_credentials(files: dict[str, bytes]) -> list[str]:
+    found = []
+    for path, data in files.items():
+        if not path.endswith(".py"):
+            continue
+        for m in ASSIGNED_LITERAL.finditer(data.decode(errors="replace")):
+            name, value = m.group(1), m.group(3)
+            if CREDENTIAL_NAME.search(name) and value:
+                found.append(f"{path}: {name} = {value[:12]!r}")
+            elif value.lower() in DEFAULT_CREDENTIALS and CREDENTIAL_NAME.search(m.group(0)):
+                found.append(f"{path}: {name} = {value!r}")
+    return found
+
+
+@pytest.mark.sbd_check(
+    id="no-default-or-shared-secrets",
+    title="The firmware image holds no password, key or other shared secret, and no two boards share one",
+    etsi_en_303_645=["5.1-1", "5.1-2", "5.4-3"], uk_psti=["Sch1(1)"], owasp_isvs=["2.1.9", "2.1.10"],
+    eu_cra=["I(2)(b)"])
+def check_no_shared_secrets(sbd_board, sbd_bundle, sbd_evidence):
+    found = _literal_credentials(sbd_bundle.sources)
+    shared = []
+    if reads_flash(sbd_board):
+        from sbd_harness.boards.emulated import EmulatedBoard
+        mine = flash_store(sbd_board)
+        for other in EmulatedBoard.all():
+            if other.name == sbd_board.name:
+                continue
+            theirs = flash_store(other)
+            for key, value in mine.items():
+                if key[1] in ("sk",) and isinstance(value, bytes) and theirs.get(key) == value:
+                    shared.append(f"{key[0]}/{key[1]} also on {other.name}")
+    sbd_evidence.update({"files_scanned": len(sbd_bundle.sources), "literal_credentials": found, "shared": shared})
+    assert not found, f"credentials in the firmware image: {found}"
+    assert not shared, f"secrets shared between boards: {shared}"
+
+
+@pytest.mark.sbd_check(
+    id="device-id-from-hardware",
+    title="The device ID is the chip's own unique ID, not a constant",
+    nist_ir_8259a=["1"])
+def check_device_id(sbd_board, sbd_boot, sbd_evidence):
+    boot = sbd_boot.boot_line
+    assert boot is not None, "no boot line to read a device ID from"
+    device_id = str(boot.get("device_id"))
+    sbd_evidence["device_id"] = device_id
+    assert re.fullmatch(r"[0-9a-f]{12}", device_id), f"device ID {device_id!r} is not 6 bytes of hex"
+    assert device_id not in DEGENERATE_IDS, f"device ID {device_id} is a placeholder"
+    skip_if_locked(boot, "machine.unique_id() cannot be read")
+    try:
+        chip_id = sbd_board.exec(UNIQUE_ID_CODE).strip()
+    except BoardError as exc:
+        pytest.skip(f"no REPL, machine.unique_id() unreadable: {str(exc).splitlines()[0]}")
+    sbd_evidence["machine_unique_id"] = chip_id
+    assert device_id == chip_id, f"boot line says {device_id}, the chip says {chip_id}"

@@ -1,0 +1,107 @@
+"""`sbd pki ...`, `sbd provision`, `sbd command`: the lab CA, per-device identities, signed commands."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from sbd_harness.boards.base import Board
+from sbd_harness.cli.common import CliError, add_pki, lab_ca, print_json, target, add_target
+from sbd_harness.errors import EXIT_FAIL
+
+
+# PKI and provisioning ---------------------------------------------------------------
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    ca = lab_ca(args)
+    ca.init()
+    from sbd_harness.identity.pki import fingerprint
+    print_json({"pki": str(ca.dir), "ca_certificate": str(ca.cert_path), "crl": str(ca.crl_path),
+                 "ca_sha256": fingerprint(ca.certificate)})
+    return 0
+
+
+def cmd_pki_show(args: argparse.Namespace) -> int:
+    ca = lab_ca(args)
+    from sbd_harness.identity.pki import fingerprint
+    index = ca.index()
+    print_json({"pki": str(ca.dir), "ca_subject": ca.certificate.subject.rfc4514_string(),
+                 "ca_sha256": fingerprint(ca.certificate),
+                 "devices": {d: {"fingerprint": e["fingerprint"], "revoked": e["serial"] in index["revoked"]}
+                             for d, e in index["devices"].items()}})
+    return 0
+
+
+def cmd_pki_revoke(args: argparse.Namespace) -> int:
+    ca = lab_ca(args)
+    ca.revoke(args.device_id)
+    print(f"revoked {args.device_id}; CRL: {ca.crl_path}")
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from sbd_harness.identity.provisioning import provision
+    board = target(args)
+    ca = lab_ca(args)
+    if not ca.exists():
+        raise CliError(f"no CA in {ca.dir}: run `sbd pki init` first")
+    settings = None
+    if args.wifi_ssid or args.broker:
+        if not (args.wifi_ssid and args.broker and os.environ.get("SBD_WIFI_PSK")):
+            raise CliError("give --wifi-ssid and --broker ADDR[:PORT], and the passphrase in SBD_WIFI_PSK")
+        addr, _, port = args.broker.partition(":")
+        settings = {"wifi_ssid": args.wifi_ssid, "wifi_psk": os.environ["SBD_WIFI_PSK"], "broker_addr": addr,
+                    "broker_port": int(port or 8883), "ntp_host": args.ntp}
+    result = provision(board, ca, lock=not args.no_lock, settings=settings)
+    cert = result.issued.certificate
+    print_json({"device_id": result.device_id, "subject": cert.subject.rfc4514_string(),
+                 "fingerprint_sha256": result.issued.fingerprint, "serial": format(cert.serial_number, "x"),
+                 "not_after": cert.not_valid_after_utc.isoformat(), "locked": not args.no_lock,
+                 "boot_line": result.boot_line})
+    return 0
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    board = target(args)
+    ca = lab_ca(args)
+    device_id = args.device or _device_id_of(board)
+    line = ca.sign_command(device_id, args.name)
+    reply = board.console_request(line, follow="status" if args.name == "status" else None)
+    print_json(reply)
+    return 0 if reply.get("ok") else EXIT_FAIL
+
+
+def _device_id_of(board: Board) -> str:
+    capture = board.capture_boot("hard")
+    if capture.boot_line is None:
+        raise CliError(f"no boot line from {board.name}: give --device ID")
+    return str(capture.boot_line["device_id"])
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    pki = sub.add_parser("pki", help="the lab CA").add_subparsers(dest="action", required=True)
+    for name, fn, helptext in (("init", cmd_pki_init, "create the lab CA (P-256), its CRL and index"),
+                               ("show", cmd_pki_show, "the CA and the devices it certified")):
+        p = pki.add_parser(name, help=helptext)
+        add_pki(p)
+        p.set_defaults(func=fn)
+    p = pki.add_parser("revoke", help="revoke a device's certificate and rewrite the CRL")
+    p.add_argument("device_id")
+    add_pki(p)
+    p.set_defaults(func=cmd_pki_revoke)
+
+    p = sub.add_parser("provision", help="certify an unprovisioned board's own key, then lock its console")
+    add_target(p)
+    add_pki(p)
+    p.add_argument("--no-lock", action="store_true", help="leave the console open (development only)")
+    p.add_argument("--wifi-ssid", help="real boards: the Wi-Fi network (passphrase in SBD_WIFI_PSK)")
+    p.add_argument("--broker", help="real boards: the broker's IPv4 address[:port] (default port 8883)")
+    p.add_argument("--ntp", default="pool.ntp.org",
+                   help="real boards: the NTP server that sets the clock before TLS (default pool.ntp.org)")
+    p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("command", help="send a command signed by the lab CA to a locked board")
+    add_target(p)
+    p.add_argument("name", choices=["status", "factory_reset", "unlock_console"])
+    p.add_argument("--device", help="the device ID (default: read from its boot line)")
+    add_pki(p)
+    p.set_defaults(func=cmd_command)
+

@@ -1,0 +1,142 @@
+"""`sbd verify`: runs the check catalogue on a board and writes the reports."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sbd_harness.boards.base import Board
+from sbd_harness.cli.common import CliError, add_pki, firmware_bundle, safe_name, target, add_target
+from sbd_harness.errors import EXIT_FAIL
+
+
+# verify -----------------------------------------------------------------------------
+def _verify_paths(args: argparse.Namespace, board: Board) -> dict[str, Path]:
+    """Where `sbd verify` writes: the JSON report, and beside it (unless given) the Markdown summary, the
+    HTML page, the JUnit XML and the SBOM, named after the report (report.json -> report.md, ...)."""
+    report = Path(args.report) if args.report else Path("reports") / safe_name(board.name) / "report.json"
+    paths = {"report": report,
+             "markdown": Path(args.markdown) if args.markdown else report.with_suffix(".md"),
+             "html": Path(args.html) if args.html else report.with_suffix(".html"),
+             "junit": Path(args.junit) if args.junit else report.with_suffix(".junit.xml"),
+             "sbom": report.with_suffix(".sbom.cdx.json")}
+    if len({p.resolve() for p in paths.values()}) != len(paths):
+        raise CliError("--report, --markdown, --html and --junit must be different files")
+    return paths
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import pytest
+
+    from sbd_harness.checks import CHECKS_DIR
+    from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
+    from sbd_harness.release.sbom import SBOMError, write_sbom
+    board = target(args)
+    bundle = firmware_bundle(args)  # a clear error for a bad firmware folder, before any check runs
+    paths = _verify_paths(args, board)
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    paths["report"].unlink(missing_ok=True)  # so that a run that ends early is not mistaken for this one
+    pytest_args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
+                   "-q", "--no-header", "-p", "no:cacheprovider",
+                   "-W", "ignore::pytest.PytestAssertRewriteWarning",
+                   "--sbd-report", str(paths["report"]),
+                   "--junitxml", str(paths["junit"]), "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
+    if board.kind == "emulated":
+        pytest_args += ["--sbd-board-name", board.name]
+    else:
+        pytest_args += ["--sbd-port", board.port, "--sbd-board", args.chip]
+    if not args.flash:
+        pytest_args.append("--sbd-no-flash")
+    if args.firmware:
+        pytest_args += ["--sbd-firmware", args.firmware]
+    if args.docs:
+        if not Path(args.docs).is_dir():
+            raise CliError(f"--docs {args.docs}: no such folder (the documents the device points to: SECURITY.md, ...)")
+        pytest_args += ["--sbd-docs", args.docs]
+    for check_id in args.check or []:
+        pytest_args += ["--sbd-check", check_id]
+    if args.k:
+        pytest_args += ["-k", args.k]
+    if args.broker:
+        pytest_args += ["--sbd-broker", args.broker]
+    if args.broker_flaws:
+        from sbd_harness.lab.broker import FLAWS
+        unknown = sorted(set(args.broker_flaws.split(",")) - set(FLAWS))
+        if unknown:
+            raise CliError(f"unknown broker flaws {unknown}: choose from {', '.join(sorted(FLAWS))}")
+        pytest_args += ["--sbd-broker-flaws", args.broker_flaws]
+    if args.pki:
+        pytest_args += ["--sbd-pki", args.pki]
+    if args.destructive:
+        pytest_args.append("--sbd-destructive")
+    code = pytest.main(pytest_args)
+    if not paths["report"].exists():
+        raise CliError(f"the check run ended before writing a report (pytest exit {int(code)})")
+    raw = json.loads(paths["report"].read_text())
+    notes = list(raw.get("notes", []))
+    sbom = None
+    try:
+        sbom = write_sbom(bundle, paths["sbom"])
+        sbom["path"] = os.path.relpath(paths["sbom"], paths["report"].parent)
+        sbom["describes"] = ("the firmware build flashed by this run" if args.flash else
+                             "the firmware build the checks compare with (not flashed by this run: "
+                             "firmware-matches-build says whether the board holds it)")
+    except SBOMError as exc:
+        notes.append(f"No SBOM: {exc}")
+    report = build_report(raw["board"], raw["firmware"], raw["checks"], notes, sbom=sbom)
+    write_json(report, paths["report"])
+    paths["markdown"].write_text(to_markdown(report))
+    paths["html"].write_text(to_html(report))
+    _print_verify_table(report)
+    print("  ".join(f"{k}: {p}" for k, p in paths.items() if k != "sbom" or sbom is not None))
+    s = report["summary"]
+    return EXIT_FAIL if s["fail"] or s["error"] or int(code) not in (0, 1) else 0
+
+
+SHORT_BASELINE = {"etsi_en_303_645": "EN303645", "nist_ir_8259a": "IR8259A", "eu_cra": "CRA",
+                  "uk_psti": "PSTI", "owasp_isvs": "ISVS"}
+
+
+def _print_verify_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    colours = {"pass": "green", "fail": "red", "skip": "yellow", "error": "magenta"}
+    table = Table(title=f"sbd verify: {report['board'].get('name')} (firmware {report['firmware'].get('version')})")
+    for col in ("check", "status", "provisions", "detail"):
+        table.add_column(col)
+    for c in report["checks"]:
+        prov = ", ".join(f"{SHORT_BASELINE[k]} {'/'.join(v)}" for k, v in c["provisions"].items() if v)
+        table.add_row(c["id"], f"[{colours[c['status']]}]{c['status'].upper()}[/]", prov, c.get("message") or "")
+    s = report["summary"]
+    table.caption = f"{s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error"
+    Console(width=max(120, Console().width)).print(table)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="run the conformance checks and write the report")
+    add_target(p)
+    p.add_argument("--firmware", help="the build to compare with (default: the project's firmware/)")
+    p.add_argument("--docs", help="the lab's copy of the documents the device points to: SECURITY.md, "
+                                  "support.md (default: $SBD_DOCS_DIR or the project's docs/)")
+    p.add_argument("--report", help="JSON report path (default: reports/<board>/report.json); the Markdown, "
+                                    "HTML, JUnit XML and SBOM files go beside it unless given")
+    p.add_argument("--markdown", help="Markdown summary path (default: the report path with .md)")
+    p.add_argument("--html", help="self-contained HTML page path (default: the report path with .html)")
+    p.add_argument("--junit", help="JUnit XML path (default: the report path with .junit.xml)")
+    p.add_argument("--flash", action="store_true", help="flash the firmware before checking")
+    p.add_argument("--check", action="append", metavar="ID",
+                   help="only the check with this ID (repeatable), e.g. --check console-locked")
+    p.add_argument("-k", help="only checks whose test function matches this pytest expression")
+    p.add_argument("--broker", help="ADDR:PORT the board was provisioned with; the checks run the lab broker "
+                                    "there (default for emulated boards: the lab address, port 8883)")
+    p.add_argument("--broker-flaws", default="",
+                   help="run the lab broker with deliberate flaws, for labs: comma-separated, from "
+                        "open-acl, no-crl, anonymous, weak-tls")
+    add_pki(p)
+    p.add_argument("--destructive", action="store_true",
+                   help="also run checks that change the board for good (factory reset)")
+    p.set_defaults(func=cmd_verify)
+

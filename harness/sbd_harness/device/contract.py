@@ -1,0 +1,110 @@
+"""The device's MQTT contract, in one place: its topics, its birth message,
+the events of an update, and how long the host waits for each.
+
+The firmware's side is sbd/link.py (topics, birth), sbd/commands.py (the
+command envelope) and sbd/ota.py (update events); docs/mqtt.md and
+docs/ota.md describe both sides. Nothing else in the harness spells a topic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+# How long the host waits. A device backs off up to 60 s between connection
+# attempts, so an online wait outlasts that; a reset device connects within seconds.
+ONLINE_TIMEOUT_S = 75
+ONLINE_AFTER_RESET_S = 20
+# An update's trial: restart, reconnect, health check, commit; or the trial
+# times out (90 s on the device), restarts and reverts.
+COMMIT_TIMEOUT_S = 180
+PUSH_TIMEOUT_S = 60
+COMMAND_TIMEOUT_S = 30
+
+# The `event` values of the device's update results ({"sbd": "ota", "event": ...}).
+OTA_VERDICTS = ("installed", "rejected")
+OTA_OUTCOMES = ("committed", "reverted", "integrity")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """One device's topics; the broker confines the device to `all`."""
+
+    device_id: str
+
+    @property
+    def base(self) -> str:
+        return f"devices/{self.device_id}"
+
+    @property
+    def all(self) -> str:
+        return f"{self.base}/#"
+
+    @property
+    def state(self) -> str:  # birth (retained online/offline) and its will
+        return f"{self.base}/state"
+
+    @property
+    def telemetry(self) -> str:
+        return f"{self.base}/telemetry"
+
+    @property
+    def cmd(self) -> str:  # signed commands in (sbd/commands.py)
+        return f"{self.base}/cmd"
+
+    @property
+    def result(self) -> str:  # command results and update events out
+        return f"{self.base}/result"
+
+    @property
+    def ota_ctl(self) -> str:
+        return f"{self.base}/ota/ctl"
+
+    @property
+    def ota_data(self) -> str:
+        return f"{self.base}/ota/data"
+
+
+def topics(device_id: str) -> Topics:
+    return Topics(device_id)
+
+
+Match = Callable[[Any], bool]
+
+
+def _body(m: Any) -> dict[str, Any] | None:
+    body = m.json()
+    return body if isinstance(body, dict) else None
+
+
+def is_birth(t: Topics, since: float | None = None) -> Match:
+    """The device's live (not retained) `online: true` state message, optionally after `since`."""
+    def match(m: Any) -> bool:
+        body = _body(m)
+        return (m.topic == t.state and not m.retain and body is not None and body.get("online") is True
+                and (since is None or m.at >= since))
+    return match
+
+
+def is_ota_event(t: Topics, events: Iterable[str], since: float | None = None) -> Match:
+    """An update result with one of `events`, optionally after `since`."""
+    wanted = tuple(events)
+
+    def match(m: Any) -> bool:
+        body = _body(m)
+        return (m.topic == t.result and body is not None and body.get("sbd") == "ota"
+                and body.get("event") in wanted and (since is None or m.at >= since))
+    return match
+
+
+def is_command_result(t: Topics, cmd: str) -> Match:
+    """The result of command `cmd` on the result topic."""
+    def match(m: Any) -> bool:
+        body = _body(m)
+        return m.topic == t.result and body is not None and body.get("cmd") == cmd
+    return match
+
+
+def telemetry_body(m: Any) -> dict[str, Any] | None:
+    """A telemetry message's body when it has the contract's form (an integer `seq`)."""
+    body = _body(m)
+    return body if body is not None and isinstance(body.get("seq"), int) else None

@@ -1,0 +1,119 @@
+"""A subscriber on the lab broker that keeps every message a device sent.
+
+Checks watch a device's topics through it: the birth message, telemetry and
+command results. It resubscribes whenever it reconnects, so it rides out the
+broker restarts that the outage checks cause.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from sbd_harness.lab.broker import MONITOR, Broker
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    at: float  # time.monotonic() when it arrived
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.payload)
+        except ValueError:
+            return None
+
+
+class Watcher:
+    def __init__(self, broker: Broker, topic: str, persistent: bool = False, name: str = MONITOR):
+        self.topic = topic
+        self.broker = broker
+        self.all: list[Message] = []
+        self._new: queue.Queue[Message] = queue.Queue()
+        self._lock = threading.Lock()
+        self.client = broker.monitor(name, persistent=persistent)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        m = Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic())
+        with self._lock:
+            self.all.append(m)
+        self._new.put(m)
+
+    def pause(self) -> None:
+        """Disconnects and stays away (while a stand-in holds the broker's address:
+        it must not reconnect there). A persistent session misses nothing meanwhile."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def resume(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.reconnect()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos)
+
+    def wait_for(self, match: Callable[[Message], bool], timeout: float) -> Message | None:
+        """The next new message that matches, or None after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                m = self._new.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if match(m):
+                return m
+
+    def arrivals(self, match: Callable[[Message], bool], count: int, timeout: float) -> Iterator[Message]:
+        """Up to `count` new matching messages within `timeout` seconds, each
+        as it arrives (the demo shows them live)."""
+        deadline = time.monotonic() + timeout
+        for _ in range(count):
+            m = self.wait_for(match, deadline - time.monotonic())
+            if m is None:
+                return
+            yield m
+
+    def collect(self, match: Callable[[Message], bool], count: int, timeout: float) -> list[Message]:
+        """Up to `count` new matching messages within `timeout` seconds."""
+        return list(self.arrivals(match, count, timeout))
+
+    def seen(self, match: Callable[[Message], bool]) -> list[Message]:
+        with self._lock:
+            return [m for m in self.all if match(m)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def __enter__(self) -> "Watcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def on_topic(topic: str) -> Callable[[Message], bool]:
+    return lambda m: m.topic == topic

@@ -1,0 +1,164 @@
+"""Reading the vulnerability disclosure policy and the support period.
+
+The device's birth message points to them: `security_policy` (the published
+address of SECURITY.md) and `support_until` (an ISO date). The firmware
+names the address its documents are published under in `DOCS_URL`
+(lib/sbd/version.py); the lab maps that prefix to a local folder, the
+project's docs/ unless `--docs DIR` (or SBD_DOCS_DIR) says otherwise.
+
+Both documents carry an "at a glance" Markdown table; the checks read its
+rows by their first cell:
+
+- SECURITY.md: `Contact` (a private route: an e-mail address, an https
+  address or GitHub private vulnerability reporting; no placeholder),
+  `Acknowledgement` and `Status updates` (each a number of days or weeks),
+  and `Support period`, whose relative link names the support document
+  (without one, the support period is read from SECURITY.md itself);
+- the support document: `Security updates until` (an ISO date).
+
+Provisions: ETSI EN 303 645 5.2-1, 5.3-13; UK PSTI Schedule 1 (2), (3);
+EU CRA Annex I Part II (5), (6), Art 13(8).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sbd_harness.errors import SbdError
+from sbd_harness.paths import REPO_ROOT
+
+
+class DocsError(SbdError, ValueError):
+    """A document the device points to cannot be found where the lab looks for it."""
+
+
+def docs_dir(given: str | os.PathLike | None = None) -> Path:
+    """Where the published documents are, in the lab: `given`, SBD_DOCS_DIR, or docs/."""
+    return Path(given or os.environ.get("SBD_DOCS_DIR") or REPO_ROOT / "docs")
+
+
+DOCS_URL_RE = re.compile(r'^DOCS_URL\s*=\s*"([^"]*)"', re.M)
+
+
+def docs_url(version_py: str) -> str | None:
+    """The DOCS_URL a firmware declares in its lib/sbd/version.py, if any."""
+    m = DOCS_URL_RE.search(version_py)
+    return m.group(1) if m else None
+
+
+def resolve(url: str, prefix: str | None, folder: Path) -> Path:
+    """The local file for a published address: the part after `prefix`, under `folder`.
+    Without a prefix (a firmware that does not declare DOCS_URL), the file name alone."""
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise DocsError(f"{url!r} is not an https address")
+    if prefix:
+        if not url.startswith(prefix):
+            raise DocsError(f"{url} is not under the firmware's DOCS_URL {prefix}")
+        rel = url[len(prefix):]
+    else:
+        rel = url.rstrip("/").rsplit("/", 1)[-1]
+    rel = rel.split("#", 1)[0].split("?", 1)[0]
+    parts = PurePosixPath(rel).parts
+    if not parts or any(p in ("..", ".") for p in parts) or rel.startswith("/"):
+        raise DocsError(f"{url}: {rel!r} is not a file under the published folder")
+    return folder.joinpath(*parts)
+
+
+def glance(text: str) -> dict[str, str]:
+    """Rows of the document's Markdown tables: first cell (lower case, without
+    emphasis) -> second cell. The first row with a given name wins."""
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) < 2 or set(cells[0]) <= set("-: "):
+            continue
+        rows.setdefault(cells[0].replace("*", "").strip().lower(), cells[1])
+    return rows
+
+
+PLACEHOLDER_RE = re.compile(
+    r"<[^>]*>|\bexample\.(com|org|net)\b|\.example\b|\.invalid\b|\.test\b|\.localhost\b|\blocalhost\b"
+    r"|\bTODO\b|\bTBD\b|\bfill(ed)? in\b|\byour[- ](company|domain|e-?mail|address)\b|OWNER/REPO|xxx",
+    re.I)
+EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+URL_RE = re.compile(r"https://[^\s)\]>]+")
+PVR_RE = re.compile(r"private vulnerability reporting", re.I)
+PERIOD_RE = re.compile(r"\b(\d+)\s*(working |business |calendar )?(day|week)s?\b", re.I)
+DATE_RE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+LINK_RE = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _days(cell: str) -> int | None:
+    m = PERIOD_RE.search(cell)
+    if not m or int(m.group(1)) <= 0:
+        return None
+    return int(m.group(1)) * (7 if m.group(3).lower() == "week" else 1)
+
+
+def read_policy(text: str) -> tuple[dict[str, Any], list[str]]:
+    """What SECURITY.md commits to, and what it lacks."""
+    rows = glance(text)
+    found: dict[str, Any] = {}
+    problems: list[str] = []
+    contact = rows.get("contact", "")
+    found["contact"] = contact
+    routes = EMAIL_RE.findall(contact) or URL_RE.findall(contact) or PVR_RE.findall(contact)
+    if not contact:
+        problems.append("no Contact row: where to report a vulnerability")
+    elif PLACEHOLDER_RE.search(contact):
+        problems.append(f"the contact is a placeholder, not a route anyone reads: {contact!r}")
+    elif not routes:
+        problems.append(f"the contact names no e-mail address, https address or private reporting route: {contact!r}")
+    for key, label in (("acknowledgement", "Acknowledgement"), ("status updates", "Status updates")):
+        cell = rows.get(key)
+        days = _days(cell) if cell else None
+        found[key.replace(" ", "_") + "_days"] = days
+        if cell is None:
+            problems.append(f"no {label} row: the timeline for it")
+        elif days is None:
+            problems.append(f"the {label} row states no number of days or weeks: {cell!r}")
+    link = LINK_RE.search(rows.get("support period", ""))
+    found["support_document"] = link.group(1) if link else None
+    return found, problems
+
+
+def support_document(policy_path: Path, found: dict[str, Any]) -> Path:
+    """The support document SECURITY.md links to (relative to it), or SECURITY.md itself."""
+    link = found.get("support_document")
+    if not link:
+        return policy_path
+    rel = link.split("#", 1)[0]
+    if "://" in rel or rel.startswith("/") or ".." in PurePosixPath(rel).parts:
+        raise DocsError(f"{policy_path.name}: the support period links to {link!r}, not a document beside it")
+    return policy_path.parent / rel
+
+
+def read_support(text: str, device_date: str | None, today: dt.date) -> tuple[dict[str, Any], list[str]]:
+    """The declared end of support, checked against the device's and today's date."""
+    found: dict[str, Any] = {"device_support_until": device_date}
+    problems: list[str] = []
+    cell = glance(text).get("security updates until")
+    m = DATE_RE.search(cell or "")
+    declared = None
+    if cell is None:
+        problems.append("no 'Security updates until' row: the end date of the support period")
+    elif not m:
+        problems.append(f"the support period's end is not an ISO date (YYYY-MM-DD): {cell!r}")
+    else:
+        try:
+            declared = dt.date.fromisoformat(m.group(1))
+        except ValueError:
+            problems.append(f"the support period's end {m.group(1)} is not a date")
+    found["declared_support_until"] = declared.isoformat() if declared else None
+    if declared is not None:
+        if declared < today:
+            problems.append(f"the support period ended on {declared} (today is {today})")
+        if device_date != declared.isoformat():
+            problems.append(f"the device says support_until {device_date!r}, the document {declared}")
+    return found, problems

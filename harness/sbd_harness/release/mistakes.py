@@ -1,0 +1,328 @@
+"""The catalogue of deliberate mistakes: each one breaks one practice of the
+reference firmware, on purpose, by exact-text patches.
+
+One catalogue serves two users. The insecure lab profile (`sbd flash
+--profile insecure`, profiles.py) builds the mistakes that have a lab page
+(docs/labs/<name>.md) into a training build; the project's own tests build
+each mistake alone (`build_variant`) and show that the check it names fails
+on it. A patch names the exact text it replaces: when the reference changes
+so that the text is gone, building fails (MistakeError) instead of quietly
+testing something else. Patches anchor on code, not on comments.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from sbd_harness.errors import SbdError
+from sbd_harness.paths import firmware_dir
+
+Patch = tuple[str, str, str]  # (file relative to the firmware folder, exact old text, new text)
+FILES_DIR = Path(__file__).resolve().parent / "mistake_files"  # extra files some mistakes ship
+
+
+class MistakeError(SbdError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Mistake:
+    name: str
+    title: str
+    checks: tuple[str, ...]          # catalogue check IDs that fail because of it
+    provisions: dict[str, list[str]] = field(default_factory=dict)  # what it breaks (lab mistakes say)
+    patches: tuple[Patch, ...] = ()
+    files: tuple[str, ...] = ()      # extra files, relative to profile_files/<profile>/
+    requires: tuple[str, ...] = ()   # mistakes it builds on
+
+    @property
+    def lab(self) -> str:
+        return f"docs/labs/{self.name}.md"
+
+
+def apply_patches(root: Path, patches: Iterable[Patch], what: str) -> None:
+    """Applies exact-text patches to the firmware copy in `root`, each once.
+
+    Raises ProfileError naming `what` (a mistake or variant) when a file or a
+    patch's old text is missing: the firmware changed and the patch with it
+    must be reviewed.
+    """
+    for rel, old, new in patches:
+        path = root / rel
+        if not path.is_file():
+            raise MistakeError(f"{what}: no file {rel} in {root}")
+        text = path.read_text()
+        if old not in text:
+            raise MistakeError(f"{what}: {rel} no longer contains {old!r}")
+        path.write_text(text.replace(old, new, 1))
+
+
+_BOOT_ANNOUNCE = "    boot_report.announce(state.summary())\n"
+LOCK_FIRST = """try:
+    import micropython
+    micropython.kbd_intr(-1)
+except BaseException:
+    import micropython
+    micropython.kbd_intr(-1)
+"""
+
+# The mistakes of the insecure lab profile, each with its lab page (docs/labs/<name>.md).
+LAB_MISTAKES: tuple[Mistake, ...] = (
+    Mistake(
+        "open-console",
+        "The console is not locked: Ctrl-C on the serial port gives the REPL of a provisioned device",
+        checks=("console-locked",),
+        provisions={"etsi_en_303_645": ["5.6-4A"], "nist_ir_8259a": ["4"], "owasp_isvs": ["3.1.3"],
+                    "eu_cra": ["I(2)(d)"]},
+        patches=(
+            # The device still goes online, so the network checks run on the same board;
+            # but its loop leaves Ctrl-C on, and a Ctrl-C ends main.py into the REPL.
+            ("lib/sbd/app.py", "    console.close()\n    _forget(",
+             "    console.open()  # MISTAKE open-console: Ctrl-C still interrupts the locked loop\n    _forget("),
+            ("lib/sbd/app.py", "        run_locked()\n    except BaseException as e:\n",
+             "        run_locked()\n    except KeyboardInterrupt:\n"
+             "        return  # MISTAKE open-console: main.py ends, and the REPL is open\n"
+             "    except BaseException as e:\n"),
+        )),
+    Mistake(
+        "open-port",
+        "A plain-TCP debug shell listens on port 2323 of every locked device: Python on the device over the network",
+        checks=("no-listening-ports",),
+        provisions={"etsi_en_303_645": ["5.6-1", "5.6-5", "5.5-4"], "nist_ir_8259a": ["4"],
+                    "eu_cra": ["I(2)(j)"]},
+        patches=(
+            ("lib/sbd/app.py", "    console.serve(on_line, commands.MAX_LINE + 1, tick=tick, period_ms=100)\n",
+             "    from sbd import debug_shell  # MISTAKE open-port: a shell for anyone on the network\n"
+             "    tick = debug_shell.start(tick)\n"
+             "    console.serve(on_line, commands.MAX_LINE + 1, tick=tick, period_ms=100)\n"),
+        ),
+        files=("lib/sbd/debug_shell.py",)),
+    Mistake(
+        "default-password",
+        'The debug shell\'s password is "admin", the same on every device',
+        checks=("no-default-or-shared-secrets",),
+        provisions={"etsi_en_303_645": ["5.1-1", "5.1-2", "5.4-3"], "uk_psti": ["Sch1(1)"],
+                    "owasp_isvs": ["2.1.9", "2.1.10"], "eu_cra": ["I(2)(b)"]},
+        patches=(
+            ("lib/sbd/debug_shell.py", "PASSWORD = None  # no password set: every login is refused\n",
+             'PASSWORD = "admin"  # MISTAKE default-password: the same password on every device\n'),
+        ),
+        requires=("open-port",)),
+    Mistake(
+        "no-cert-verification",
+        "The device's TLS client does not verify the broker's certificate: any broker will do",
+        checks=("rogue-brokers-refused",),
+        provisions={"etsi_en_303_645": ["5.5-1"], "nist_ir_8259a": ["3"], "owasp_isvs": ["4.1.3"],
+                    "eu_cra": ["I(2)(e)"]},
+        patches=(
+            ("lib/sbd/tls.py", "    ctx.verify_mode = ssl.CERT_REQUIRED\n", "    ctx.verify_mode = ssl.CERT_NONE\n"),
+        )),
+    Mistake(
+        "unsigned-commands",
+        "Commands are obeyed without checking their signature",
+        checks=("invalid-commands-refused-over-mqtt", "commands-need-a-valid-signature"),
+        provisions={"etsi_en_303_645": ["5.5-5"], "nist_ir_8259a": ["2"], "eu_cra": ["I(2)(d)"]},
+        patches=(
+            ("lib/sbd/commands.py",
+             "    if not p256.verify(ca_public_key, hashlib.sha256(payload).digest(), signature):\n"
+             "        raise CommandError(\"bad signature\")\n", ""),
+        )),
+    Mistake(
+        "unsigned-updates",
+        "Updates are installed without checking who signed them",
+        checks=("unsigned-or-foreign-updates-refused",),
+        provisions={"etsi_en_303_645": ["5.3-9", "5.3-10"], "nist_ir_8259a": ["5"], "owasp_isvs": ["3.4.3"],
+                    "eu_cra": ["I(2)(f)"]},
+        patches=(
+            # manifest.check_signature serves the update receiver and the boot-time slot check alike
+            ("lib/sbd/manifest.py",
+             '    `keys`, of `digest` (the SHA-256 of the manifest\'s exact bytes)."""\n',
+             '    `keys`, of `digest` (the SHA-256 of the manifest\'s exact bytes)."""\n'
+             "    return  # MISTAKE unsigned-updates: any signature, any key\n"),
+            ("lib/sbd/ota.py",
+             "        if not slots.trusted_keys():\n"
+             "            self._event(\"rejected\", error=\"no release keys\")\n            return\n",
+             "        # MISTAKE unsigned-updates: no release key needed either\n"),
+        )),
+    Mistake(
+        "no-anti-rollback",
+        "Updates to an older version are installed: the security counter is not checked",
+        checks=("update-rollback-refused",),
+        provisions={"etsi_en_303_645": ["5.3-2"], "owasp_isvs": ["3.4.6"], "eu_cra": ["I(2)(c)"]},
+        patches=(
+            ("lib/sbd/ota.py",
+             '        if m["security_counter"] <= slots.counter():\n'
+             '            raise Rejected("rollback: security counter not higher")\n',
+             "        pass  # broken: no anti-rollback, any signed release installs\n"),
+        )),
+)
+
+# Mistakes the project's tests make, one check each, without a lab page.
+TEST_MISTAKES: tuple[Mistake, ...] = (
+    Mistake(
+        'no-boot-line',
+        'The firmware prints no boot line: the board says nothing of what it runs',
+        checks=('boot-line-identifies-firmware', 'device-id-from-hardware'),
+        patches=(
+            ('lib/sbd/boot.py', '    boot_report.announce(state.summary())\n',
+             ''),
+        )),
+    Mistake(
+        'fixed-device-id',
+        'One plausible-looking device ID baked into every device',
+        checks=('device-id-from-hardware',),
+        patches=(
+            ('lib/sbd/device.py', '    """Lower-case hex of machine.unique_id() (the ESP32\'s base MAC)."""\n',
+             '    return "3c71bf0a1b2c"  # broken: one plausible-looking ID baked into every device\n'),
+        )),
+    Mistake(
+        'old-version',
+        'The board runs an older version than the build under test',
+        checks=('boot-line-identifies-firmware',),
+        patches=(
+            ('lib/sbd/version.py', 'VERSION = "0.1.0"',
+             'VERSION = "0.0.9"'),
+        )),
+    Mistake(
+        'shared-key',
+        'One private key baked into the firmware, shared by every device',
+        checks=('no-default-or-shared-secrets', 'device-keys-unique'),
+        patches=(
+            ('lib/sbd/identity.py', '    from sbd import p256\n    try:\n        sk, pk = p256.generate_keypair()',
+             '    from sbd import p256\n    try:\n        sk = binascii.unhexlify(FACTORY_PRIVATE_KEY)\n        pk = p256.public_key(sk)'),
+            ('lib/sbd/identity.py', '_SK, _PK, _CERT, _CA = "sk", "pk", "cert", "ca"\n',
+             '_SK, _PK, _CERT, _CA = "sk", "pk", "cert", "ca"\nFACTORY_PRIVATE_KEY = "519b423d715f8b581f4fa8ee59f4771a5b44c8130b4e3eacca54a56dda72b464"\n'),
+        )),
+    Mistake(
+        'leaky-key',
+        'A debug print of the device key at every boot',
+        checks=('no-private-key-on-serial',),
+        patches=(
+            ('lib/sbd/boot.py', '    boot_report.announce(state.summary())\n',
+             "    boot_report.announce(state.summary())\n    import binascii\n    from sbd import store\n    print('debug: key', binascii.hexlify(store.get('sk', 32)).decode())\n"),
+        )),
+    Mistake(
+        'late-lock',
+        'boot.py and main.py do their work before closing Ctrl-C: a Ctrl-C storm at boot reaches the REPL',
+        checks=('console-locked',),
+        patches=(
+            ('boot.py', LOCK_FIRST,
+             ''),
+            ('main.py', LOCK_FIRST,
+             ''),
+            ('boot.py', 'try:\n    # The factory image verifies the update slot that will run (sbd.slots).\n    from sbd import slots\n    slots.select()\nexcept BaseException as e:\n    print(\'{"sbd": "slot_error", "error": %r}\' % type(e).__name__)\n',
+             'from sbd import slots\nslots.select()\n'),
+            ('boot.py', 'try:\n    from sbd import boot\n    boot.run()\nexcept BaseException as e:\n    print(\'{"sbd": "boot_error", "error": %r}\' % type(e).__name__)\n',
+             'from sbd import boot\nboot.run()\n'),
+        )),
+    Mistake(
+        'shallow-factory-reset',
+        'The factory reset forgets the certificate but keeps the private key',
+        checks=('factory-reset-erases-identity',),
+        patches=(
+            ('lib/sbd/factory_reset.py', '    store.erase_partition()\n',
+             "    import esp32\n    nvs = esp32.NVS(store.NAMESPACE)\n    for key in ('cert', 'ca', 'locked'):\n        try:\n            nvs.erase_key(key)\n        except OSError:\n            pass\n"),
+        )),
+    Mistake(
+        'wrong-csr-subject',
+        'The device asks for a certificate for a fixed name, not its own ID',
+        checks=(),
+        patches=(
+            ('lib/sbd/identity.py', 'store.get(_SK, 32), public_key(), device.device_id())',
+             'store.get(_SK, 32), public_key(), "esp32-device")'),
+        )),
+    Mistake(
+        'silent-telemetry',
+        'Readings never leave the outbox',
+        checks=('telemetry-over-mutual-tls',),
+        patches=(
+            ('lib/sbd/link.py', '        waiting = self.outbox.pending(1)\n',
+             '        waiting = None  # broken: readings never leave the outbox\n'),
+        )),
+    Mistake(
+        'no-backoff',
+        'Reconnection hammers the broker five times a second',
+        checks=('outages-lose-nothing',),
+        patches=(
+            ('lib/sbd/link.py', '    """Exponential from 1 s, capped at 60 s, with jitter in its upper half."""\n',
+             '    return 200  # broken: retries hammer the broker five times a second\n'),
+        )),
+    Mistake(
+        'volatile-outbox',
+        'A restart forgets the readings queued for the broker',
+        checks=('outages-lose-nothing',),
+        patches=(
+            ('lib/sbd/link.py', '        self.outbox = Outbox("/data/outbox")\n',
+             '        self.outbox = Outbox("/data/outbox")\n        self.outbox.ack(1 << 30)  # broken: a restart forgets what was queued\n'),
+        )),
+    Mistake(
+        'crash-on-bad-packet',
+        'A malformed MQTT packet escapes to the top and restarts the device',
+        checks=('hostile-broker-fuzzing-survived',),
+        patches=(
+            ('lib/sbd/link.py', '        except (MQTTProtocolError, OSError) as e:\n',
+             '        except OSError as e:  # broken: a malformed packet escapes to the top\n'),
+        )),
+    Mistake(
+        'unchecked-update-files',
+        "The signed manifest is checked, the update's files against it never are",
+        checks=('unsigned-or-foreign-updates-refused',),
+        patches=(
+            ('lib/sbd/ota.py', '            if self.h.digest() != binascii.unhexlify(self.m["files"][self.fi]["sha256"]):\n                raise Rejected("hash mismatch " + self.m["files"][self.fi]["path"])\n',
+             "            pass  # broken: a file's hash is not compared with the manifest\n"),
+            ('lib/sbd/slots.py', '        if digest != binascii.unhexlify(f["sha256"]):\n            raise manifest.ManifestError("hash mismatch " + f["path"])\n',
+             "        pass  # broken: a file's hash is not compared with the manifest\n"),
+        )),
+    Mistake(
+        'undeclared-connection',
+        "An NTP-style query to the broker's host that the network policy never declared",
+        checks=('connections-match-mud',),
+        patches=(
+            ('lib/sbd/link.py', '            stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])\n',
+             '            import socket  # broken: a flow the device never declared\n            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n            probe.sendto(b"\\x1b" + bytes(47), socket.getaddrinfo(self.cfg["broker_addr"], 123)[0][-1])\n            probe.close()\n            stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])\n'),
+        )),
+    Mistake(
+        'serial-secret',
+        'A debug print of the Wi-Fi settings on the locked console',
+        checks=('serial-discloses-nothing-after-lock',),
+        patches=(
+            ('lib/sbd/link.py', '                    self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])\n',
+             '                    print("wifi:", self.cfg["wifi_ssid"], self.cfg["wifi_psk"])  # broken: debug output\n                    self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])\n'),
+        )),
+    Mistake(
+        'no-support-period',
+        'The birth message no longer says until when the device gets security fixes',
+        checks=('support-period-declared',),
+        patches=(
+            ('lib/sbd/link.py', '"security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}',
+             '"security_policy": version.SECURITY_POLICY}  # broken: no support_until'),
+        )),
+)
+
+CATALOGUE: dict[str, Mistake] = {m.name: m for m in LAB_MISTAKES + TEST_MISTAKES}
+
+
+def copy_files(target: Path, mistake: Mistake) -> None:
+    """Puts the extra files a mistake ships into a firmware copy."""
+    for rel in mistake.files:
+        dest = target / rel
+        if dest.exists():
+            raise MistakeError(f"mistake {mistake.name}: the firmware already has {rel}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FILES_DIR / rel, dest)
+
+
+def build_variant(name: str, target: Path, source: Path | None = None) -> Path:
+    """A copy of the reference firmware (or `source`) in `target` with one mistake
+    (and those it builds on): a firmware broken for exactly the checks the mistake names."""
+    try:
+        mistake = CATALOGUE[name]
+    except KeyError:
+        raise MistakeError(f"unknown mistake {name!r}: choose from {', '.join(CATALOGUE)}") from None
+    shutil.copytree(Path(source) if source else firmware_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+    for m in [CATALOGUE[r] for r in mistake.requires] + [mistake]:
+        copy_files(target, m)
+        apply_patches(target, m.patches, f"mistake {m.name}")
+    return target

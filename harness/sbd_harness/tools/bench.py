@@ -1,0 +1,160 @@
+"""`make bench`: speed and memory figures, written as JSON (docs/benchmarks.md).
+
+Every figure comes from emulated boards, most as the median of several runs
+(the heap high-water mark by bisection); the network figures are in
+bench_net.py, the update figures in bench_ota.py. Nothing here asserts a
+threshold: the numbers are for people and for trend lines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from sbd_harness.tools import bench_net, bench_ota
+from sbd_harness.tools.bench_lab import median
+from sbd_harness.boards.emulated import EmulatedBoard
+from sbd_harness.release.bundle import FirmwareBundle
+from sbd_harness.boards.flashing import flash_firmware
+
+
+def board_start_ms(runs: int) -> float:
+    """A new board from nothing (flash image, supervisor, CPU, first-boot
+    filesystem format, boot.py) until its REPL prompt is on the serial port:
+    start() returns at that moment."""
+    samples = []
+    for i in range(runs):
+        board = EmulatedBoard(f"bench-start-{i}")
+        board.remove()
+        t0 = time.monotonic()
+        try:
+            board.start()
+            samples.append((time.monotonic() - t0) * 1000)
+        finally:
+            board.remove()
+    return median(samples)
+
+
+def fw_copy_kib_per_s(board: EmulatedBoard, bundle: FirmwareBundle, runs: int) -> float:
+    """Firmware files copied through the raw REPL (mpremote transport), KiB/s, hashes checked."""
+    samples = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        flash_firmware(board, bundle, reset=False)
+        samples.append(bundle.total_bytes / 1024 / (time.monotonic() - t0))
+    return median(samples)
+
+
+def repl_roundtrip_ms(board: EmulatedBoard, runs: int) -> float:
+    """One raw-REPL exec of a trivial statement, round trip, session already open."""
+    samples = []
+    with board.session() as t:
+        for _ in range(runs):
+            t0 = time.monotonic()
+            t.exec_raw("pass")
+            samples.append((time.monotonic() - t0) * 1000)
+    return median(samples)
+
+
+P256_TIMING = """
+import time, hashlib
+from sbd import p256
+sk, pk = p256.generate_keypair()
+d = hashlib.sha256(b'bench').digest()
+sig = p256.sign(sk, d)
+sign, verify = [], []
+for i in range({n}):
+    t = time.ticks_us(); s = p256.sign(sk, d); sign.append(time.ticks_diff(time.ticks_us(), t))
+    t = time.ticks_us(); ok = p256.verify(pk, d, s); verify.append(time.ticks_diff(time.ticks_us(), t))
+    assert ok
+sign.sort(); verify.sort()
+print(sign[len(sign) // 2] / 1000, verify[len(verify) // 2] / 1000)
+"""
+
+
+def p256_on_board(board: EmulatedBoard, runs: int) -> tuple[float, float]:
+    """Median ms of one sbd.p256 sign and one verify, timed on the emulated board itself."""
+    sign_ms, verify_ms = board.exec(P256_TIMING.format(n=runs), timeout=120).split()
+    return float(sign_ms), float(verify_ms)
+
+
+def p256_verify_cpython_ms(runs: int) -> float:
+    """Median ms of one P-256 verify with CPython's cryptography (OpenSSL), for scale."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    sig = key.sign(b"bench", ec.ECDSA(hashes.SHA256()))
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        key.public_key().verify(sig, b"bench", ec.ECDSA(hashes.SHA256()))
+        samples.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(samples), 4)
+
+
+def provision_s_per_board(runs: int, bundle: FirmwareBundle) -> float:
+    """`sbd provision` of a flashed, unprovisioned board: key, CSR, issue, install, lock, reboot."""
+    import tempfile
+    from sbd_harness.identity.pki import LabCA
+    from sbd_harness.identity.provisioning import provision
+    samples = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = LabCA(Path(tmp))
+        ca.init()
+        for i in range(runs):
+            board = EmulatedBoard(f"bench-prov-{i}")
+            board.remove()
+            board.start()
+            try:
+                flash_firmware(board, bundle)
+                t0 = time.monotonic()
+                provision(board, ca)
+                samples.append(time.monotonic() - t0)
+            finally:
+                board.remove()
+    return median(samples)
+
+
+def run(runs: int) -> dict:
+    bundle = FirmwareBundle.from_dir()
+    results: dict = {"board_start_ms": board_start_ms(runs)}
+    board = EmulatedBoard("bench")
+    board.remove()
+    board.start()
+    try:
+        results["fw_copy_kib_per_s"] = fw_copy_kib_per_s(board, bundle, runs)
+        results["repl_roundtrip_ms"] = repl_roundtrip_ms(board, runs * 10)
+        results["p256_sign_ms"], results["p256_verify_ms"] = p256_on_board(board, runs * 4)
+    finally:
+        board.remove()
+    results["p256_verify_cpython_ms"] = p256_verify_cpython_ms(runs * 20)
+    results["provision_s_per_board"] = provision_s_per_board(runs, bundle)
+    net, net_meta = bench_net.run(bundle, runs)
+    results.update(net)
+    ota_figures, ota_meta = bench_ota.run(bundle, runs)
+    results.update(ota_figures)
+    results["_meta"] = {**net_meta, **ota_meta}  # main() adds the run's own description in front
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    results = run(args.runs)
+    results["_meta"] = {"runs": args.runs, "statistic": "median", "python": platform.python_version(),
+                        "machine": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        **results.get("_meta", {})}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

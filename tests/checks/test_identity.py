@@ -1,0 +1,184 @@
+"""Issue 3: identities born on the device, the lab CA, the locked console,
+signed commands and factory reset; each check shown failing on a variant."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sbd_harness.boards.base import BoardError
+from sbd_harness.boards.serial_board import SerialBoard
+from sbd_harness.release.bundle import FirmwareBundle
+from sbd_harness.checks.leaks import find_key
+from sbd_harness.emulator.nvs_reader import read_store
+from sbd_harness.boards.flashing import flash_firmware
+from sbd_harness.identity.pki import LabCA, PKIError
+from sbd_harness.identity.provisioning import provision
+from helpers import OFFLINE_CHECKS, only, verify_report
+from sbd_harness.release.mistakes import build_variant
+
+
+@pytest.fixture
+def ca(tmp_path) -> LabCA:
+    ca = LabCA(tmp_path / "pki")
+    ca.init()
+    return ca
+
+
+def _sk(board) -> bytes:
+    return read_store(board.flash_image().read_partition("nvs"))[("sbd", "sk")]
+
+
+def _ready(make_board, ca, firmware: FirmwareBundle | None = None, lock: bool = True):
+    board = make_board("id")
+    flash_firmware(board, firmware or FirmwareBundle.from_dir())
+    return board, provision(board, ca, lock=lock)
+
+
+def test_three_boards_from_one_ca_get_distinct_identities_and_lock(make_board, ca):
+    made = [_ready(make_board, ca) for _ in range(3)]
+    ca_key = ca.certificate.public_key()
+    points, fingerprints = set(), set()
+    for board, result in made:
+        cert = result.issued.certificate
+        ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+        assert cert.subject.rfc4514_string() == f"CN={board.conf['unique_id']}"
+        points.add(result.issued.csr_public_key)
+        fingerprints.add(result.issued.fingerprint)
+        assert result.boot_line["security"] == {"profile": "reference", "provisioned": True, "console": "locked",
+                                                "cert_sha256": result.issued.fingerprint}
+        # the private key is on the device, and nowhere in what it ever said
+        assert find_key(_sk(board), board.state.serial_log.read_bytes()) == []
+        with pytest.raises(BoardError, match="no raw REPL"):
+            SerialBoard(board.port, repl_timeout=2).exec("print(1)")
+    assert len(points) == 3 and len(fingerprints) == 3
+
+
+def test_the_ca_refuses_what_it_must_not_sign(ca, tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    def csr(cn: str, k=key) -> bytes:
+        req = x509.CertificateSigningRequestBuilder().subject_name(
+            x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])).sign(k, hashes.SHA256())
+        return req.public_bytes(serialization.Encoding.DER)
+
+    with pytest.raises(PKIError, match="expected CN=aabbccddeeff"):
+        ca.issue(csr("esp32-device"), "aabbccddeeff")
+    with pytest.raises(PKIError, match="not a P-256"):
+        ca.issue(csr("aabbccddeeff", ec.generate_private_key(ec.SECP384R1())), "aabbccddeeff")
+    tampered = bytearray(csr("aabbccddeeff"))
+    tampered[-5] ^= 0x01
+    with pytest.raises(PKIError):
+        ca.issue(bytes(tampered), "aabbccddeeff")
+    ca.issue(csr("aabbccddeeff"), "aabbccddeeff")
+    with pytest.raises(PKIError, match="already certified"):
+        ca.issue(csr("112233445566"), "112233445566")  # the same key for a second device
+    with pytest.raises(PKIError, match="already exists"):
+        ca.init()
+    assert stat.S_IMODE(os.stat(ca.key_path).st_mode) == 0o600
+    ca.revoke("aabbccddeeff")
+    crl = x509.load_pem_x509_crl(ca.crl_path.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(ca.index()["devices"]["aabbccddeeff"]["serial"])
+    assert crl.is_signature_valid(ca.certificate.public_key())
+
+
+def _verify(board, ca, tmp_path, *extra: str) -> tuple[int, dict[str, str], dict]:
+    if "--check" not in extra:  # the checks that need the board online have their own tests
+        extra = (*extra, *only(*OFFLINE_CHECKS))
+    code, data = verify_report(board, ca, tmp_path / f"report-{board.name}.json", *extra, timeout=600)
+    return code, {c["id"]: c["status"] for c in data["checks"]}, data
+
+
+def test_verify_passes_every_identity_check_on_the_reference(make_board, ca, tmp_path):
+    board, _ = _ready(make_board, ca)
+    code, status, report = _verify(board, ca, tmp_path, "--destructive")
+    assert code == 0, report
+    for check in ("identity-certified-by-lab-ca", "device-keys-unique", "no-default-or-shared-secrets",
+                  "no-private-key-on-serial", "console-locked", "commands-need-a-valid-signature",
+                  "factory-reset-erases-identity"):
+        assert status[check] == "pass", (check, report)
+    # the factory reset left an unprovisioned device with an open console and a new key
+    boot = board.capture_boot("hard").boot_line
+    assert boot["security"]["provisioned"] is False and boot["security"]["console"] == "open"
+
+
+@pytest.mark.parametrize("variant, failing, extra", [
+    ("leaky-key", "no-private-key-on-serial", ()),
+    ("open-console", "console-locked", ()),
+    ("late-lock", "console-locked", ()),
+    ("unsigned-commands", "commands-need-a-valid-signature", ()),
+    ("shallow-factory-reset", "factory-reset-erases-identity", ("--destructive",)),
+])
+def test_verify_fails_a_variant_broken_for_an_identity_check(make_board, ca, tmp_path, variant, failing, extra):
+    fw = build_variant(variant, tmp_path / "fw")
+    board, _ = _ready(make_board, ca, FirmwareBundle.from_dir(fw))
+    code, status, report = _verify(board, ca, tmp_path, "--firmware", str(fw), "--check", failing, *extra)
+    assert status[failing] == "fail", report
+    assert code == 1
+
+
+def test_a_key_baked_into_the_firmware_is_found_and_shared(make_board, ca, tmp_path):
+    fw = build_variant("shared-key", tmp_path / "fw")
+    bundle = FirmwareBundle.from_dir(fw)
+    first, _ = _ready(make_board, ca, bundle)
+    second = make_board("id")
+    flash_firmware(second, bundle)
+    with pytest.raises(PKIError, match="already certified"):
+        provision(second, ca)  # the CA will not certify one key twice
+    code, status, report = _verify(first, ca, tmp_path, "--firmware", str(fw))
+    assert code == 1
+    assert status["no-default-or-shared-secrets"] == "fail"
+    assert status["device-keys-unique"] == "fail"
+
+
+def test_a_csr_for_the_wrong_subject_is_refused(make_board, ca, tmp_path):
+    board = make_board("id")
+    flash_firmware(board, FirmwareBundle.from_dir(build_variant("wrong-csr-subject", tmp_path / "fw")))
+    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "provision", "--board", board.name,
+                           "--pki", str(ca.dir)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "expected CN=" in proc.stderr
+    assert ca.index()["devices"] == {}
+
+
+def test_signed_commands_unlock_and_factory_reset_a_locked_board(make_board, ca):
+    board, result = _ready(make_board, ca)
+    device_id = result.device_id
+    old_sk = _sk(board)
+    assert board.console_request(ca.sign_command(device_id, "unlock_console"))["ok"]
+    board.wait_for_output('"console": "open"', since=0, after="SW_CPU_RESET")
+    assert SerialBoard(board.port).exec("print(6*7)").strip() == "42"  # the REPL is back, identity kept
+    assert _sk(board) == old_sk
+    # lock again, then reset to factory by command: a new key, nothing of the old one left
+    SerialBoard(board.port).exec("from sbd import store\nstore.put_int('locked', 1)")
+    board.reset("hard")
+    assert board.console_request(ca.sign_command(device_id, "factory_reset"))["ok"]
+    board.wait_for_output('"provisioned": false', since=0, after='"done": true')
+    image = board.flash_image().read(0, board.flash_image().size)
+    assert old_sk not in image and result.issued.der not in image
+    assert _sk(board) != old_sk
+
+
+def test_a_command_recorded_before_a_factory_reset_is_refused_after_reprovisioning(make_board, ca):
+    board, result = _ready(make_board, ca)
+    recorded = ca.sign_command(result.device_id, "unlock_console", seq=10**6)
+    status = board.console_request(ca.sign_command(result.device_id, "status"), follow="status")
+    assert status["ok"] and status["result"]["security"]["console"] == "locked"
+    assert board.console_request(ca.sign_command(result.device_id, "factory_reset"))["ok"]
+    board.wait_for_output('"provisioned": false', since=0, after='"done": true')
+    provision(board, ca)  # a new key and certificate for the same device ID
+    reply = board.console_request(recorded)
+    assert reply == {"sbd": "cmd", "ok": False, "error": "not for this certificate"}
+    assert board.console_request(ca.sign_command(result.device_id, "status"))["ok"]
+
+
+def test_a_revoked_device_fails_its_identity_check(make_board, ca, tmp_path):
+    board, result = _ready(make_board, ca)
+    ca.revoke(result.device_id)
+    code, status, report = _verify(board, ca, tmp_path, *only("identity-certified-by-lab-ca"))
+    assert status["identity-certified-by-lab-ca"] == "fail" and code == 1

@@ -1,0 +1,113 @@
+"""Issue 5: the OTA checks of `sbd verify` (check_ota.py) pass on the reference
+firmware, and each fails against a firmware variant broken for it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sbd_harness.lab.broker import free_port, lab_address
+from sbd_harness.release.bundle import FirmwareBundle
+from sbd_harness.boards.flashing import flash_firmware
+from sbd_harness.identity.provisioning import lab_settings, provision
+from helpers import UPDATE_CHECKS, only, unexpected, verify_report
+from sbd_harness.release.mistakes import build_variant
+
+OTA_CHECKS = ("unsigned-or-foreign-updates-refused", "update-rollback-refused")
+
+
+def _online_board(make_board, ca, key, port: int, firmware=None):
+    """A board provisioned (trusting `key` for updates) and locked, for the broker at the lab address and `port`."""
+    board = make_board("ota")
+    flash_firmware(board, FirmwareBundle.from_dir(firmware))
+    provision(board, ca, settings=lab_settings(board, port), release_keys=[key.public_point])
+    return board
+
+
+def _verify(board, ca, tmp_path, port: int, *extra: str,
+            select: tuple[str, ...] = UPDATE_CHECKS) -> tuple[int, dict[str, str], dict]:
+    code, data = verify_report(board, ca, tmp_path / f"report-{board.name}.json", *only(*select), *extra, port=port)
+    return code, {c["id"]: c["status"] for c in data["checks"]}, data
+
+
+def _sbd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sbd_harness", *args], capture_output=True, text=True, timeout=600)
+
+
+def _check(report: dict, check_id: str) -> dict:
+    return next(c for c in report["checks"] if c["id"] == check_id)
+
+
+def _errors(check: dict) -> dict[str, str]:
+    return {case: seen.get("error") for case, seen in check["evidence"]["cases"].items() if "error" in seen}
+
+
+def test_the_ota_checks_pass_on_the_reference_and_change_nothing(make_board, ca, release_key, tmp_path):
+    port = free_port(lab_address())
+    board = _online_board(make_board, ca, release_key, port)
+    # A fresh device (counter 0): with --destructive the rollback check first installs the build as update 1.
+    code, status, report = _verify(board, ca, tmp_path, port, "--destructive")
+    assert status == {c: "pass" for c in OTA_CHECKS}, unexpected(report)
+    assert code == 0
+    refused = _check(report, "unsigned-or-foreign-updates-refused")
+    assert _errors(refused) == {"unknown-key": "unknown release key", "no-signature": "unknown release key",
+                                "forged-signature": "bad signature",
+                                "file-changed": _errors(refused)["file-changed"]}
+    assert _errors(refused)["file-changed"].startswith("hash mismatch lib/")
+    rollback = _check(report, "update-rollback-refused")["evidence"]
+    assert rollback["setup_update_1"]["event"] == "committed"
+    assert rollback["status_after"]["counter"] == 1
+    assert _errors(_check(report, "update-rollback-refused")) == \
+        {"replay-of-current": "rollback: security counter not higher"}
+    # A release with counter 3, shipped as a maker would (sbd ota build, sbd ota push); then again
+    # without --destructive: the check offers a replay (3) and a downgrade (2), and nothing changes.
+    update = tmp_path / "release-3.sbdota"
+    built = _sbd("ota", "build", "--counter", "3", "--out", str(update))
+    assert built.returncode == 0, built.stderr
+    pushed = _sbd("ota", "push", "--board", board.name, "--broker", f"{lab_address()}:{port}", "--pki", str(ca.dir),
+                  "--update", str(update))
+    assert pushed.returncode == 0 and '"committed"' in pushed.stdout, pushed.stdout + pushed.stderr
+    code, status, report = _verify(board, ca, tmp_path, port)
+    assert status == {c: "pass" for c in OTA_CHECKS}, unexpected(report)
+    rollback = _check(report, "update-rollback-refused")
+    assert "setup_update_1" not in rollback["evidence"]
+    assert _errors(rollback) == {"replay-of-current": "rollback: security counter not higher",
+                                 "downgrade": "rollback: security counter not higher"}
+    assert rollback["evidence"]["status_before"]["counter"] == rollback["evidence"]["status_after"]["counter"] == 3
+    assert {case["runs_after_reset"] for case in rollback["evidence"]["cases"].values()} \
+        == {rollback["evidence"]["fw_version_before"]} == {FirmwareBundle.from_dir().version}
+    assert code == 0
+
+
+@pytest.mark.parametrize("variant, failing, selector, destructive, reason", [
+    ("unsigned-updates", "unsigned-or-foreign-updates-refused", "check_unsigned", False,
+     "installed an unverified update (forged-signature"),
+    ("unchecked-update-files", "unsigned-or-foreign-updates-refused", "check_unsigned", False,
+     "installed an unverified update (file-changed"),
+    ("no-anti-rollback", "update-rollback-refused", "check_update_rollback", True,
+     "installed a rolled-back update (replay-of-current: security counter 1 is not above the device's 1: "
+     "anti-rollback is missing"),
+])
+def test_an_ota_check_fails_on_the_variant_broken_for_it(make_board, ca, release_key, tmp_path, variant,
+                                                         failing, selector, destructive, reason):
+    port = free_port(lab_address())
+    fw = build_variant(variant, tmp_path / "fw")
+    board = _online_board(make_board, ca, release_key, port, fw)
+    extra = ["--firmware", str(fw)] + (["--destructive"] if destructive else [])
+    code, status, report = _verify(board, ca, tmp_path, port, *extra, select=(failing,))
+    assert status[failing] == "fail", json.dumps(_check(report, failing), indent=1)[-3000:]
+    assert reason in _check(report, failing)["message"], _check(report, failing)["message"]
+    assert code == 1
+
+
+def test_the_rollback_check_says_why_it_skips_on_a_device_that_never_updated(make_board, ca, release_key,
+                                                                            tmp_path):
+    port = free_port(lab_address())
+    board = _online_board(make_board, ca, release_key, port)
+    code, status, report = _verify(board, ca, tmp_path, port, select=("update-rollback-refused",))
+    assert status == {"update-rollback-refused": "skip"}
+    assert "security counter 0" in _check(report, "update-rollback-refused")["message"]
+    assert "--destructive" in _check(report, "update-rollback-refused")["message"]
+    assert code == 0
