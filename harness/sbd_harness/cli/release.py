@@ -5,13 +5,12 @@ import argparse
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from sbd_harness.boards.base import Board
+from sbd_harness.boards.base import Board, BoardError
 from sbd_harness.cli.common import CliError, add_pki, add_target, firmware_bundle, lab_ca, print_json, target
-from sbd_harness.device.contract import COMMIT_TIMEOUT_S, ONLINE_TIMEOUT_S, OTA_OUTCOMES, is_birth, is_ota_event, topics
+from sbd_harness.device.contract import ONLINE_TIMEOUT_S
 from sbd_harness.errors import EXIT_FAIL
 
 
@@ -148,8 +147,8 @@ def _online_device_id(board: Board) -> str:
 
 def cmd_ota_push(args: argparse.Namespace) -> int:
     from sbd_harness.lab.broker import Broker, lab_address
-    from sbd_harness.release.ota import push
-    from sbd_harness.lab.watch import Watcher
+    from sbd_harness.boards import lifecycle
+    from sbd_harness.release.ota import install
     stream = _update_file(args.update)
     board = target(args)
     ca = lab_ca(args)
@@ -165,35 +164,25 @@ def cmd_ota_push(args: argparse.Namespace) -> int:
     else:
         raise CliError("a real board: give --broker ADDR:PORT, the broker address it was provisioned with")
     device_id = args.device or _online_device_id(board)
-    topic = topics(device_id)
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    def installed(result: dict) -> None:
+        # The new version commits itself only once it has reached this broker: it keeps running.
+        print(f"sbd: installed {result.get('version')} in slot {result.get('slot')}; waiting for "
+              f"{device_id} to restart into it and commit it", file=sys.stderr)
+
     with _ota_errors():
         broker = Broker(ca, address=address, port=port_no).start()
         try:
-            with Watcher(broker, topic.all) as watcher:
-                started = time.monotonic()
-                board.reset("hard")  # so it connects now, not after its backoff
-
-                if watcher.wait_for(is_birth(topic, started), ONLINE_TIMEOUT_S) is None:
-                    raise CliError(f"{device_id} did not connect to the lab broker at {address}:{port_no} "
-                                   f"within {ONLINE_TIMEOUT_S} s (is it configured for this address and port?)")
-                with Progress(TextColumn(f"update to {device_id}"), BarColumn(), DownloadColumn(),
-                              TransferSpeedColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
-                    task = bar.add_task("push", total=len(stream))
-                    result = push(watcher, device_id, stream, timeout=args.timeout,
-                                  progress=lambda sent, total: bar.update(task, completed=sent))
-                if result.get("event") == "installed" and not args.no_wait_commit:
-                    # The new version commits itself only once it has reached this broker:
-                    # keep it running until the device says committed (or reverted).
-                    print(f"sbd: installed {result.get('version')} in slot {result.get('slot')}; waiting for "
-                          f"{device_id} to restart into it and commit it", file=sys.stderr)
-                    installed_at = time.monotonic()
-
-                    after = watcher.wait_for(is_ota_event(topic, OTA_OUTCOMES, installed_at), COMMIT_TIMEOUT_S)
-                    if after is None:
-                        raise CliError(f"{device_id} installed the update but did not report it committed or "
-                                       f"reverted within {COMMIT_TIMEOUT_S} s")
-                    result = after.json()
+            with lifecycle.online(board, broker, device_id, timeout=ONLINE_TIMEOUT_S, persistent=False) as dev, \
+                    Progress(TextColumn(f"update to {device_id}"), BarColumn(), DownloadColumn(),
+                             TransferSpeedColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+                task = bar.add_task("push", total=len(stream))
+                result = install(dev, stream, timeout=args.timeout, wait_commit=not args.no_wait_commit,
+                                 progress=lambda sent, total: bar.update(task, completed=sent),
+                                 on_installed=installed)
+        except BoardError as exc:
+            raise CliError(f"{exc} (the lab broker ran at {address}:{port_no})") from exc
         finally:
             broker.stop(remove=True)
     print_json(result)

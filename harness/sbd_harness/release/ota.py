@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from sbd_harness.device.contract import topics
+from sbd_harness.device.contract import COMMIT_TIMEOUT_S, OTA_OUTCOMES, is_ota_event, topics
 from sbd_harness.errors import SbdError
 from sbd_harness.identity.pki import public_point
 from sbd_harness.paths import state_dir
@@ -352,6 +352,25 @@ def push(watcher: Any, device_id: str, stream: bytes, timeout: float = 120, chun
     if not stream:
         raise OTAError("an empty update stream")
     return _Push(watcher, device_id, stream, chunk, progress).run(timeout)
+
+
+def install(online: Any, stream: bytes, timeout: float = 120, wait_commit: bool = True,
+            progress: Callable[[int, int], None] | None = None,
+            on_installed: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Pushes `stream` to a board that is online (boards.lifecycle.online) and returns the device's
+    last word on it: `rejected`, `installed` (wait_commit=False), or once the new version has
+    restarted, reached the broker and passed its health check, `committed` (or `reverted`)."""
+    result = push(online.watcher, online.device_id, stream, timeout=timeout, progress=progress)
+    if result.get("event") != "installed" or not wait_commit:
+        return result
+    if on_installed is not None:
+        on_installed(result)
+    since = time.monotonic()
+    after = online.watcher.wait_for(is_ota_event(online.topic, OTA_OUTCOMES, since), COMMIT_TIMEOUT_S)
+    if after is None:
+        raise OTAError(f"{online.device_id} installed the update but did not report it committed or reverted "
+                       f"within {COMMIT_TIMEOUT_S} s")
+    return after.json()
 
 
 class _Push:
