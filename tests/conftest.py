@@ -61,6 +61,25 @@ def module_board() -> Iterator[EmulatedBoard]:
     board.remove()
 
 
+@pytest.fixture
+def locked_board(make_board, ca) -> Callable[..., EmulatedBoard]:
+    """Boards taken through the one lifecycle: started, flashed (the reference, or `firmware`),
+    provisioned by the module's CA for the lab broker at `port` (8883 unless given), trusting
+    `release_keys` (default: the lab release key), and locked unless lock=False."""
+    from sbd_harness.boards import lifecycle
+    from sbd_harness.release.bundle import FirmwareBundle
+
+    def make(firmware: Path | None = None, port: int | None = None, release_keys: list[bytes] | None = None,
+             lock: bool = True, prefix: str = "b") -> EmulatedBoard:
+        board = make_board(prefix)
+        lifecycle.flashed(board, FirmwareBundle.from_dir(firmware))
+        lifecycle.provisioned(board, ca, lock=lock, broker_port=port if port is not None else 8883,
+                              release_keys=release_keys)
+        return board
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def bundle():
     from sbd_harness.release.bundle import FirmwareBundle

@@ -7,11 +7,11 @@ import subprocess
 import sys
 import uuid
 import xml.etree.ElementTree as ET
+from helpers import mpremote
 from pathlib import Path
 
 import pytest
 
-from helpers import mpremote
 from sbd_harness.release.mistakes import CATALOGUE, build_variant
 
 ROOT = Path(__file__).resolve().parents[2]

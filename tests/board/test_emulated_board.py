@@ -7,11 +7,11 @@ import signal
 import socket
 import threading
 import time
+from helpers import mpremote, read_until
 
 import pytest
 import serial
 
-from helpers import mpremote, read_until
 from sbd_harness.boards.emulated import EmulatedBoard
 from sbd_harness.emulator import netlab
 from sbd_harness.paths import boards_dir

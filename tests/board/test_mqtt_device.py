@@ -8,11 +8,10 @@ import time
 
 import pytest
 
-from sbd_harness.lab.broker import Broker
-from sbd_harness.release.bundle import FirmwareBundle
-from sbd_harness.boards.flashing import flash_firmware
+from sbd_harness.boards import lifecycle
 from sbd_harness.identity.pki import LabCA
-from sbd_harness.identity.provisioning import lab_settings, provision
+from sbd_harness.identity.provisioning import lab_settings
+from sbd_harness.lab.broker import Broker
 
 
 @pytest.fixture
@@ -25,9 +24,9 @@ def lab(tmp_path):
 
 def _device(make_board, ca, broker, interval=1):
     board = make_board("mq")
-    flash_firmware(board, FirmwareBundle.from_dir())
+    lifecycle.flashed(board)
     settings = dict(lab_settings(board, broker.port), telemetry_s=interval)
-    return board, provision(board, ca, settings=settings)
+    return board, lifecycle.provisioned(board, ca, settings=settings)
 
 
 def _watch(broker, topic):
@@ -67,7 +66,6 @@ def test_locked_device_sends_telemetry_and_birth_over_mutual_tls(make_board, lab
     assert len(seqs) >= 2 and seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert {"uptime_s", "heap_free"} <= set(telemetry[0]["data"])
     assert f"u'{result.device_id}'" in broker.log_path.read_text()
-
 
 
 def test_signed_command_over_mqtt_gets_a_result(make_board, lab):

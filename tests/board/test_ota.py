@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from sbd_harness.release import ota
+from sbd_harness.boards import lifecycle
+from sbd_harness.device.contract import is_birth, is_ota_event, topics
 from sbd_harness.boards.emulated import EmulatedBoard
 from sbd_harness.boards.serial_board import SerialBoard
-from sbd_harness.lab.broker import Broker, free_port, lab_address
-from sbd_harness.release.bundle import FirmwareBundle
-from sbd_harness.boards.flashing import flash_firmware
 from sbd_harness.identity.pki import LabCA
-from sbd_harness.identity.provisioning import lab_settings, provision
+from sbd_harness.lab.broker import Broker, free_port, lab_address
 from sbd_harness.lab.watch import Watcher
 from sbd_harness.paths import firmware_dir
+from sbd_harness.release import ota
+from sbd_harness.release.bundle import FirmwareBundle
 
 FIRMWARE = firmware_dir()
 
@@ -59,20 +59,14 @@ class Lab:
         self.broker = Broker(self.ca, port=free_port(lab_address())).start()
         self.board = EmulatedBoard(f"ota-{uuid.uuid4().hex[:8]}")
         self.board.start()
-        flash_firmware(self.board, FirmwareBundle.from_dir())
-        result = provision(self.board, self.ca, settings=lab_settings(self.board, self.broker.port),
-                           release_keys=[self.key.public_point])
+        result = lifecycle.locked(self.board, self.ca, broker_port=self.broker.port,
+                                  release_keys=[self.key.public_point])
         self.device_id = result.device_id
-        self.base = f"devices/{self.device_id}"
-        self.watcher = Watcher(self.broker, f"{self.base}/#", persistent=True)
-
-    def births(self):
-        return lambda m: (m.topic == f"{self.base}/state" and not m.retain
-                          and (m.json() or {}).get("online") is True)
+        self.topic = topics(self.device_id)
+        self.watcher = Watcher(self.broker, self.topic.all, persistent=True)
 
     def online(self, timeout: float = 75, since: float = 0) -> dict:
-        births = self.births()
-        birth = self.watcher.wait_for(lambda m: births(m) and m.at > since, timeout)
+        birth = self.watcher.wait_for(is_birth(self.topic, since), timeout)
         assert birth is not None, self.board.serial_log()[-2000:]
         return birth.json()
 
@@ -86,8 +80,7 @@ class Lab:
         assert birth["fw_version"] == version and committed, self.board.serial_log()[-3000:]
 
     def ota_event(self, event: str, timeout: float = 60) -> dict | None:
-        m = self.watcher.wait_for(lambda m: m.topic == f"{self.base}/result"
-                                  and (m.json() or {}).get("event") == event, timeout)
+        m = self.watcher.wait_for(is_ota_event(self.topic, (event,)), timeout)
         return m.json() if m else None
 
     def close(self) -> None:
@@ -210,7 +203,7 @@ def test_a_file_changed_on_the_flash_is_caught_at_boot(lab, tmp_path):
     # An update, then someone with the console edits one of its files.
     assert lab.push(stream_for(release(tmp_path, "0.9.0"), lab.key, 9))["event"] == "installed"
     lab.runs_committed("0.9.0")
-    lab.watcher.publish(f"{lab.base}/cmd", lab.ca.sign_command(lab.device_id, "unlock_console"))
+    lab.watcher.publish(lab.topic.cmd, lab.ca.sign_command(lab.device_id, "unlock_console"))
     time.sleep(3)
     code = ("import json\nfrom sbd import slots\nd = slots.slot_dir(slots.running())\n"
             "f = open(d + '/lib/sbd/config.mpy', 'ab'); f.write(b'#'); f.close()\nprint(d)")

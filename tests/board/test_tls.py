@@ -8,12 +8,11 @@ import ssl
 
 import pytest
 
+from sbd_harness.boards import lifecycle
 from sbd_harness.boards.serial_board import SerialBoard
 from sbd_harness.lab.broker import BROKER_HOSTNAME, Broker, lab_address
-from sbd_harness.release.bundle import FirmwareBundle
-from sbd_harness.boards.flashing import flash_firmware
-from sbd_harness.identity.provisioning import provision
 from sbd_harness.lab.rogue import KINDS, RogueBroker
+from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.release.mistakes import build_variant
 
 CONNECT = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04" + b"abcd"
@@ -31,9 +30,8 @@ except tls.TLSError as e:
 
 def _device(make_board, ca, firmware=None):
     board = make_board("tls")
-    flash_firmware(board, firmware or FirmwareBundle.from_dir())
-    result = provision(board, ca, lock=False)  # console left open: the test drives the client
-    return board, result
+    lifecycle.flashed(board, firmware)
+    return board, lifecycle.provisioned(board, ca, lock=False)  # console left open: the test drives the client
 
 
 def _connect(board, addr: str, port: int, host: str = BROKER_HOSTNAME) -> str:
@@ -67,8 +65,8 @@ def reference_device(tmp_path_factory, ca):
     from sbd_harness.boards.emulated import EmulatedBoard
     board = EmulatedBoard(f"tlsref-{uuid.uuid4().hex[:6]}")
     board.start()
-    flash_firmware(board, FirmwareBundle.from_dir())
-    provision(board, ca, lock=False)
+    lifecycle.flashed(board)
+    lifecycle.provisioned(board, ca, lock=False)
     yield board
     board.remove()
 

@@ -11,20 +11,19 @@ import json
 import socket
 import subprocess
 import sys
+from helpers import only, verify_report
 from pathlib import Path
 
 import pytest
 
-from sbd_harness.release import profiles
-from sbd_harness.device.bootline import last_boot_line
-from sbd_harness.lab.broker import free_port, lab_address
-from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.checks import CHECKS_DIR
+from sbd_harness.device.bootline import last_boot_line
 from sbd_harness.identity.provisioning import lab_settings, provision
-from sbd_harness.reports.provisions import unknown_ids
-from helpers import only, verify_report
+from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.paths import firmware_dir
-from sbd_harness.release import mistakes
+from sbd_harness.release import mistakes, profiles
+from sbd_harness.release.bundle import FirmwareBundle
+from sbd_harness.reports.provisions import unknown_ids
 
 FIRMWARE = firmware_dir()
 

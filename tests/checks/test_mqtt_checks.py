@@ -6,25 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from helpers import BROKER_CHECKS, DEVICE_NETWORK_CHECKS, only, verify_report
 
 import pytest
 
 from sbd_harness.lab.broker import free_port, lab_address
-from sbd_harness.release.bundle import FirmwareBundle
-from sbd_harness.boards.flashing import flash_firmware
-from sbd_harness.identity.provisioning import lab_settings, provision
-from helpers import BROKER_CHECKS, DEVICE_NETWORK_CHECKS, only, unexpected, verify_report
 from sbd_harness.release.mistakes import build_variant
 
 NETWORK_CHECKS = DEVICE_NETWORK_CHECKS
-
-
-def _online_board(make_board, ca, port: int, firmware=None):
-    """A board provisioned and locked, configured for the broker at the lab address and `port`."""
-    board = make_board("net")
-    flash_firmware(board, FirmwareBundle.from_dir(firmware))
-    provision(board, ca, settings=lab_settings(board, port))
-    return board
 
 
 def _verify(board, ca, tmp_path, port: int, *extra: str) -> tuple[int, dict[str, str], dict]:
@@ -36,20 +25,6 @@ def _check(report: dict, check_id: str) -> dict:
     return next(c for c in report["checks"] if c["id"] == check_id)
 
 
-def test_every_network_and_broker_check_passes_on_the_reference(make_board, ca, tmp_path):
-    port = free_port(lab_address())
-    board = _online_board(make_board, ca, port)
-    code, status, report = _verify(board, ca, tmp_path, port, *only(*DEVICE_NETWORK_CHECKS, *BROKER_CHECKS))
-    assert {c: status.get(c) for c in NETWORK_CHECKS + BROKER_CHECKS} == \
-        {c: "pass" for c in NETWORK_CHECKS + BROKER_CHECKS}, unexpected(report)
-    assert code == 0
-    outage = _check(report, "outages-lose-nothing")["evidence"]
-    assert outage["missing"] == [] and outage["received"] > 20
-    assert len(outage["phases"]) == 8  # 3 broker outages, 3 network cuts, 2 power cuts
-    fuzz = _check(report, "hostile-broker-fuzzing-survived")["evidence"]
-    assert fuzz["run"] == fuzz["cases"] >= 40 and fuzz["restarts_seen_on_serial"] == 0
-
-
 @pytest.mark.parametrize("variant, failing, selector, reason", [
     ("silent-telemetry", "telemetry-over-mutual-tls", "check_telemetry", "no telemetry"),
     ("no-cert-verification", "rogue-brokers-refused", "check_rogue", "self-signed"),
@@ -58,10 +33,10 @@ def test_every_network_and_broker_check_passes_on_the_reference(make_board, ca, 
     ("crash-on-bad-packet", "hostile-broker-fuzzing-survived", "check_hostile", "restarted"),
     ("unsigned-commands", "invalid-commands-refused-over-mqtt", "check_invalid", "accepted"),
 ])
-def test_a_network_check_fails_on_the_variant_broken_for_it(make_board, ca, tmp_path, variant, failing,
+def test_a_network_check_fails_on_the_variant_broken_for_it(locked_board, ca, tmp_path, variant, failing,
                                                              selector, reason):
     port = free_port(lab_address())
-    board = _online_board(make_board, ca, port, build_variant(variant, tmp_path / "fw"))
+    board = locked_board(build_variant(variant, tmp_path / "fw"), port)
     code, status, report = _verify(board, ca, tmp_path, port, "--firmware", str(tmp_path / "fw"), *only(failing))
     assert status[failing] == "fail", json.dumps(_check(report, failing), indent=1)[-3000:]
     assert reason in _check(report, failing)["message"]

@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from helpers import UPDATE_CHECKS, only, unexpected, verify_report
 
 import pytest
 
 from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.release.bundle import FirmwareBundle
-from sbd_harness.boards.flashing import flash_firmware
-from sbd_harness.identity.provisioning import lab_settings, provision
-from helpers import UPDATE_CHECKS, only, unexpected, verify_report
 from sbd_harness.release.mistakes import build_variant
 
 OTA_CHECKS = ("unsigned-or-foreign-updates-refused", "update-rollback-refused")
-
-
-def _online_board(make_board, ca, key, port: int, firmware=None):
-    """A board provisioned (trusting `key` for updates) and locked, for the broker at the lab address and `port`."""
-    board = make_board("ota")
-    flash_firmware(board, FirmwareBundle.from_dir(firmware))
-    provision(board, ca, settings=lab_settings(board, port), release_keys=[key.public_point])
-    return board
 
 
 def _verify(board, ca, tmp_path, port: int, *extra: str,
@@ -44,23 +34,10 @@ def _errors(check: dict) -> dict[str, str]:
     return {case: seen.get("error") for case, seen in check["evidence"]["cases"].items() if "error" in seen}
 
 
-def test_the_ota_checks_pass_on_the_reference_and_change_nothing(make_board, ca, release_key, tmp_path):
+def test_after_a_release_pushed_as_a_maker_would_its_replay_and_a_downgrade_are_refused(
+        locked_board, ca, release_key, tmp_path):
     port = free_port(lab_address())
-    board = _online_board(make_board, ca, release_key, port)
-    # A fresh device (counter 0): with --destructive the rollback check first installs the build as update 1.
-    code, status, report = _verify(board, ca, tmp_path, port, "--destructive")
-    assert status == {c: "pass" for c in OTA_CHECKS}, unexpected(report)
-    assert code == 0
-    refused = _check(report, "unsigned-or-foreign-updates-refused")
-    assert _errors(refused) == {"unknown-key": "unknown release key", "no-signature": "unknown release key",
-                                "forged-signature": "bad signature",
-                                "file-changed": _errors(refused)["file-changed"]}
-    assert _errors(refused)["file-changed"].startswith("hash mismatch lib/")
-    rollback = _check(report, "update-rollback-refused")["evidence"]
-    assert rollback["setup_update_1"]["event"] == "committed"
-    assert rollback["status_after"]["counter"] == 1
-    assert _errors(_check(report, "update-rollback-refused")) == \
-        {"replay-of-current": "rollback: security counter not higher"}
+    board = locked_board(None, port, [release_key.public_point])
     # A release with counter 3, shipped as a maker would (sbd ota build, sbd ota push); then again
     # without --destructive: the check offers a replay (3) and a downgrade (2), and nothing changes.
     update = tmp_path / "release-3.sbdota"
@@ -90,11 +67,11 @@ def test_the_ota_checks_pass_on_the_reference_and_change_nothing(make_board, ca,
      "installed a rolled-back update (replay-of-current: security counter 1 is not above the device's 1: "
      "anti-rollback is missing"),
 ])
-def test_an_ota_check_fails_on_the_variant_broken_for_it(make_board, ca, release_key, tmp_path, variant,
+def test_an_ota_check_fails_on_the_variant_broken_for_it(locked_board, ca, release_key, tmp_path, variant,
                                                          failing, selector, destructive, reason):
     port = free_port(lab_address())
     fw = build_variant(variant, tmp_path / "fw")
-    board = _online_board(make_board, ca, release_key, port, fw)
+    board = locked_board(fw, port, [release_key.public_point])
     extra = ["--firmware", str(fw)] + (["--destructive"] if destructive else [])
     code, status, report = _verify(board, ca, tmp_path, port, *extra, select=(failing,))
     assert status[failing] == "fail", json.dumps(_check(report, failing), indent=1)[-3000:]
@@ -102,10 +79,10 @@ def test_an_ota_check_fails_on_the_variant_broken_for_it(make_board, ca, release
     assert code == 1
 
 
-def test_the_rollback_check_says_why_it_skips_on_a_device_that_never_updated(make_board, ca, release_key,
+def test_the_rollback_check_says_why_it_skips_on_a_device_that_never_updated(locked_board, ca, release_key,
                                                                             tmp_path):
     port = free_port(lab_address())
-    board = _online_board(make_board, ca, release_key, port)
+    board = locked_board(None, port, [release_key.public_point])
     code, status, report = _verify(board, ca, tmp_path, port, select=("update-rollback-refused",))
     assert status == {"update-rollback-refused": "skip"}
     assert "security counter 0" in _check(report, "update-rollback-refused")["message"]

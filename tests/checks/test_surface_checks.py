@@ -9,31 +9,22 @@ import socket
 import struct
 import subprocess
 import sys
+from helpers import only, verify_report
 
 import pytest
-from cryptography import x509
 
-from sbd_harness.release import mud
-from sbd_harness.lab.broker import free_port, lab_address
-from sbd_harness.release.bundle import FirmwareBundle
-from sbd_harness.emulator import netlab
 from sbd_harness.boards.flashing import flash_firmware
-from sbd_harness.identity.pki import PKIError, certificate_mud_url, mud_url_extension
-from sbd_harness.identity.provisioning import lab_settings, provision
+from sbd_harness.emulator import netlab
+from sbd_harness.identity.pki import PKIError, mud_url_extension
+from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.lab.surface import Flow, FlowWatch
-from helpers import SURFACE_CHECKS, only, verify_report
+from sbd_harness.release import mud
+from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.release.mistakes import build_variant
 
 REFERENCE_URL = "https://mud.example.invalid/sbd-reference-esp32.json"
 needs_netns = pytest.mark.skipif(not netlab.namespaces_available(),
                                  reason="the surface checks need a board with its own network namespace (root)")
-
-
-def _online_board(make_board, ca, port: int, firmware=None):
-    board = make_board("surf")
-    flash_firmware(board, FirmwareBundle.from_dir(firmware))
-    provision(board, ca, settings=lab_settings(board, port))
-    return board
 
 
 def _verify(board, ca, tmp_path, port: int, *extra: str) -> tuple[int, dict[str, dict]]:
@@ -134,32 +125,6 @@ def test_the_flow_capture_counts_syns_and_datagrams_the_board_sends():
 
 
 # the checks on boards ---------------------------------------------------------------
-@needs_netns
-def test_the_surface_checks_pass_on_the_reference_and_the_mud_url_is_everywhere(make_board, ca, tmp_path):
-    port = free_port(lab_address())
-    board = _online_board(make_board, ca, port)
-    cert = ca.issued_certificate(board.conf["unique_id"])
-    assert certificate_mud_url(cert) == REFERENCE_URL
-    assert not cert.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.5.5.7.1.25")).critical
-    out = tmp_path / "mud.json"
-    proc = subprocess.run([sys.executable, "-m", "sbd_harness", "mud", "--board", board.name, "--out", str(out)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    written = json.loads(out.read_text())
-    assert written["ietf-mud:mud"]["mud-url"] == REFERENCE_URL
-    assert mud.allows_from_device(written, "tcp", lab_address(), port)
-
-    code, checks = _verify(board, ca, tmp_path, port, *only(*SURFACE_CHECKS))
-    assert {c: checks[c]["status"] for c in SURFACE_CHECKS} == {c: "pass" for c in SURFACE_CHECKS}, \
-        json.dumps({c: checks[c] for c in SURFACE_CHECKS}, indent=1)[-4000:]
-    assert code == 0
-    scan = checks["no-listening-ports"]["evidence"]
-    assert scan["tcp"]["closed"] == 65535 and scan["udp"]["closed"] == 65535
-    seen = checks["connections-match-mud"]["evidence"]
-    assert seen["birth_mud_url"] == seen["certificate_mud_url"] == REFERENCE_URL
-    assert [(f["protocol"], f["address"], f["port"]) for f in seen["flows_started_by_board"]] == \
-        [("tcp", lab_address(), port)]
-    assert checks["serial-discloses-nothing-after-lock"]["evidence"]["problems"] == []
 
 
 @needs_netns
@@ -168,11 +133,11 @@ def test_the_surface_checks_pass_on_the_reference_and_the_mud_url_is_everywhere(
     ("undeclared-connection", "connections-match-mud", "check_connections", "'port': 123"),
     ("serial-secret", "serial-discloses-nothing-after-lock", "check_serial_discloses", "Wi-Fi passphrase"),
 ])
-def test_a_surface_check_fails_on_the_variant_broken_for_it(make_board, ca, tmp_path, variant, failing,
+def test_a_surface_check_fails_on_the_variant_broken_for_it(locked_board, ca, tmp_path, variant, failing,
                                                              selector, reason):
     port = free_port(lab_address())
     fw = build_variant(variant, tmp_path / "fw")
-    board = _online_board(make_board, ca, port, fw)
+    board = locked_board(fw, port)
     code, checks = _verify(board, ca, tmp_path, port, "--firmware", str(fw), *only(failing))
     assert checks[failing]["status"] == "fail", json.dumps(checks[failing], indent=1)[-3000:]
     assert reason in checks[failing]["message"], checks[failing]["message"]
