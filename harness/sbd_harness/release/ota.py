@@ -57,7 +57,10 @@ class OTAError(SbdError, ValueError):
 
 
 def default_release_key_path() -> Path:
-    return state_dir() / "release" / "release-key.pem"
+    """The lab release key: `SBD_RELEASE_KEY` where set (a CI's key, the bench's throw-away one),
+    else <state>/release/release-key.pem."""
+    given = os.environ.get("SBD_RELEASE_KEY")
+    return Path(given) if given else state_dir() / "release" / "release-key.pem"
 
 
 def key_id(point: bytes) -> bytes:

@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from sbd_harness.tools import bench_net, bench_ota
+from sbd_harness.tools import bench_net, bench_ota, bench_verify
 from sbd_harness.tools.bench_lab import median
 from sbd_harness.boards.emulated import EmulatedBoard
 from sbd_harness.release.bundle import FirmwareBundle
@@ -136,7 +136,9 @@ def run(runs: int) -> dict:
     results.update(net)
     ota_figures, ota_meta = bench_ota.run(bundle, runs)
     results.update(ota_figures)
-    results["_meta"] = {**net_meta, **ota_meta}  # main() adds the run's own description in front
+    verify_figures, verify_meta = bench_verify.run(bundle, runs)
+    results.update(verify_figures)
+    results["_meta"] = {**net_meta, **ota_meta, **verify_meta}  # main() adds the run's own description in front
     return results
 
 
