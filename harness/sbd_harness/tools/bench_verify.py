@@ -13,12 +13,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from sbd_harness.boards import lifecycle
-from sbd_harness.identity.pki import LabCA
 from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.release.ota import ReleaseKey
