@@ -1,4 +1,4 @@
-"""Issue 4: a locked device's telemetry over mutual TLS to the lab broker,
+"""A locked device's telemetry over mutual TLS to the lab broker,
 its birth message, and signed commands over MQTT."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 4 (first part): the device's mutual-TLS client against the lab's
+"""The device's mutual-TLS client against the lab's
 mosquitto, and rogue brokers it must refuse; variants with verification
 weakened show each refusal is the client's doing."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 6: the device points to its vulnerability disclosure policy and its
+"""The device points to its vulnerability disclosure policy and its
 support period, and the documents say what they must.
 
 `sbd verify` passes both documentation checks on the reference firmware and

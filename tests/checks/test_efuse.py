@@ -1,4 +1,4 @@
-"""Issue 6: the chip's eFuses judged for secure boot, flash encryption and JTAG.
+"""The chip's eFuses judged for secure boot, flash encryption and JTAG.
 
 The parsing and the judgement are tested on summaries written by espefuse
 itself (esptool's own virtual eFuses, `--virt`), blank and burned, for the

@@ -1,4 +1,4 @@
-"""Issue 3: identities born on the device, the lab CA, the locked console,
+"""Identities born on the device, the lab CA, the locked console,
 signed commands and factory reset; each check shown failing on a variant."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6: the insecure lab profile (`sbd flash --profile insecure`).
+"""The insecure lab profile (`sbd flash --profile insecure`).
 
 Every mistake still applies to the reference firmware, the build is labelled
 on its boot line and serial port, the debug shell it ships can be exploited

@@ -1,4 +1,4 @@
-"""Issue 4: the broker and network checks of `sbd verify` pass on the
+"""The broker and network checks of `sbd verify` pass on the
 reference firmware and the lab broker, and each fails against a firmware
 variant or a broker flaw made to break it."""
 from __future__ import annotations

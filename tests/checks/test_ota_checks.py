@@ -1,4 +1,4 @@
-"""Issue 5: the OTA checks of `sbd verify` (check_ota.py) pass on the reference
+"""The OTA checks of `sbd verify` (checks/check_signed_updates.py) pass on the reference
 firmware, and each fails against a firmware variant broken for it."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6, attack surface: the declared network behaviour, the MUD file
+"""Attack surface: the declared network behaviour, the MUD file
 written from it, the id-pe-mud-url certificate extension, and the three
 surface checks of `sbd verify`, passing on the reference firmware and each
 failing on a variant broken for it."""

@@ -1,4 +1,4 @@
-"""Issue 4: the broker's TLS configuration passes a real scanner (sslyze,
+"""The broker's TLS configuration passes a real scanner (sslyze,
 Mozilla "intermediate"), and the same scan fails a deliberately weakened
 broker, so the pass is the configuration's doing and not the scanner's.
 

@@ -1,4 +1,4 @@
-"""`make bench`, the device on the network (issue 4): MQTT connect time,
+"""`make bench`, the device on the network: MQTT connect time,
 telemetry throughput and the heap a connection needs (docs/benchmarks.md).
 
 One emulated board, provisioned by a throw-away lab CA, against the lab's

@@ -1,4 +1,4 @@
-"""`make bench`, signed updates (issue 5): update throughput over MQTT and
+"""`make bench`, signed updates: update throughput over MQTT and
 TLS, against hashing and writing alone; manifest and boot-time verification
 times; the heap an update needs (docs/benchmarks.md).
 
@@ -29,7 +29,7 @@ from sbd_harness.identity.provisioning import lab_settings, provision
 from sbd_harness.lab.watch import Message, Watcher
 
 BOARD_NAME = "bench-ota"
-EFFICIENCY_GOAL = 0.5     # the issue's goal for ota_pipeline_efficiency (reported, not asserted)
+EFFICIENCY_GOAL = 0.5     # the goal for ota_pipeline_efficiency (reported, not asserted)
 HEAP_RESOLUTION = 1024
 PUSH_TIMEOUT_S = 120      # one whole update at the board's normal heap
 ONLINE_TIMEOUT_S = 60     # from power-on to the birth message
