@@ -7,8 +7,8 @@
 # that can run. The nonce makes the answer fresh (no replay of an old
 # statement); the device key makes it this device's. The verifier compares the
 # files with the build (harness: sbd_harness/attest.py).
-# Provisions: NIST IR 8259A 1 (device identification: the chip's ID, proven
-# with the certified key) and 6 (cybersecurity state awareness: the software
+# Provisions: NIST IR 8259A 1 (device identification: the chip's ID, read
+# from machine.unique_id() here, proven with the certified key) and 6 (cybersecurity state awareness: the software
 # state reported and exported); EU CRA Annex I (2)(f) (integrity of programs:
 # a changed or added file shows); ETSI EN 303 645 5.6-2 (told only to whoever
 # signs the request with the provisioning CA's key).
@@ -46,7 +46,8 @@ import hashlib
 import json
 import os
 import sys
-from sbd import device, identity, slots, version
+import machine
+from sbd import identity, slots, version
 
 FORMAT = "sbd-attest-1"
 RUNNABLE = (".py", ".mpy")
@@ -111,7 +112,7 @@ def statement(nonce, root="", slot=None):
         slot = running_slot(root)
     head = ('{"format":"%s","device_id":"%s","nonce":"%s","cert_sha256":%s,"model":%s,"fw_version":%s,'
             '"profile":%s,"slot":"%s","counter":%d,"files":{' % (
-                FORMAT, device.device_id(), nonce, json.dumps(identity.fingerprint()), json.dumps(version.MODEL),
+                FORMAT, binascii.hexlify(machine.unique_id()).decode(), nonce, json.dumps(identity.fingerprint()), json.dumps(version.MODEL),
                 json.dumps(version.VERSION), json.dumps(version.PROFILE), slot or "factory", slots.counter()))
     parts = [head.encode()]
     buf = bytearray(512)

@@ -1,7 +1,9 @@
 """Checks that a board runs the firmware that was built, and says who it is.
 
-They read only what any board shows (its boot line on the serial console),
-and, while the console is open, what the REPL answers.
+They read only what any board shows (its boot line on the serial console);
+while the console is open, what the REPL answers; once it is locked, what the
+device attests to in a statement signed with its certified key, at the lab
+CA's signed request (sbd_harness.attest).
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 
 import pytest
 
+from sbd_harness.attest import DEVICE_ID_RE, Attestation, AttestationError, attest, compare_with_bundle
 from sbd_harness.boards.base import BoardError
 from sbd_harness.bootline import missing_keys
 
@@ -16,9 +19,34 @@ from sbd_harness.bootline import missing_keys
 DEGENERATE_IDS = {"000000000000", "ffffffffffff", "001122334455", "aabbccddeeff", "deadbeefcafe",
                   "123456789abc", "010203040506"}
 
-def skip_if_locked(boot, what):
-    if boot.get("security", {}).get("console") == "locked":
-        pytest.skip(f"the console is locked, so {what} (the signed boot check of the OTA issue covers a locked board)")
+
+def _locked(boot) -> bool:
+    return bool(boot) and boot.get("security", {}).get("console") == "locked"
+
+
+def attested(board, ca, boot, evidence) -> Attestation:
+    """A locked board's attestation for the boot line's device ID, verified
+    (fresh nonce, the key the lab CA certified); an AssertionError says why not.
+    Skips when the lab CA cannot ask or check: none there, or not the one that
+    certified this device."""
+    device_id = str(boot.get("device_id"))
+    assert DEVICE_ID_RE.fullmatch(device_id), f"boot line's device ID {device_id!r} is not 12 lower-case hex digits"
+    if not ca.exists():
+        pytest.skip(f"the console is locked and there is no lab CA in {ca.dir} to ask for an attestation "
+                    "(give --pki DIR: the CA that provisioned the board)")
+    if ca.issued_certificate(device_id) is None:
+        pytest.skip(f"the console is locked and the lab CA in {ca.dir} never certified device {device_id}, "
+                    "so it can neither ask for an attestation nor check one (give --pki DIR: the CA that "
+                    "provisioned the board)")
+    try:
+        att = attest(board, ca, device_id)
+    except AttestationError as exc:
+        evidence["attestation_error"] = str(exc)
+        raise AssertionError(f"the locked board did not attest: {exc}") from None
+    evidence["attestation"] = {"device_id": att.device_id, "nonce": att.nonce, "slot": att.slot,
+                               "fw_version": att.version, "security_counter": att.counter,
+                               "cert_sha256": att.cert_sha256, "files": len(att.files)}
+    return att
 
 
 UNIQUE_ID_CODE = "import machine, binascii\nprint(binascii.hexlify(machine.unique_id()).decode())"
@@ -44,14 +72,20 @@ def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
     id="device-id-from-hardware",
     title="The device ID is the chip's own unique ID, not a constant",
     nist_ir_8259a=["1"])
-def check_device_id(sbd_board, sbd_boot, sbd_evidence):
+def check_device_id(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = sbd_boot.boot_line
     assert boot is not None, "no boot line to read a device ID from"
     device_id = str(boot.get("device_id"))
     sbd_evidence["device_id"] = device_id
     assert re.fullmatch(r"[0-9a-f]{12}", device_id), f"device ID {device_id!r} is not 6 bytes of hex"
     assert device_id not in DEGENERATE_IDS, f"device ID {device_id} is a placeholder"
-    skip_if_locked(boot, "machine.unique_id() cannot be read")
+    if _locked(boot):
+        # No REPL: the device states machine.unique_id() in a statement signed with
+        # the key the lab CA certified for the boot line's ID (verified in attested()).
+        att = attested(sbd_board, sbd_ca, boot, sbd_evidence)
+        sbd_evidence["machine_unique_id"] = att.device_id
+        assert att.device_id == device_id, f"boot line says {device_id}, the chip says {att.device_id}"
+        return
     try:
         chip_id = sbd_board.exec(UNIQUE_ID_CODE).strip()
     except BoardError as exc:
@@ -64,10 +98,17 @@ def check_device_id(sbd_board, sbd_boot, sbd_evidence):
     id="firmware-matches-build",
     title="Every firmware file on the board has the SHA-256 of the build",
     eu_cra=["I(2)(f)"])
-def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_evidence):
+def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_ca, sbd_evidence):
     expected = sbd_bundle.file_hashes()
-    if sbd_boot.boot_line:
-        skip_if_locked(sbd_boot.boot_line, "its files cannot be read back")
+    if _locked(sbd_boot.boot_line):
+        # No REPL: the device attests to every file that can run (sbd_harness.attest).
+        att = attested(sbd_board, sbd_ca, sbd_boot.boot_line, sbd_evidence)
+        diff = compare_with_bundle(att, sbd_bundle)
+        sbd_evidence.update({"files": len(expected), "missing": diff.missing, "changed": diff.changed,
+                             "extra": diff.extra, "inactive_slot": diff.inactive,
+                             "factory_not_compared": diff.not_compared, "bundle_sha256": sbd_bundle.sha256})
+        assert diff.ok, f"the attested files differ from the build: {diff.summary()}"
+        return
     try:
         actual = sbd_board.file_sha256(list(expected))
     except BoardError as exc:
