@@ -122,7 +122,7 @@ def test_covered_follows_the_documented_rules():
 def test_the_statement_holds_every_field_and_each_file_hash():
     root = fresh()
     try:
-        body = attest.statement(NONCE, root, "a")
+        body = b"".join(attest.statement(NONCE, root, "a"))
         s = json.loads(body)
         assert set(s) == {"format", "device_id", "nonce", "cert_sha256", "model", "fw_version",
                                                 "profile", "slot", "counter", "files"}
@@ -135,7 +135,7 @@ def test_the_statement_holds_every_field_and_each_file_hash():
             size, digest = content(path)
             assert entry == {"size": size, "sha256": digest}, path
         assert body.startswith(b'{"format":"sbd-attest-1","device_id":"240ac4010203","nonce":"' + NONCE.encode())
-        assert json.loads(attest.statement(NONCE, root, ""))["slot"] == "factory"
+        assert json.loads(b"".join(attest.statement(NONCE, root, "")))["slot"] == "factory"
     finally:
         rmtree(root)
 
@@ -143,13 +143,13 @@ def test_the_statement_holds_every_field_and_each_file_hash():
 def test_a_changed_or_added_file_changes_the_statement():
     root = fresh()
     try:
-        before = json.loads(attest.statement(NONCE, root, ""))["files"]
+        before = json.loads(b"".join(attest.statement(NONCE, root, "")))["files"]
         with open(root + "/lib/sbd/app.mpy", "r+b") as f:
             f.seek(100)
             f.write(b"\xff")
         with open(root + "/data/backdoor.mpy", "wb") as f:
             f.write(b"M\x06")
-        after = json.loads(attest.statement(NONCE, root, ""))["files"]
+        after = json.loads(b"".join(attest.statement(NONCE, root, "")))["files"]
         assert after["/lib/sbd/app.mpy"]["sha256"] != before["/lib/sbd/app.mpy"]["sha256"]
         assert after["/lib/sbd/app.mpy"]["size"] == before["/lib/sbd/app.mpy"]["size"]
         assert set(after) - set(before) == {"/data/backdoor.mpy"}
@@ -160,7 +160,8 @@ def test_a_changed_or_added_file_changes_the_statement():
 def test_the_device_key_signs_the_exact_statement_bytes():
     root = fresh()
     try:
-        body, sig = attest.answer(NONCE, root)
+        parts, sig = attest.answer(NONCE, root)
+        body = b"".join(parts)
         digest = hashlib.sha256(body).digest()
         assert p256.verify(PK, digest, sig)
         assert not p256.verify(p256.public_key(OTHER_SK), digest, sig)
@@ -172,9 +173,10 @@ def test_the_device_key_signs_the_exact_statement_bytes():
 def test_the_reply_is_one_json_line_with_the_statement_bytes_in_base64():
     root = fresh()
     try:
-        body, sig = attest.answer(NONCE, root)
+        parts, sig = attest.answer(NONCE, root)
+        body = b"".join(parts)
         out = io.StringIO()
-        attest.write_reply({"sbd": "cmd", "ok": True, "cmd": "attest", "seq": 7, "statement": body,
+        attest.write_reply({"sbd": "cmd", "ok": True, "cmd": "attest", "seq": 7, "statement": parts,
                             "signature": binascii.b2a_base64(sig).decode().strip()}, out)
         text = out.getvalue()
         assert text.endswith("\n") and text.count("\n") == 1 and len(text) > 1500
@@ -193,7 +195,7 @@ def test_the_running_slot_is_the_one_on_the_import_path():
         assert attest.running_slot(root) == ""
         sys.path.insert(0, root + "/ota/slot_b/lib")
         assert attest.running_slot(root) == "b"
-        assert json.loads(attest.statement(NONCE, root))["slot"] == "b"
+        assert json.loads(b"".join(attest.statement(NONCE, root)))["slot"] == "b"
         sys.path[0] = root + "/ota/slot_bb/lib"
         assert attest.running_slot(root) == ""
     finally:
@@ -219,4 +221,65 @@ def test_files_are_hashed_through_a_small_buffer():
             h.update(bytes([i]) * 1024)
         assert digest == h.digest()
     finally:
+        rmtree(root)
+
+
+class Sink:
+    """A console that keeps what is written in the pieces it came in (no big block)."""
+
+    def __init__(self):
+        self.pieces = []
+
+    def write(self, s):
+        self.pieces.append(s)
+
+
+def test_a_heap_in_pieces_of_one_kib_is_enough_to_attest():
+    # A long-running device's heap: tens of KiB free, but no contiguous block of 2 KiB.
+    # The statement is several KiB; it is never made, or written, in one piece.
+    root = fresh()
+    for i in range(40):  # as many modules as the firmware has, and more
+        with open(root + "/lib/sbd/module_%02d.mpy" % i, "wb") as f:
+            f.write(b"M\x06" + bytes([i]) * 300)
+    hold = [None] * 400
+    try:
+        attest.answer(NONCE, root)  # modules loaded, P-256 table built: as on a device that answered before
+        gc.collect()
+        n = 0
+        try:  # the whole heap in blocks of 1 KiB, then every other one freed
+            while n < len(hold):
+                hold[n] = bytearray(1024)
+                n += 1
+        except MemoryError:
+            pass
+        for i in range(0, n, 2):
+            hold[i] = None
+        gc.collect()
+        assert gc.mem_free() > 40000, gc.mem_free()
+        try:
+            bytearray(2048)
+            fragmented = False
+        except MemoryError:
+            fragmented = True
+        assert fragmented
+        parts, sig = attest.answer(NONCE, root)
+        out = Sink()
+        attest.write_reply({"sbd": "cmd", "ok": True, "cmd": "attest", "seq": 1, "statement": parts}, out)
+        # Checked piece by piece too: the pieces now sit in the holes, and nothing
+        # here may need a block of the statement's size either.
+        assert '"sbd": "cmd"' in out.pieces[0] and out.pieces[0].endswith(', "statement": "')
+        assert out.pieces[-1].endswith('"}\n') and len(out.pieces) > 10
+        written, signed, size = hashlib.sha256(), hashlib.sha256(), 0
+        for piece in out.pieces[1:-1] + [out.pieces[-1][:-3]]:
+            data = binascii.a2b_base64(piece)
+            size += len(data)
+            written.update(data)
+        for part in parts:
+            signed.update(part)
+        digest = signed.digest()
+        assert size > 5000 and written.digest() == digest
+        assert p256.verify(PK, digest, sig)
+    finally:
+        hold = None
+        gc.collect()
         rmtree(root)

@@ -52,7 +52,7 @@ from sbd import identity, slots, version
 FORMAT = "sbd-attest-1"
 RUNNABLE = (".py", ".mpy")
 _DIR = 0x4000
-_CHUNK = 384  # statement bytes per piece of base64 written: 512 characters
+_CHUNK = 384  # statement bytes gathered before a piece of base64 is written
 
 
 def running_slot(root=""):
@@ -107,13 +107,16 @@ def file_digest(path, buf):
 
 def statement(nonce, root="", slot=None):
     """The statement's exact bytes, for nonce (32 lower-case hex digits,
-    checked by sbd.commands). `root` is where the device filesystem is (tests)."""
+    checked by sbd.commands), as a list of short pieces: joined, they would
+    need one block of several KiB, which a fragmented heap may not have.
+    `root` is where the device filesystem is (tests)."""
     if slot is None:
         slot = running_slot(root)
     head = ('{"format":"%s","device_id":"%s","nonce":"%s","cert_sha256":%s,"model":%s,"fw_version":%s,'
             '"profile":%s,"slot":"%s","counter":%d,"files":{' % (
-                FORMAT, binascii.hexlify(machine.unique_id()).decode(), nonce, json.dumps(identity.fingerprint()), json.dumps(version.MODEL),
-                json.dumps(version.VERSION), json.dumps(version.PROFILE), slot or "factory", slots.counter()))
+                FORMAT, binascii.hexlify(machine.unique_id()).decode(), nonce, json.dumps(identity.fingerprint()),
+                json.dumps(version.MODEL), json.dumps(version.VERSION), json.dumps(version.PROFILE),
+                slot or "factory", slots.counter()))
     parts = [head.encode()]
     buf = bytearray(512)
     for path in files(root, slot):
@@ -122,24 +125,31 @@ def statement(nonce, root="", slot=None):
                                                      binascii.hexlify(digest).decode())
         parts.append(entry.encode())
     parts.append(b"}}")
-    buf = None
-    gc.collect()
-    return b"".join(parts)
+    return parts
 
 
 def answer(nonce, root=""):
-    """(statement bytes, signature r || s by the device key over its SHA-256)."""
-    body = statement(nonce, root)
-    return body, identity.sign(hashlib.sha256(body).digest())
+    """(statement pieces, signature r || s by the device key over the SHA-256 of their bytes)."""
+    parts = statement(nonce, root)
+    gc.collect()
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return parts, identity.sign(h.digest())
 
 
 def write_reply(reply, out=None):
-    """Prints the reply as one JSON line, its "statement" (bytes) as base64
-    written piece by piece, so no second copy of the statement is made."""
+    """Prints the reply as one JSON line, its "statement" (pieces of bytes)
+    as base64 written a few hundred bytes at a time: no copy of the whole."""
     out = out or sys.stdout
-    body = reply.pop("statement")
+    parts = reply.pop("statement")
     head = json.dumps(reply)
     out.write(head[:-1] + ', "statement": "')
-    for i in range(0, len(body), _CHUNK):
-        out.write(binascii.b2a_base64(memoryview(body)[i:i + _CHUNK], newline=False).decode())
-    out.write('"}\n')
+    pending = bytearray()
+    for part in parts:
+        pending.extend(part)
+        if len(pending) >= _CHUNK:
+            n = len(pending) - len(pending) % 3  # base64 of whole 3-byte groups only
+            out.write(binascii.b2a_base64(memoryview(pending)[:n], newline=False).decode())
+            pending = pending[n:]
+    out.write(binascii.b2a_base64(pending, newline=False).decode() + '"}\n')
