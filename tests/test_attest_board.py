@@ -2,22 +2,26 @@
 device-id-from-hardware and firmware-matches-build by attestation (not a
 skip); firmware-matches-build fails on a board that runs a package shadowing
 /lib/sbd, and on one with a /lib file that is not the build's; attest is
-refused over MQTT, where its reply does not fit, and the device keeps serving."""
+refused over MQTT, where its reply does not fit, and the device keeps serving;
+a board running an update attests to its slot, compared with the update's build."""
 from __future__ import annotations
 
 import json
 import queue
+import shutil
 import time
 from pathlib import Path
 
-from sbd_harness import attest
+from sbd_harness import attest, ota
 from sbd_harness.boards.serial_board import read_boot
 from sbd_harness.bootline import last_boot_line
 from sbd_harness.broker import Broker
 from sbd_harness.bundle import FirmwareBundle, compile_mpy
 from sbd_harness.flashing import flash_firmware
 from sbd_harness.provisioning import lab_settings, provision
+from sbd_harness.watch import Watcher
 from helpers import unexpected, verify_report
+from variants import FIRMWARE
 
 CHECKS = ("device-id-from-hardware", "firmware-matches-build")
 SELECT = "check_device_id or check_firmware_matches_build"
@@ -43,8 +47,9 @@ def _lock(board) -> dict:
     return boot
 
 
-def _verify(board, ca, tmp_path: Path) -> dict[str, dict]:
-    _, report = verify_report(board, ca, tmp_path / f"report-{board.name}.json", "-k", SELECT, timeout=300)
+def _verify(board, ca, tmp_path: Path, *extra: str) -> dict[str, dict]:
+    _, report = verify_report(board, ca, tmp_path / f"report-{board.name}.json", "-k", SELECT, *extra,
+                              timeout=300)
     checks = {c["id"]: c for c in report["checks"]}
     assert set(checks) == set(CHECKS), unexpected(report)
     return checks
@@ -126,3 +131,40 @@ def test_attest_is_refused_over_mqtt_and_the_device_serves_on(make_board, tmp_pa
         # and on the console, the same device attests
         assert attest.attest(board, ca, result.device_id).device_id == result.device_id
 
+
+
+def test_a_board_running_an_update_attests_to_its_slot(make_board, tmp_path):
+    from sbd_harness.pki import LabCA
+    ca = LabCA(tmp_path / "pki")
+    ca.init()
+    key = ota.ReleaseKey.generate(tmp_path / "release-key.pem")
+    release = tmp_path / "fw-0.2.0"  # the manufacturer's next release: the reference, another version
+    shutil.copytree(FIRMWARE, release, ignore=shutil.ignore_patterns("__pycache__"))
+    version_py = release / "lib/sbd/version.py"
+    version_py.write_text(version_py.read_text().replace('VERSION = "0.1.0"', 'VERSION = "0.2.0"'))
+    update = FirmwareBundle.from_dir(release)
+    manifest = ota.build_manifest(update, "0.2.0", 2)
+    stream = ota.build_stream(ota.encode_manifest(manifest), key,
+                              {f["path"]: update.files["/" + f["path"]] for f in manifest["files"]})
+    with Broker(ca) as broker:
+        board = make_board("att")
+        flash_firmware(board, FirmwareBundle.from_dir())
+        result = provision(board, ca, settings=lab_settings(board, broker.port), release_keys=[key.public_point])
+        watcher = Watcher(broker, f"devices/{result.device_id}/#", persistent=True)
+        try:
+            assert ota.push(watcher, result.device_id, stream)["event"] == "installed"
+            committed = watcher.wait_for(lambda m: (m.json() or {}).get("event") == "committed", 90)
+            assert committed is not None, board.serial_log()[-2000:]
+        finally:
+            watcher.close()
+        att = attest.attest(board, ca, result.device_id)
+        assert (att.slot, att.version, att.counter) in {("a", "0.2.0", 2), ("b", "0.2.0", 2)}
+        slot_files = [p for p in att.files if p.startswith(f"/ota/slot_{att.slot}/")]
+        assert f"/ota/slot_{att.slot}/manifest.sig" in slot_files and len(slot_files) == len(manifest["files"]) + 2
+        diff = attest.compare_with_bundle(att, update)
+        assert diff.ok and diff.not_compared == sorted(p for p in FirmwareBundle.from_dir().files
+                                                       if p.startswith("/lib/")), diff
+        # against the factory build, the slot's files are not the build's
+        assert attest.compare_with_bundle(att, FirmwareBundle.from_dir()).changed == ["/lib/sbd/version.mpy"]
+        checks = _verify(board, ca, tmp_path, "--firmware", str(release))
+        assert {c: checks[c]["status"] for c in CHECKS} == {c: "pass" for c in CHECKS}, json.dumps(checks, indent=1)
