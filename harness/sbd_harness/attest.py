@@ -97,9 +97,11 @@ class FileComparison:
 
     @property
     def ok(self) -> bool:
+        """True when the board runs exactly the build."""
         return not (self.missing or self.changed or self.extra)
 
     def summary(self) -> str:
+        """The differences that count, for a message."""
         return f"missing {self.missing}, changed {self.changed}, extra {self.extra}"
 
 
@@ -109,6 +111,7 @@ def new_nonce() -> str:
 
 
 def _check_device_id(device_id: object, where: str) -> str:
+    """device_id if it is 12 lower-case hex digits, else AttestationError naming `where` it came from."""
     if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
         raise AttestationError(f"device ID {device_id!r} {where} is not 12 lower-case hex digits")
     return device_id
@@ -136,6 +139,7 @@ def attest(board: ConsoleBoard, ca: LabCA, device_id: str, nonce: str | None = N
 
 
 def _b64(reply: Mapping[str, Any], key: str) -> bytes:
+    """The bytes of the reply's base64 field `key` (strict alphabet and padding)."""
     value = reply.get(key)
     if not isinstance(value, str) or not value:
         raise AttestationError(f"malformed reply: no {key}")

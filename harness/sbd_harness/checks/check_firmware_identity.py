@@ -8,23 +8,26 @@ CA's signed request (sbd_harness.attest).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
-from sbd_harness.attest import DEVICE_ID_RE, Attestation, AttestationError, attest, compare_with_bundle
+from sbd_harness.attest import DEVICE_ID_RE, Attestation, AttestationError, ConsoleBoard, attest, compare_with_bundle
 from sbd_harness.boards.base import BoardError
 from sbd_harness.bootline import missing_keys
+from sbd_harness.pki import LabCA
 
 # IDs that betray a constant or a placeholder rather than the chip's own ID.
 DEGENERATE_IDS = {"000000000000", "ffffffffffff", "001122334455", "aabbccddeeff", "deadbeefcafe",
                   "123456789abc", "010203040506"}
 
 
-def _locked(boot) -> bool:
+def _locked(boot: dict[str, Any] | None) -> bool:
+    """True when the boot line says the console is locked."""
     return bool(boot) and boot.get("security", {}).get("console") == "locked"
 
 
-def attested(board, ca, boot, evidence) -> Attestation:
+def attested(board: ConsoleBoard, ca: LabCA, boot: dict[str, Any], evidence: dict[str, Any]) -> Attestation:
     """A locked board's attestation for the boot line's device ID, verified
     (fresh nonce, the key the lab CA certified); an AssertionError says why not.
     Skips when the lab CA cannot ask or check: none there, or not the one that
