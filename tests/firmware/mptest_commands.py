@@ -80,3 +80,22 @@ def test_framing_errors():
     refused(commands.PREFIX + b"!!!! ****", "bad base64")
     refused(commands.PREFIX + b"A" * (commands.MAX_LINE + 1), "too long")
     refused(commands.PREFIX + b"AAAA AAAA", "bad signature")  # decodes, but 3-byte "signature"
+
+
+def test_attest_takes_exactly_one_nonce_of_32_lower_case_hex_digits():
+    nonce = "0123456789abcdef0123456789abcdef"
+    ok = line({"cmd": "attest", "device": DEVICE, "seq": 11, "args": {"nonce": nonce}})
+    assert commands.parse(ok, CA_PK, DEVICE, 10, CERT) == ("attest", {"nonce": nonce}, 11)
+    assert commands.parse(line({"cmd": "attest", "device": DEVICE, "seq": 11, "args": {"nonce": "f" * 32}}),
+                          CA_PK, DEVICE, 10, CERT)[1] == {"nonce": "f" * 32}
+    for args in (None, {}, {"nonce": nonce[:-1]}, {"nonce": nonce + "0"}, {"nonce": ""},
+                 {"nonce": nonce.upper()}, {"nonce": "0123456789ABCDEF0123456789abcdef"},
+                 {"nonce": "g" + nonce[1:]}, {"nonce": " " + nonce[1:]}, {"nonce": nonce[:-1] + "\n"},
+                 {"nonce": "0x" + nonce[2:]}, {"nonce": "-" + nonce[1:]}, {"nonce": "\u00e9" + nonce[2:]},
+                 {"nonce": 12345}, {"nonce": True}, {"nonce": None}, {"nonce": [nonce]}, {"nonce": {"v": nonce}},
+                 {"nonce": nonce, "x": 1}, {"challenge": nonce}, [nonce]):
+        body = {"cmd": "attest", "device": DEVICE, "seq": 11}
+        if args is not None:
+            body["args"] = args
+        refused(line(body), "bad args")
+

@@ -307,3 +307,66 @@ def test_never_raises_on_random_garbage():
     for size in (0, 1, 32, 64, 65, 100):
         junk = os.urandom(size)
         assert p256.verify(junk, junk, junk) is False
+
+
+# --- blinding -------------------------------------------------------------------
+
+class _RecordingOs:
+    """Stands in for the os module in sbd.p256: urandom from a seeded stream, recorded."""
+
+    def __init__(self, seed):
+        self.state = sha256(seed).digest()
+        self.drawn = 0
+
+    def urandom(self, n):
+        out = b""
+        while len(out) < n:
+            self.state = sha256(self.state).digest()
+            out += self.state
+        self.drawn += n
+        return out[:n]
+
+
+def _with_rng(rng, fn, *args):
+    saved = p256.os
+    p256.os = rng
+    try:
+        return fn(*args)
+    finally:
+        p256.os = saved
+
+
+def test_blinding_leaves_rfc6979_signatures_unchanged():
+    # Each signature with another random stream for the blinding: always the published one.
+    for seed in (b"one", b"two", b"three", b"four"):
+        rng = _RecordingOs(seed)
+        assert _with_rng(rng, p256.sign, RFC_KEY, SAMPLE) == RFC_SAMPLE
+        assert _with_rng(rng, p256.sign, RFC_KEY, TEST) == RFC_TEST
+        # m (4 bytes), the random Z (32), b (32) and the inversion's blinding (32), per signature
+        assert rng.drawn >= 2 * (4 + 32 + 32 + 32), rng.drawn
+    assert _with_rng(_RecordingOs(b"five"), p256.public_key, RFC_KEY) == RFC_PUB
+
+
+def test_scalar_blinding_is_fresh_and_keeps_the_scalar_mod_n():
+    for k in (1, 2, N - 1, int.from_bytes(RFC_KEY, "big")):
+        a, b = p256._blind_scalar(k), p256._blind_scalar(k)
+        assert a != b and a % N == k and b % N == k
+        for v in (a, b):  # 288 or 289 bits: always past the nonce's own 256, within the comb's 290
+            assert v >> 287 and not v >> 289, hex(v)
+
+
+def test_projective_coordinates_are_random_but_the_point_is_not():
+    k = int.from_bytes(RFC_KEY, "big")
+    first, second = p256._comb_mul(k), p256._comb_mul(k)
+    assert first[2] != second[2] and first[0] != second[0]
+    x, y = p256._affine(*first)
+    assert (x, y) == p256._affine(*second)
+    assert b"\x04" + i2b(x) + i2b(y) == RFC_PUB
+
+
+def test_s_is_the_same_for_any_blinding_factor():
+    d = int.from_bytes(RFC_KEY, "big")
+    e = int.from_bytes(SAMPLE, "big")
+    k = 0xA6E3C57DD01ABE90086538398355DD4C3B17AA873382B0F24D6129493D8AAD60  # RFC 6979 A.2.5, SHA-256, "sample"
+    sigs = set(_with_rng(_RecordingOs(bytes([i])), p256._sign_with_nonce, d, e, k) for i in range(6))
+    assert sigs == {RFC_SAMPLE}

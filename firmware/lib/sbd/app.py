@@ -1,6 +1,7 @@
 # The application. An unprovisioned (or unlocked) device returns to the REPL
 # so it can be provisioned; a locked one runs here for good and never hands
 # the console back. Later practices (MQTT, OTA) hook into run_locked().
+import binascii
 import json
 import machine
 from sbd import commands, console, device, identity, state, store
@@ -39,7 +40,7 @@ def run_locked():
     import gc
     links = []  # the network link, once there is one
 
-    def handle(line):
+    def handle(line, from_console=True):
         """One signed command line, from the console or from MQTT: its reply."""
         if not line.startswith(commands.PREFIX):
             return None  # noise: ignored, and nothing disclosed
@@ -48,6 +49,8 @@ def run_locked():
             name, args, seq = commands.parse(line, ca_key, device_id, store.get_int("cmd_seq", 0), cert_sha256)
         except commands.CommandError as e:
             return {"sbd": "cmd", "ok": False, "error": str(e)}
+        if name in commands.CONSOLE_ONLY and not from_console:
+            return {"sbd": "cmd", "ok": False, "error": "serial console only"}
         store.put_int("cmd_seq", seq)
         reply = {"sbd": "cmd", "ok": True, "cmd": name, "seq": seq}
         if name == "status":
@@ -62,6 +65,22 @@ def run_locked():
             if links:
                 links[0].set_interval(args["seconds"])
             reply["telemetry_s"] = args["seconds"]
+        elif name == "attest":
+            return attest(reply, args["nonce"])
+        return reply
+
+    def attest(reply, nonce):
+        # The statement stays bytes: on_line writes it out as base64 piece by piece.
+        try:
+            from sbd import attest as attestation
+            body, signature = attestation.answer(nonce)
+        except MemoryError:
+            gc.collect()
+            return {"sbd": "cmd", "ok": False, "error": "out of memory"}
+        except OSError:
+            return {"sbd": "cmd", "ok": False, "error": "file unreadable"}
+        reply["signature"] = binascii.b2a_base64(signature, newline=False).decode()
+        reply["statement"] = body
         return reply
 
     def act(reply):
@@ -76,7 +95,11 @@ def run_locked():
     def on_line(line):
         reply = handle(line)
         if reply is not None:
-            print(json.dumps(reply))
+            if "statement" in reply:
+                from sbd import attest as attestation
+                attestation.write_reply(reply)
+            else:
+                print(json.dumps(reply))
             if reply.get("status") is not None:
                 print(json.dumps({"sbd": "status", "security": reply["status"]}))
             act(reply)
@@ -87,7 +110,7 @@ def run_locked():
         from sbd.link import Link
 
         def on_command(line):
-            return handle(line) or {"sbd": "cmd", "ok": False, "error": "not a command"}
+            return handle(line, from_console=False) or {"sbd": "cmd", "ok": False, "error": "not a command"}
 
         link = Link(settings, on_command, after_reply=act)
         links.append(link)

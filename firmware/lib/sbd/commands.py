@@ -15,13 +15,21 @@ import json
 PREFIX = b"SBD-CMD "
 MAX_LINE = 1024
 MAX_SEQ = 0x7FFFFFFF
-# name -> its arguments: every one required, an integer within (lo, hi)
+NONCE_HEX = 32  # attest's nonce: 16 bytes chosen by the verifier, as lower-case hex
+# name -> its arguments, every one required: a tuple (lo, hi) is an integer
+# within those bounds, an int n a string of exactly n lower-case hex digits
 COMMANDS = {
     "status": {},
     "factory_reset": {},
     "unlock_console": {},
     "set_interval": {"seconds": (1, 3600)},
+    "attest": {"nonce": NONCE_HEX},
 }
+# Served on the serial console only: attest's reply (several KiB: a line per
+# file) is larger than the packets the device's MQTT client takes
+# (sbd.link.MAX_PACKET, 1536 bytes), and that limit keeps its receive buffer small.
+CONSOLE_ONLY = ("attest",)
+_HEX = "0123456789abcdef"
 
 
 class CommandError(Exception):
@@ -42,6 +50,17 @@ def _b64decode(part):
         return binascii.a2b_base64(part)
     except ValueError:
         raise CommandError("bad base64")
+
+
+def _valid_arg(rule, value):
+    if isinstance(rule, tuple):
+        return isinstance(value, int) and not isinstance(value, bool) and rule[0] <= value <= rule[1]
+    if not isinstance(value, str) or len(value) != rule:
+        return False
+    for c in value:
+        if c not in _HEX:
+            return False
+    return True
 
 
 def parse(line, ca_public_key, device_id, last_seq, cert_sha256):
@@ -86,9 +105,6 @@ def parse(line, ca_public_key, device_id, last_seq, cert_sha256):
     if len(args) != len(schema):
         raise CommandError("bad args")
     for key, value in args.items():
-        bounds = schema.get(key)
-        if bounds is None or not isinstance(value, int) or isinstance(value, bool):
-            raise CommandError("bad args")
-        if not bounds[0] <= value <= bounds[1]:
+        if key not in schema or not _valid_arg(schema[key], value):
             raise CommandError("bad args")
     return name, args, seq

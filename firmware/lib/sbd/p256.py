@@ -10,7 +10,9 @@ Provisions it serves
     ETSI EN 303 645 5.1-3 (best-practice cryptography for authentication) and
     5.3-7 (best-practice cryptography for the secure update mechanism);
     OWASP ISVS 3.4.3 (updates are signed and the signature is checked before
-    they are installed).
+    they are installed); EU CRA Annex I (2)(k) (exploitation mitigation: the
+    device signs on request, so the arithmetic on its secrets is blinded
+    against timing).
 
 Interface (all values are bytes, integers big-endian)
     generate_keypair() -> (private_key 32 bytes, public_key 65 bytes)
@@ -29,8 +31,15 @@ How it computes, for a reviewer
     is the point at infinity. Doubling uses the a = -3 shortcut, additions
     add an affine point to a Jacobian one ("mixed" addition).
   * k*G uses a fixed-base comb: a table of 31 multiples of G, built on first
-    use and then kept (3-5 KiB of heap), so k*G costs 52 doublings and at
-    most 52 additions.
+    use and then kept (3-5 KiB of heap), so k*G costs 58 doublings and at
+    most 58 additions (58 columns of 5 teeth: 290 bits, room for a blinded
+    scalar).
+  * Secrets are blinded (see _mul_g and sign): a secret scalar k is used as
+    k + m*n for a fresh random m of 32 bits, the comb's running point gets a
+    random Z, and s = k^-1 (e + r*d) is computed as (k*b)^-1 (b*e + (b*r)*d)
+    for a fresh random b. The results are the same numbers; only the
+    intermediate values, and so the time the big-int operations take, change
+    from one call to the next.
   * u1*G + u2*Q in verify is one loop of 257 doublings in which the comb
     additions for G and signed-window (width-5 NAF) additions for Q are
     interleaved (Shamir's trick); Q's 8 odd multiples are computed per call.
@@ -57,7 +66,9 @@ _GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
 _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 
 _TEETH = const(5)     # comb: table of 2^5 - 1 = 31 points ...
-_SPACING = const(52)  # ... whose teeth are 52 bits apart: 5 * 52 = 260 bits >= 258
+_SPACING = const(58)  # ... whose teeth are 58 bits apart: 5 * 58 = 290 bits >= 289,
+_COMB_BYTES = const(37)  # the length of a blinded scalar k + m*n (m < 2^33); 37 bytes hold it
+_BLIND_BITS = const(32)  # random bits of the scalar blinding factor m
 _WIDTH = const(5)     # width of the signed windows for Q in verify
 
 
@@ -74,10 +85,16 @@ def _inv(a, m):
     return t0 % m
 
 
+def _random_below(m):
+    """A fresh random number in [1, m-1] (os.urandom: the ESP32's hardware RNG).
+    Only for blinding: a slight bias of the reduction does not matter there."""
+    return int.from_bytes(os.urandom(32), "big") % (m - 1) + 1
+
+
 def _inv_blinded(a, m):
     """a^-1 mod m for a secret a: Euclid's steps then depend on a * b for a
     random b, not on a itself."""
-    b = int.from_bytes(os.urandom(32), "big") % (m - 1) + 1
+    b = _random_below(m)
     return _inv(a * b % m, m) * b % m
 
 
@@ -154,12 +171,12 @@ _comb_y = None
 
 
 def _comb_table():
-    """T[c] = sum of 2^(52*m) G over the bits m set in c, for 1 <= c < 32."""
+    """T[c] = sum of 2^(58*m) G over the bits m set in c, for 1 <= c < 32."""
     global _comb_x, _comb_y
     if _comb_x is None:
         xs = [0]                       # T[0] would be infinity; never used
         ys = [0]
-        tx, ty = _GX, _GY              # tooth m: 2^(52*m) G
+        tx, ty = _GX, _GY              # tooth m: 2^(58*m) G
         for m in range(_TEETH):
             if m:
                 X, Y, Z = tx, ty, 1
@@ -180,8 +197,8 @@ def _comb_table():
 
 
 def _comb_columns(k):
-    """Column i of k (0 <= i < 52): bit m is bit i + 52*m of k."""
-    b = k.to_bytes(33, "little")
+    """Column i of k (0 <= i < 58): bit m is bit i + 58*m of k (k < 2^290)."""
+    b = k.to_bytes(_COMB_BYTES, "little")
     cols = bytearray(_SPACING)
     for i in range(_SPACING):
         c = 0
@@ -193,22 +210,39 @@ def _comb_columns(k):
     return cols
 
 
-def _mul_g(k):
-    """Affine k*G for a secret 0 < k < n."""
-    # k + n or k + 2n: same point, but always 257 bits long, so the time the
-    # loop takes does not reveal how many leading zero bits k has (a leak
-    # that lattice attacks on ECDSA nonces feed on).
-    k += _N
-    if not k >> 256:
-        k += _N
+def _blind_scalar(k):
+    """k + m*n for a fresh random m in [2^32, 2^33): the same multiple of G,
+    but the comb walks the bits of a number that is new at every call, so
+    which columns are zero, and how long the loop takes, no longer follow k
+    (its leading zeros, its Hamming weight: what lattice attacks on ECDSA
+    nonces feed on). The result is always 288 or 289 bits long."""
+    m = int.from_bytes(os.urandom(_BLIND_BITS // 8), "big") | (1 << _BLIND_BITS)
+    return k + m * _N
+
+
+def _comb_mul(k):
+    """Jacobian k*G for a secret 0 < k < n, blinded (k + m*n, random Z)."""
     cx, cy = _comb_table()
-    cols = _comb_columns(k)
+    cols = _comb_columns(_blind_scalar(k))
     X, Y, Z = 0, 1, 0
     for i in range(_SPACING - 1, -1, -1):
         X, Y, Z = _double(X, Y, Z)
         c = cols[i]
         if c:
-            X, Y, Z = _add_affine(X, Y, Z, cx[c], cy[c])
+            if Z:
+                X, Y, Z = _add_affine(X, Y, Z, cx[c], cy[c])
+            else:
+                # The first point, in a random projective representation
+                # (x*l^2, y*l^3, l): every later coordinate is randomised too.
+                l = _random_below(_P)
+                l2 = l * l % _P
+                X, Y, Z = cx[c] * l2 % _P, cy[c] * l2 % _P * l % _P, l
+    return X, Y, Z
+
+
+def _mul_g(k):
+    """Affine k*G for a secret 0 < k < n."""
+    X, Y, Z = _comb_mul(k)
     return _affine(X, Y, Z, _inv_blinded)
 
 
@@ -371,23 +405,35 @@ def sign(private_key, digest):
 
     Not constant-time, and it cannot be in MicroPython: big-int operations
     take time that depends on the values, and the comb skips zero columns.
-    The nonce is padded to a fixed length and the inversions of secrets are
-    blinded, which removes the gross leaks, but an attacker who can time many
-    signatures precisely is out of scope. The private key is made on the
-    device and never leaves it; signing serves device-identity challenges,
-    not a high-rate signing service.
+    So the values are blinded instead, afresh at every call: the nonce's
+    multiple of G is computed from k + m*n with a random Z (_comb_mul), and
+    s from (k*b)^-1 and (b*r)*d for a random b. The time then follows the
+    random blinding, not the key or the nonce (tests/firmware/
+    mptest_p256_timing.py measures it). The blinding changes no result:
+    the signature is still exactly RFC 6979's.
     """
     d = _private_scalar(private_key)
     if not _is_bytes(digest) or len(digest) != 32:
         raise ValueError("digest must be 32 bytes")
     e = int.from_bytes(digest, "big")
     for k in _rfc6979_nonces(d, e):
-        r = _mul_g(k)[0] % _N
-        if not r:
-            continue
-        s = _inv_blinded(k, _N) * (e + r * d) % _N
-        if s:
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        signature = _sign_with_nonce(d, e, k)
+        if signature is not None:
+            return signature
+
+
+def _sign_with_nonce(d, e, k):
+    """r || s for key d, digest e and nonce k, or None when r or s is 0."""
+    r = _mul_g(k)[0] % _N
+    if not r:
+        return None
+    # s = k^-1 (e + r*d) = (k*b)^-1 * (b*e + (b*r)*d): the inversion works on
+    # k*b and the product with d on b*r, both new random numbers each time.
+    b = _random_below(_N)
+    s = _inv(k * b % _N, _N) * ((e * b + (r * b % _N) * d) % _N) % _N
+    if not s:
+        return None
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def verify(public_key, digest, signature):

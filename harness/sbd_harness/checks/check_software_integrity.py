@@ -1,14 +1,17 @@
 """The board runs the firmware that was built, and says which firmware it is.
 
-They read what any board shows (its boot line on the serial console) and,
-while the console is open, what the REPL answers."""
+They read only what any board shows (its boot line on the serial console);
+while the console is open, what the REPL answers; once it is locked, what the
+device attests to in a statement signed with its certified key, at the lab
+CA's signed request (identity/attest.py)."""
 from __future__ import annotations
 
 import pytest
 
 from sbd_harness.boards.base import BoardError
-from sbd_harness.checks.common import skip_if_locked
+from sbd_harness.checks.common import attested, locked
 from sbd_harness.device.bootline import missing_keys
+from sbd_harness.identity.attest import compare_with_bundle
 
 
 @pytest.mark.sbd_check(
@@ -31,10 +34,17 @@ def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
     id="firmware-matches-build",
     title="Every firmware file on the board has the SHA-256 of the build",
     eu_cra=["I(2)(f)"])
-def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_evidence):
+def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_ca, sbd_evidence):
     expected = sbd_bundle.file_hashes()
-    if sbd_boot.boot_line:
-        skip_if_locked(sbd_boot.boot_line, "its files cannot be read back")
+    if locked(sbd_boot.boot_line):
+        # No REPL: the device attests to every file that can run (identity/attest.py).
+        att = attested(sbd_board, sbd_ca, sbd_boot.boot_line, sbd_evidence)
+        diff = compare_with_bundle(att, sbd_bundle)
+        sbd_evidence.update({"files": len(expected), "missing": diff.missing, "changed": diff.changed,
+                             "extra": diff.extra, "inactive_slot": diff.inactive,
+                             "factory_not_compared": diff.not_compared, "bundle_sha256": sbd_bundle.sha256})
+        assert diff.ok, f"the attested files differ from the build: {diff.summary()}"
+        return
     try:
         actual = sbd_board.file_sha256(list(expected))
     except BoardError as exc:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sbd_harness.boards.base import BoardError
-from sbd_harness.checks.common import NVS_NS, boot_line_or_skip, flash_store, reads_flash, require_provisioned, skip_if_locked
+from sbd_harness.checks.common import NVS_NS, attested, locked, boot_line_or_skip, flash_store, reads_flash, require_provisioned
 from sbd_harness.identity.pki import fingerprint, public_point
 
 
@@ -128,14 +128,20 @@ def check_no_shared_secrets(sbd_board, sbd_bundle, sbd_evidence):
     id="device-id-from-hardware",
     title="The device ID is the chip's own unique ID, not a constant",
     nist_ir_8259a=["1"])
-def check_device_id(sbd_board, sbd_boot, sbd_evidence):
+def check_device_id(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = sbd_boot.boot_line
     assert boot is not None, "no boot line to read a device ID from"
     device_id = str(boot.get("device_id"))
     sbd_evidence["device_id"] = device_id
     assert re.fullmatch(r"[0-9a-f]{12}", device_id), f"device ID {device_id!r} is not 6 bytes of hex"
     assert device_id not in DEGENERATE_IDS, f"device ID {device_id} is a placeholder"
-    skip_if_locked(boot, "machine.unique_id() cannot be read")
+    if locked(boot):
+        # No REPL: the device states machine.unique_id() in a statement signed with
+        # the key the lab CA certified for the boot line's ID (verified in attested()).
+        att = attested(sbd_board, sbd_ca, boot, sbd_evidence)
+        sbd_evidence["machine_unique_id"] = att.device_id
+        assert att.device_id == device_id, f"boot line says {device_id}, the chip says {att.device_id}"
+        return
     try:
         chip_id = sbd_board.exec(UNIQUE_ID_CODE).strip()
     except BoardError as exc:

@@ -25,9 +25,34 @@ def require_provisioned(boot):
         pytest.skip("the board is not provisioned (sbd provision)")
 
 
-def skip_if_locked(boot, what):
-    if boot.get("security", {}).get("console") == "locked":
-        pytest.skip(f"the console is locked, so {what}")
+def locked(boot: dict[str, Any] | None) -> bool:
+    """True when the boot line says the console is locked."""
+    return bool(boot) and boot.get("security", {}).get("console") == "locked"
+
+
+def attested(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, Any]) -> Any:
+    """A locked board's attestation for the boot line's device ID, verified (fresh nonce, the key
+    the lab CA certified; identity/attest.py); an AssertionError says why not. Skips when the lab
+    CA cannot ask or check: none there, or not the one that certified this device."""
+    from sbd_harness.identity.attest import DEVICE_ID_RE, AttestationError, attest
+    device_id = str(boot.get("device_id"))
+    assert DEVICE_ID_RE.fullmatch(device_id), f"boot line's device ID {device_id!r} is not 12 lower-case hex digits"
+    if not ca.exists():
+        pytest.skip(f"the console is locked and there is no lab CA in {ca.dir} to ask for an attestation "
+                    "(give --pki DIR: the CA that provisioned the board)")
+    if ca.issued_certificate(device_id) is None:
+        pytest.skip(f"the console is locked and the lab CA in {ca.dir} never certified device {device_id}, "
+                    "so it can neither ask for an attestation nor check one (give --pki DIR: the CA that "
+                    "provisioned the board)")
+    try:
+        att = attest(board, ca, device_id)
+    except AttestationError as exc:
+        evidence["attestation_error"] = str(exc)
+        raise AssertionError(f"the locked board did not attest: {exc}") from None
+    evidence["attestation"] = {"device_id": att.device_id, "nonce": att.nonce, "slot": att.slot,
+                               "fw_version": att.version, "security_counter": att.counter,
+                               "cert_sha256": att.cert_sha256, "files": len(att.files)}
+    return att
 
 
 def flash_store(board):

@@ -1,0 +1,155 @@
+# Attestation: a locked device proves what it runs. On the signed command
+# `attest` with a fresh nonce chosen by the verifier, it answers with a
+# statement signed by its own device key (the P-256 key made on the device and
+# certified at provisioning): its ID from the chip, the nonce, its
+# certificate's SHA-256, the model, the firmware version, the slot it runs,
+# the anti-rollback security counter, and the size and SHA-256 of every file
+# that can run. The nonce makes the answer fresh (no replay of an old
+# statement); the device key makes it this device's. The verifier compares the
+# files with the build (harness: sbd_harness/attest.py).
+# Provisions: NIST IR 8259A 1 (device identification: the chip's ID, read
+# from machine.unique_id() here, proven with the certified key) and 6 (cybersecurity state awareness: the software
+# state reported and exported); EU CRA Annex I (2)(f) (integrity of programs:
+# a changed or added file shows); ETSI EN 303 645 5.6-2 (told only to whoever
+# signs the request with the provisioning CA's key).
+#
+# Which files the statement lists (device paths, from "/"):
+#   1. /boot.py and /main.py: MicroPython runs them at every boot;
+#   2. every file under /lib, whatever its name: the factory image, which
+#      verifies the update slot at every boot and runs when no update does;
+#   3. every file in the running update slot's folder (/ota/slot_a or
+#      /ota/slot_b, its manifest and signature included), when one runs;
+#   4. every other file anywhere on the filesystem whose name ends in .py or
+#      .mpy: what import can load from a folder on sys.path or from a package
+#      folder. sys.path is ["", ".frozen", "/lib"] with the current folder "/",
+#      so a top-level /sbd package would shadow /lib/sbd; the inactive update
+#      slot's modules are listed by this rule too.
+# Left out: every other file outside /lib and the running slot. They cannot
+# run as code: MicroPython imports only .py and .mpy files and runs boot.py and
+# main.py at boot, and this firmware passes no file to exec, eval or compile.
+# These are data: the telemetry outbox (/data/outbox/*.log), the anti-rollback
+# floor (/rollback_floor), the inactive slot's manifest and signature.
+# Not covered: the MicroPython image itself and its frozen modules (secure boot
+# covers those, docs/identity.md), and code that is already compromised: it
+# runs with the device key at hand and could sign a false statement.
+#
+# Statement: compact JSON, keys in this order, written here byte by byte:
+#   {"format":"sbd-attest-1","device_id":"240ac4010203","nonce":"<32 hex>",
+#    "cert_sha256":"<64 hex>","model":"...","fw_version":"0.1.0",
+#    "profile":"reference","slot":"factory","counter":0,
+#    "files":{"/boot.py":{"size":123,"sha256":"<64 hex>"},...}}
+# slot is "factory", "a" or "b". The signature is ECDSA P-256 (r || s) over
+# the SHA-256 of exactly these bytes, which the reply carries in base64.
+import binascii
+import gc
+import hashlib
+import json
+import os
+import sys
+import machine
+from sbd import identity, slots, version
+
+FORMAT = "sbd-attest-1"
+RUNNABLE = (".py", ".mpy")
+_DIR = 0x4000
+_CHUNK = 384  # statement bytes gathered before a piece of base64 is written
+
+
+def running_slot(root=""):
+    """The update slot this boot runs ("a", "b"), or "" for the factory image:
+    read from sys.path, where slots.select() put the slot it verified."""
+    prefix = root + slots.ROOT + "/slot_"
+    for entry in sys.path:
+        if entry.startswith(prefix) and entry.endswith("/lib") and len(entry) == len(prefix) + 5:
+            return entry[len(prefix)]
+    return ""
+
+
+def covered(path, slot):
+    """True when the file at device path `path` belongs in the statement (the rules above)."""
+    if path in ("/boot.py", "/main.py") or path.startswith("/lib/"):
+        return True
+    if slot and path.startswith(slots.slot_dir(slot) + "/"):
+        return True
+    return path.endswith(RUNNABLE[0]) or path.endswith(RUNNABLE[1])
+
+
+def _walk(root, path, slot, found):
+    """Appends the covered files under device folder `path` to `found`, sorted."""
+    entries = sorted((e[0], e[1]) for e in os.ilistdir(root + (path or "/")))
+    for name, kind in entries:
+        p = path + "/" + name
+        if kind & _DIR:
+            _walk(root, p, slot, found)
+        elif covered(p, slot):
+            found.append(p)
+    return found
+
+
+def files(root="", slot=""):
+    """Device paths of the covered files, sorted folder by folder."""
+    return _walk(root, "", slot, [])
+
+
+def file_digest(path, buf):
+    """(size, SHA-256) of a file, read through `buf` (no buffer of the file's size)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            size += n
+            h.update(buf if n == len(buf) else memoryview(buf)[:n])
+    return size, h.digest()
+
+
+def statement(nonce, root="", slot=None):
+    """The statement's exact bytes, for nonce (32 lower-case hex digits,
+    checked by sbd.commands), as a list of short pieces: joined, they would
+    need one block of several KiB, which a fragmented heap may not have.
+    `root` is where the device filesystem is (tests)."""
+    if slot is None:
+        slot = running_slot(root)
+    head = ('{"format":"%s","device_id":"%s","nonce":"%s","cert_sha256":%s,"model":%s,"fw_version":%s,'
+            '"profile":%s,"slot":"%s","counter":%d,"files":{' % (
+                FORMAT, binascii.hexlify(machine.unique_id()).decode(), nonce, json.dumps(identity.fingerprint()),
+                json.dumps(version.MODEL), json.dumps(version.VERSION), json.dumps(version.PROFILE),
+                slot or "factory", slots.counter()))
+    parts = [head.encode()]
+    buf = bytearray(512)
+    for path in files(root, slot):
+        size, digest = file_digest(root + path, buf)
+        entry = '%s%s:{"size":%d,"sha256":"%s"}' % ("," if len(parts) > 1 else "", json.dumps(path), size,
+                                                     binascii.hexlify(digest).decode())
+        parts.append(entry.encode())
+    parts.append(b"}}")
+    return parts
+
+
+def answer(nonce, root=""):
+    """(statement pieces, signature r || s by the device key over the SHA-256 of their bytes)."""
+    parts = statement(nonce, root)
+    gc.collect()
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return parts, identity.sign(h.digest())
+
+
+def write_reply(reply, out=None):
+    """Prints the reply as one JSON line, its "statement" (pieces of bytes)
+    as base64 written a few hundred bytes at a time: no copy of the whole."""
+    out = out or sys.stdout
+    parts = reply.pop("statement")
+    head = json.dumps(reply)
+    out.write(head[:-1] + ', "statement": "')
+    pending = bytearray()
+    for part in parts:
+        pending.extend(part)
+        if len(pending) >= _CHUNK:
+            n = len(pending) - len(pending) % 3  # base64 of whole 3-byte groups only
+            out.write(binascii.b2a_base64(memoryview(pending)[:n], newline=False).decode())
+            pending = pending[n:]
+    out.write(binascii.b2a_base64(pending, newline=False).decode() + '"}\n')
