@@ -144,7 +144,8 @@ class MicroPythonItem(pytest.Item):
             if ok:
                 raise MicroPythonTestFailure(f"XPASS(strict): {self.xfail_reason}: it passes now, "
                                              "remove its mptest-xfail line")
-            pytest.xfail(f"{self.xfail_reason}\n{output}")
+            lines = output.strip().splitlines()
+            pytest.xfail(f"{self.xfail_reason} ({lines[-1] if lines else 'no output'})")
         if not ok:
             raise MicroPythonTestFailure(output)
 

@@ -25,9 +25,12 @@
 #   own that makes nothing more durable. A set whose commit() never ran
 #   counts as written: what the API documentation would allow in addition
 #   (losing it) is the state of a cut at the set itself, which is tried too.
-# - After the cut the code under test is stopped (PowerCut, a BaseException
-#   the firmware does not catch); whatever it still tries to write on its way
-#   out is dropped, and the power switch stays off until the next power_on().
+# - After the cut the code under test runs on to the end of the step the test
+#   gave it, as in the instant the capacitors still hold, against a copy of
+#   the device taken at the cut (the cut write whole in it): it sees its own
+#   writes, so littlefs stays consistent to the end, but nothing it does after
+#   the cut reaches the flash or the NVS the next boot finds. The test checks
+#   `power.dead` after each step and stops there.
 import binascii
 import gc
 import hashlib
@@ -42,19 +45,22 @@ NS_NOT_FOUND = -0x1102
 LIVE, CUT, DEAD = 0, 1, 2
 
 
-class PowerCut(BaseException):
-    pass
-
-
 class Power:
     """Counts writes to flash and NVS together; write number `budget` is the
-    one the power goes at (0: never)."""
+    one the power goes at (0: never). step() says what becomes of a write:
+    LIVE (it persists), CUT (this is the one the power goes at), DEAD (after
+    the cut: it reaches only the copy the code still runs against)."""
 
     def __init__(self, budget=0):
         self.budget = budget
         self.ops = 0
         self.dead = False
         self.at = None  # what was being written at the cut
+        self.forks = []  # called at the cut: the flash and the NVS go on in copies
+
+    def cut(self):
+        for fork in self.forks:
+            fork()
 
     def step(self, what):
         if self.dead:
@@ -74,47 +80,56 @@ _BUF = bytearray(512)
 class Flash:
     """A block device with the extended interface the ESP32 port's partitions
     have (writes at an offset inside a block, erase by ioctl). Its bytes are
-    in a host file, not on the heap, which is ESP32-sized."""
+    in the host file `path`, not on the heap, which is ESP32-sized; after the
+    cut, in a copy of it (`path`.after-cut)."""
 
-    def __init__(self, f, blocks, block_size, power):
-        self.f = f
+    def __init__(self, path, blocks, block_size, power):
+        self.path = path
+        self.f = open(path, "r+b")
         self.blocks = blocks
         self.bs = block_size
         self.power = power
 
-    def _store(self, start, new, what, size=0):
-        """Writes `new` at `start`, or erases `size` bytes there when `new` is None."""
-        s = self.power.step(what)
-        if s == DEAD:
-            return
-        n = size if new is None else len(new)
-        if s == CUT:
-            n = (self.power.ops * 7919) % (n + 1)  # a prefix of it gets written
+    def close(self):
+        self.f.close()
+
+    def fork(self):
+        """From now on, a copy of the flash as it is: what persists stays as it is."""
+        self.f.close()
+        _copy(self.path, self.path + ".after-cut")
+        self.f = open(self.path + ".after-cut", "r+b")
+
+    def _put(self, start, new, n):
         self.f.seek(start)
-        if new is None:
+        if new is None:  # erase
             while n > 0:
                 self.f.write(_ERASED if n >= len(_ERASED) else _ERASED[:n])
                 n -= len(_ERASED)
         else:
             self.f.write(new if n == len(new) else new[:n])
-        if s == CUT:
-            raise PowerCut(what)
+
+    def _store(self, start, new, what, size=0):
+        """Writes `new` at `start`, or erases `size` bytes there when `new` is None."""
+        n = size if new is None else len(new)
+        if self.power.step(what) == CUT:
+            self._put(start, new, (self.power.ops * 7919) % (n + 1))  # a prefix of it reaches the flash
+            self.power.cut()
+        self._put(start, new, n)
 
     def readblocks(self, block, buf, off=0):
-        try:
-            self.f.seek(block * self.bs + off)
-            self.f.readinto(buf)
-        except ValueError:  # a closed handle: a boot that is over (power_off closes it)
-            if not self.power.dead:
-                raise
-            for i in range(len(buf)):
-                buf[i] = 0xFF
+        self.f.seek(block * self.bs + off)
+        self.f.readinto(buf)
 
     def writeblocks(self, block, buf, off=0):
-        if self.power.dead:  # also what a leftover file's finaliser writes, in a later GC
-            return
         start = block * self.bs + off
-        new = bytearray(len(buf))
+        try:
+            new = bytearray(len(buf))
+        except MemoryError:  # the heap locked: a finaliser closing a file the cut left open
+            if not self.power.dead:
+                raise
+            self.f.seek(start)  # into the copy after the cut
+            self.f.write(buf)
+            return
         self.f.seek(start)
         self.f.readinto(new)
         for i in range(len(new)):  # programming only clears bits
@@ -127,15 +142,15 @@ class Flash:
         if op == 5:
             return self.bs
         if op == 6:
-            if self.power.dead:
-                return 0
             self._store(arg * self.bs, None, "erase", self.bs)
             return 0
         return None
 
 
 class _NVS:
-    """esp32.NVS over `Device.nvs`: (namespace, key) -> (type, value)."""
+    """esp32.NVS over the device's NVS: (namespace, key) -> (type, value) in
+    `Device.nvs`, what persists; the code reads and writes `Device.live`,
+    which is that same dict until the cut and a copy taken at the cut after it."""
     device = None
 
     def __init__(self, ns):
@@ -143,17 +158,15 @@ class _NVS:
 
     def _write(self, key, entry):
         d = _NVS.device
-        s = d.power.step("nvs " + key)
-        if s == LIVE:
-            if entry is None:
-                d.nvs.pop((self.ns, key), None)
-            else:
-                d.nvs[(self.ns, key)] = entry
-        elif s == CUT:
-            raise PowerCut("nvs " + key)
+        if d.power.step("nvs " + key) == CUT:
+            d.power.cut()  # this set and what follows reach only the copies
+        if entry is None:
+            d.live.pop((self.ns, key), None)
+        else:
+            d.live[(self.ns, key)] = entry
 
     def _get(self, key, kind):
-        entry = _NVS.device.nvs.get((self.ns, key))
+        entry = _NVS.device.live.get((self.ns, key))
         if entry is None or entry[0] != kind:  # NVS looks items up by key and type
             raise OSError(NS_NOT_FOUND, "ESP_ERR_NVS_NOT_FOUND")
         return entry[1]
@@ -175,13 +188,13 @@ class _NVS:
         return self._get(key, "i32")
 
     def erase_key(self, key):
-        if (self.ns, key) not in _NVS.device.nvs:
+        if (self.ns, key) not in _NVS.device.live:
             raise OSError(NS_NOT_FOUND, "ESP_ERR_NVS_NOT_FOUND")
         self._write(key, None)
 
     def commit(self):
         if _NVS.device.power.step("nvs commit") == CUT:
-            raise PowerCut("nvs commit")
+            _NVS.device.power.cut()
 
 
 class _Esp32:
@@ -213,18 +226,19 @@ class Device:
         self.path = path
         self.blocks = blocks
         self.bs = block_size
-        self.nvs = {}
+        self.nvs = self.live = {}
         self.saved = {}
         self.power = Power()
-        self.f = None
+        self.flash = None
         self.mounted = False
         sys.modules["esp32"] = _Esp32
         _NVS.device = self
         with open(path, "wb") as f:
             for _ in range(blocks * block_size // len(_ERASED)):  # a whole number of them
                 f.write(_ERASED)
-        with open(path, "r+b") as f:
-            os.VfsLfs2.mkfs(Flash(f, blocks, block_size, self.power))
+        flash = Flash(path, blocks, block_size, self.power)
+        os.VfsLfs2.mkfs(flash)
+        flash.close()
 
     def power_on(self, budget=0):
         """Boots: the filesystem mounted from what is on the flash, fresh
@@ -235,13 +249,15 @@ class Device:
         except OSError:
             pass
         self.power = Power(budget)
-        # A handle of its own for each boot: a file the last boot left open
-        # may still be closed by its finaliser, through the last boot's
-        # device, whose writes go nowhere and whose reads then disturb no one.
-        self.f = open(self.path, "r+b")
-        os.mount(os.VfsLfs2(Flash(self.f, self.blocks, self.bs, self.power)), MOUNT)
+        self.live = self.nvs
+        self.flash = Flash(self.path, self.blocks, self.bs, self.power)
+        self.power.forks = [self.flash.fork, self._fork_nvs]
+        os.mount(os.VfsLfs2(self.flash), MOUNT)
         self.mounted = True
         forget_modules()
+
+    def _fork_nvs(self):
+        self.live = dict(self.nvs)
 
     def power_off(self):
         """Nothing more reaches the flash or the NVS, and the RAM is gone: the
@@ -255,9 +271,9 @@ class Device:
                 pass
             self.mounted = False
         forget_modules()  # and collects: the finalisers of files left open run now
-        if self.f:
-            self.f.close()
-            self.f = None
+        if self.flash:
+            self.flash.close()
+            self.flash = None
 
     def save(self, name):
         """Powers off and keeps the flash (in a host file) and the NVS as state `name`."""
@@ -269,7 +285,7 @@ class Device:
         """Powered off, with the flash and the NVS of state `name` (save())."""
         self.power_off()
         _copy(self.path + "." + name, self.path)
-        self.nvs = dict(self.saved[name])
+        self.nvs = self.live = dict(self.saved[name])
         gc.collect()
 
     def boot(self, budget=0):
@@ -292,7 +308,7 @@ def two_releases():
         dev.power_off()
         stream = release(name, keep=False)[0]
         dev.power_on()
-        r, events = push(fw()[0], stream)
+        restart, events = push(fw()[0], stream)
         assert events[-1]["event"] == "installed", events
         assert dev.boot() == slot
         assert fw()[0].commit()["event"] == "committed"
@@ -301,14 +317,21 @@ def two_releases():
 
 
 def select():
-    """slots.select(), which also puts the chosen slot on sys.path and forgets
-    the factory's modules; sys.path is put back for the test."""
+    """slots.select(), as firmware/boot.py runs it. It puts the chosen slot's
+    lib first on sys.path and forgets the factory's modules, for the slot's
+    own to be imported; here sys.path and the factory's modules are put back
+    instead, for the test's checks to query (its slots hold test data, not
+    code), rather than a second import of them in the same boot."""
     ota, slots, store = fw()
+    from sbd import p256  # noqa: F401 (what select() imports to verify a slot)
+    modules = [(k, v) for k, v in sys.modules.items() if k == "sbd" or k.startswith("sbd.")]
     path = list(sys.path)
     try:
         return slots.select()
     finally:
         sys.path[:] = path
+        for k, v in modules:
+            sys.modules[k] = v
 
 
 def _copy(src, dst):
@@ -432,8 +455,10 @@ def file_text(path):
 # driving the receiver -----------------------------------------------------------------------
 def push(ota, stream, size=None, sha=None, chunk=1024, end=True, power=None):
     """Feeds `stream` to a Receiver as the MQTT link would (begin, chunks at
-    their offsets, end); returns (receiver, events). Stops at the first
-    rejection, as `sbd ota push` does, or when the power is gone."""
+    their offsets, end). Stops at the first rejection, as `sbd ota push` does,
+    or once `power` is gone. Returns (restart, events): whether the receiver
+    asks for a restart, and what it published. The receiver itself is not
+    returned: it holds this boot's modules, which must not outlive it."""
     events = []
     r = ota.Receiver(events.append)
     size = len(stream) if size is None else size
@@ -450,7 +475,13 @@ def push(ota, stream, size=None, sha=None, chunk=1024, end=True, power=None):
         off += len(piece)
     if end and not over():
         r.control(b'{"op": "end"}')
-    return r, events
+    restart = r.restart
+    # After a cut the transfer dies with the power: the files the receiver
+    # still has open are closed by their finalisers now, while the flash (its
+    # copy after the cut) is still there to close them on.
+    r = None
+    gc.collect()
+    return restart, events
 
 
 def rejection(events):

@@ -41,7 +41,7 @@ def _device():
         slot_files(name)
     dev = mpota.two_releases()
     dev.power_on()
-    r, events = mpota.push(fw()[0], release("r3plain", keep=False)[0])
+    restart, events = mpota.push(fw()[0], release("r3plain", keep=False)[0])
     assert events[-1]["event"] == "installed", events
     assert dev.boot() == "a"
     dev.save("trial")
@@ -79,7 +79,7 @@ def _control(*messages):
                 r.data(m.to_bytes(4, "big") + good[m:m + 1024])
             else:
                 r.control(m.replace("SIZE", str(len(good))).replace("SHA", _sha(good)))
-        return r, events
+        return r.restart, events
     return send
 
 
@@ -107,7 +107,7 @@ TRANSFER = [
 
 
 def _cases():
-    """(name, reason, state, send) for every case; send(ota, good) -> (receiver, events)."""
+    """(name, reason, state, send) for every case; send(ota, good) -> (restart, events)."""
     for case in mpota.refusal_cases():
         def send(ota, good, stream=case["stream"]):
             return mpota.push(ota, mpota.read_stream(stream, keep=False))
@@ -119,7 +119,7 @@ def _cases():
 # Per starting state: the running slot and its release, the fallback slot and
 # its release, and what the next boot must run with what record: "old" boots
 # 0.2.0 again; "trial" (0.3.0 booted once, not committed) reverts to 0.2.0,
-# as it would have had no update been offered.
+# as it would had no update been offered.
 RUNS = {"old": ("b", "r2", "a", "r1", "b", {"act": "b", "try": "", "prev": "a", "boots": 0}),
         "trial": ("a", "r3plain", "b", "r2", "b", {"act": "b", "try": "", "prev": "b", "boots": 0})}
 
@@ -159,14 +159,14 @@ def _results():
         dev.power_on()
         ota, slots, store = fw()
         floor = mpota.file_text(slots.COUNTER_FILE)
-        r, events = send(ota, good)
+        restart, events = send(ota, good)
         wrong = []
         got = rejection(events)
         if got is None or not got.startswith(reason):
             wrong.append("refused with %r, not %r; events %s" % (got, reason, [e["event"] for e in events]))
-        if r.restart or any(e["event"] == "installed" for e in events):
+        if restart or any(e["event"] == "installed" for e in events):
             wrong.append("installed")
-        r = events = None
+        events = None
         ota, slots, store = fw()
         if dev.nvs != nvs:
             wrong.append("NVS written: %s" % sorted(k[1] for k in dev.nvs if dev.nvs.get(k) != nvs.get(k)))
