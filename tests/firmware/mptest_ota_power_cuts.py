@@ -160,6 +160,42 @@ def test_power_cut_at_every_write_of_the_trial_boot_and_commit():
     assert not inconsistent, inconsistent
 
 
+def _interrupted(dev):
+    """State "interrupted": the commit of 0.3.0 cut right after its slot
+    record reached NVS (the commit point), before anything else."""
+    n = 0
+    while True:
+        n += 1
+        dev.load("installed")
+        dev.power_on(budget=n)
+        assert mpota.select() == "a"
+        fw()[0].commit()
+        assert dev.power.dead, "the commit wrote no counter after its record"
+        if dev.power.at == "nvs ota_ctr":
+            break
+    dev.save("interrupted")
+    st = json.loads(dev.nvs[("sbd", "ota")][1])
+    assert st["act"] == "a" and not st["try"] and st.get("fin"), st
+
+
+def test_power_cut_at_every_write_of_the_boot_that_finishes_a_commit():
+    dev = _device()
+    if "interrupted" not in dev.saved:
+        _interrupted(dev)
+    n = 0
+    while True:
+        n += 1
+        dev.load("interrupted")
+        chosen = dev.boot(budget=n)  # finishes the commit: counter, keys, then the record
+        if not dev.power.dead:
+            _runs(chosen, "r3", COMMITTED, 3, ["trusted", "rotated"])
+            break
+        chosen = dev.boot()
+        _runs(chosen, "r3", COMMITTED, 3, ["trusted", "rotated"], cut=n)
+    print("the boot that finishes a commit: a power cut at each of", n - 1, "writes")
+    assert n > 4, n  # the counter (NVS and file), the keys, the record
+
+
 def test_power_cut_at_every_write_of_a_revert():
     n = 0
     while True:
