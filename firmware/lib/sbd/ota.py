@@ -16,7 +16,7 @@ import gc
 import hashlib
 import json
 import os
-from sbd import clock, manifest, slots, store, version
+from sbd import clock, manifest, slots, version
 
 CHUNK_MAX = 1024
 TRIAL_S = 90  # a trial that has not committed by then restarts (and reverts)
@@ -301,10 +301,8 @@ def commit():
     if not slot:
         return None
     m = slots.verify_slot(slot)  # a MemoryError here leaves everything as it was
-    st["act"], st["try"], st["boots"] = slot, "", 0
-    slots.save(st)
-    slots.raise_counter(m["security_counter"])
-    if m.get("release_keys"):  # key rotation, signed by a key trusted until now
-        store.put(slots.KEYS_KEY, b"".join(binascii.unhexlify(k) for k in m["release_keys"]))
+    st["act"], st["try"], st["boots"], st[slots.FINISH] = slot, "", 0, 1
+    slots.save(st)  # the commit: one NVS write
+    slots.finish(st, m)  # counter, then keys; a power cut in between: the next boot finishes it
     return {"sbd": "ota", "event": "committed", "version": m["version"], "slot": slot,
             "counter": m["security_counter"]}

@@ -4,7 +4,9 @@
 # trust: this module, sbd.manifest and sbd.p256 run from it at every boot.
 # Updates live in /ota/slot_a and /ota/slot_b. One NVS record (written in one
 # commit, so the switch is atomic) says which slot is active, which is on
-# trial and which came before. At every boot, before any updated code runs,
+# trial and which came before; that one record is also the commit point of an
+# update (the rollback floor and a key rotation that follow it are finished at
+# the next boot if a power cut stops them). At every boot, before any updated code runs,
 # the chosen slot is verified against its signed manifest: signature by a
 # trusted release key, every file's size and SHA-256, and no file the
 # manifest does not list. A slot that fails is not run: the device falls back
@@ -29,6 +31,10 @@ KEYS_KEY = "relkeys"
 COUNTER_KEY = "ota_ctr"
 INCIDENT_KEY = "ota_inc"
 MAX_TRIAL_BOOTS = 1
+# In the slot record while a commit is not finished: the record names the new
+# slot active (the commit point, one NVS write), its counter and key rotation
+# still to be written (finish()).
+FINISH = "fin"
 # The anti-rollback floor also lives in this file, which a factory reset
 # leaves alone: an erased device must not take back an old signed release
 # (ESP-IDF keeps its secure_version in eFuse, which nothing lowers).
@@ -82,6 +88,19 @@ def raise_counter(value):
 
 def trusted_keys():
     return manifest.trusted_keys(store.get(KEYS_KEY))
+
+
+def finish(st, m):
+    """The rest of a commit once the record `st` names the slot of manifest `m`
+    active: the rollback floor, then a key rotation (signed by a key trusted
+    until now). NVS writes are atomic one at a time, never together: each step
+    here can be done twice, and the record keeps FINISH until all are done, so
+    select() completes at the next boot a commit a power cut interrupted."""
+    raise_counter(m["security_counter"])
+    if m.get("release_keys"):
+        store.put(KEYS_KEY, b"".join(binascii.unhexlify(k) for k in m["release_keys"]))
+    del st[FINISH]
+    save(st)
 
 
 def _read(path, limit):
@@ -202,18 +221,25 @@ def select():
         save(st)
     choice = running(st)
     chosen = ""
+    m = None
     for slot in (choice, other(choice) if choice else ""):
         if not slot:
             break
         try:
-            verify_slot(slot)
+            m = verify_slot(slot)
             chosen = slot
             break
         except (manifest.ManifestError, OSError, ValueError) as e:
             incident("integrity", slot, e)
     if chosen != choice:  # fell back: the record follows what really runs
         st["act"], st["try"], st["boots"] = chosen, "", 0
+        st.pop(FINISH, None)  # a commit of a slot that fails its check is not finished
         save(st)
+    elif st.get(FINISH) and chosen and not st["try"]:  # a commit a power cut interrupted
+        try:
+            finish(st, m)
+        except OSError:
+            pass  # still pending: the next boot tries again, this one runs the slot
     if chosen:
         sys.path.insert(0, slot_dir(chosen) + "/lib")
     # Forget this boot's modules: the chosen image imports its own.
