@@ -119,7 +119,7 @@ class MicroPythonFile(pytest.File):
 
 def _compiled_lib(out: Path) -> Path:
     """firmware/lib compiled by mpy-cross into `out`, as a device holds it."""
-    from sbd_harness.bundle import compile_mpy
+    from sbd_harness.release.bundle import compile_mpy
 
     src = ROOT / "firmware" / "lib"
     sources = sorted(src.rglob("*.py"))

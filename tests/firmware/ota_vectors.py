@@ -4,7 +4,7 @@ to the device's Receiver (mptest_ota_power_cuts.py, mptest_ota_refusals.py).
 tests/firmware/conftest.py calls write(folder) before it starts MicroPython on
 a test file that names this module in a `# host-vectors: ota_vectors` line, and
 passes the folder in SBD_MP_VECTORS. Streams are built by the harness's own
-release code (sbd_harness.ota: build_manifest, encode_manifest, build_stream),
+release code (sbd_harness.release.ota: build_manifest, encode_manifest, build_stream),
 signed by the `cryptography` package: the device's verifier (sbd.p256) checks
 signatures it did not make. The keys are fixed, so key IDs and every byte but
 the ECDSA signatures are the same from run to run.
@@ -26,8 +26,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sbd_harness import ota
-from sbd_harness.bundle import FirmwareBundle
+from sbd_harness.release import ota
+from sbd_harness.release.bundle import FirmwareBundle
 
 MODEL = ota.MODEL
 # Test-only release keys (never used for anything else): fixed scalars, so the
