@@ -172,3 +172,55 @@ def test_every_catalogue_check_cites_known_provisions():
                            "--collect-only", "-q"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("::check_") >= 3
+
+
+def test_a_newcomer_needs_no_keygen_provision_makes_the_release_key_the_device_then_trusts(tmp_path):
+    """From an empty state folder: `sbd pki init` twice keeps the CA; the first `sbd provision`
+    makes the lab release key, says so, and installs it (read back from the device's NVS
+    through the still-open console); `sbd ota keygen` afterwards keeps that key."""
+    import os
+    from sbd_harness.release.ota import ReleaseKey
+    state = tmp_path / "state"
+    env = {**os.environ, "SBD_STATE_DIR": str(state)}
+    env.pop("SBD_PKI_DIR", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sbd_harness", *args], capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    key_path = state / "release" / "release-key.pem"
+    try:
+        made = run("pki", "init")
+        assert made.returncode == 0 and json.loads(made.stdout)["made"] is True, made.stderr
+        ca_key = (state / "pki" / "ca.key.pem").read_bytes()
+        again = run("pki", "init")
+        assert again.returncode == 0, again.stderr
+        assert "already exists" in again.stderr and "kept" in again.stderr
+        assert json.loads(again.stdout)["made"] is False
+        assert json.loads(again.stdout)["ca_sha256"] == json.loads(made.stdout)["ca_sha256"]
+        assert (state / "pki" / "ca.key.pem").read_bytes() == ca_key
+
+        info = json.loads(run("board", "start", name).stdout)
+        assert run("flash", "--board", name).returncode == 0
+        assert not key_path.exists()
+        provisioned = run("provision", "--board", name, "--no-lock")
+        assert provisioned.returncode == 0, provisioned.stderr
+        said = [line for line in provisioned.stderr.splitlines() if "release key" in line]
+        assert len(said) == 1 and str(key_path) in said[0] and "made" in said[0], provisioned.stderr
+        key = ReleaseKey.load(key_path)
+        trusted = mpremote(info["serial"], "resume", "exec",
+                           "import binascii\nfrom sbd import manifest, slots\n"
+                           "print(','.join(binascii.hexlify(manifest.key_id(k)).decode() for k in slots.trusted_keys()))")
+        assert trusted.strip() == key.key_id.hex()
+
+        pem = key_path.read_bytes()
+        for _ in range(2):
+            kept = run("ota", "keygen")
+            assert kept.returncode == 0, kept.stderr
+            assert "already exists" in kept.stderr and "kept" in kept.stderr
+            shown = json.loads(kept.stdout)
+            assert shown["made"] is False and shown["key_id"] == key.key_id.hex()
+            assert key_path.read_bytes() == pem
+    finally:
+        run("board", "rm", name)

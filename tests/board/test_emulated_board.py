@@ -305,3 +305,19 @@ def test_a_lease_left_by_a_killed_run_is_reclaimed(tmp_path):
     finally:
         netlab.release(ghost)
         netlab.release(tmp_path / "next")
+
+
+@pytest.mark.skipif(not netlab.namespaces_available(), reason="network namespaces need root")
+def test_removing_a_stopped_board_spares_the_board_that_leased_its_address_since(make_board):
+    """A stopped board's settings still name the namespace it had; once another board leases
+    that address, removing the stopped one must not tear the other's network down."""
+    old = make_board("old")
+    old.stop()
+    new = make_board("new")
+    conf = old.conf
+    conf["net"] = dict(new.conf["net"])  # as if `new` had been given the address `old` gave back
+    old.state.save(conf)
+    old.remove()
+    namespaces = netlab._ip("netns", "list").stdout
+    assert new.conf["net"]["netns"] in namespaces.split()
+    assert netlab.holder(int(new.conf["net"]["netns"].rsplit("-", 1)[1])) == new.state.dir.resolve()

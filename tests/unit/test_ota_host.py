@@ -96,6 +96,19 @@ def test_release_key_is_private_and_never_overwritten(tmp_path):
     assert key.key_id == hashlib.sha256(key.public_point).digest()[:8]
     with pytest.raises(OTAError, match="no release key"):
         ReleaseKey.load(tmp_path / "missing.pem")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["release.pem"]  # nothing left beside it
+
+
+def test_the_lab_release_key_is_made_once_on_first_use_even_by_runs_at_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    path = tmp_path / "release" / "release-key.pem"
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: ota.lab_release_key(path), range(8)))
+    assert sum(made for _, made in got) == 1
+    assert {key.public_point for key, _ in got} == {ReleaseKey.load(path).public_point}
+    key, made = ota.lab_release_key(path)
+    assert not made and key.public_point == got[0][0].public_point
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_signature_is_raw_r_s_over_sha256(key):
@@ -430,8 +443,10 @@ def test_cli_keygen_build_inspect(tmp_path):
     key_path = tmp_path / "release" / "release-key.pem"
     assert info["key"] == str(key_path) and key_path.exists()
     assert bytes.fromhex(info["key_id"]) == ReleaseKey.load(key_path).key_id
-    again = sbd(tmp_path, "keygen")
-    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    again = sbd(tmp_path, "keygen")  # a key that exists is kept, never replaced
+    assert again.returncode == 0 and "already exists" in again.stderr and "kept" in again.stderr
+    assert json.loads(again.stdout)["key_id"] == info["key_id"] and not json.loads(again.stdout)["made"]
+    assert bytes.fromhex(info["key_id"]) == ReleaseKey.load(key_path).key_id
 
     out = tmp_path / "u.sbdota"
     built = sbd(tmp_path, "build", "--version", "0.2.0", "--counter", "2", "--expires-days", "30",

@@ -159,8 +159,7 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
         conf = self.conf
         net = conf.get("net") or {}
         if net.get("mode") == "netns":
-            netlab.destroy_names(net.get("netns"), net.get("host_if"))
-            netlab.release(self.state.dir.resolve())
+            netlab.teardown(self.state.dir.resolve(), net.get("netns"), net.get("host_if"))
         self.state.mark_stopped()
 
     def remove(self) -> None:

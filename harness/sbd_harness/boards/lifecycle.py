@@ -69,16 +69,20 @@ class Online:
 def wait_online(board: Board, watcher: Any, topic: Topics, timeout: float = ONLINE_AFTER_RESET_S,
                 reset: bool = True) -> dict[str, Any]:
     """Resets the board (unless reset=False) and returns its next birth message; BoardError when none
-    comes within `timeout` s, with what the board said last where it keeps a serial log."""
+    comes within `timeout` s, with what the board said last where it keeps a serial log.
+    reset=False takes the first birth the watcher has not yet handed out, also one that arrived
+    before this call (a board that connected on its own while the watcher was subscribed)."""
     from sbd_harness.boards.base import SerialLog, has
-    since = time.monotonic()
+    since = None
     if reset:
+        since = time.monotonic()
         board.reset("hard")
     birth = watcher.wait_for(is_birth(topic, since), timeout)
     if birth is None:
         tail = board.serial_log()[-1500:] if has(board, SerialLog) else ""
-        raise BoardError(f"{topic.device_id} did not connect to the broker within {timeout:.0f} s of its reset "
-                         f"(is it provisioned, locked and configured for this broker?)"
+        raise BoardError(f"{topic.device_id} did not connect to the broker within {timeout:.0f} s"
+                         + (" of its reset" if reset else "")
+                         + " (is it provisioned, locked and configured for this broker?)"
                          + (f"; it said last: {tail}" if tail else ""))
     return birth.json()
 

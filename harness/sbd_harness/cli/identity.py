@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from sbd_harness.boards.base import Board
 from sbd_harness.cli.common import CliError, add_pki, lab_ca, print_json, target, add_target
@@ -12,10 +13,14 @@ from sbd_harness.errors import EXIT_FAIL
 # PKI and provisioning ---------------------------------------------------------------
 def cmd_pki_init(args: argparse.Namespace) -> int:
     ca = lab_ca(args)
-    ca.init()
+    made = not ca.exists()
+    if made:
+        ca.init()
     from sbd_harness.identity.pki import fingerprint
+    if not made:  # never replaced: every device it certified would lose its broker and its commands
+        print(f"sbd: a lab CA already exists in {ca.dir}: kept as it is", file=sys.stderr)
     print_json({"pki": str(ca.dir), "ca_certificate": str(ca.cert_path), "crl": str(ca.crl_path),
-                 "ca_sha256": fingerprint(ca.certificate)})
+                 "ca_sha256": fingerprint(ca.certificate), "made": made})
     return 0
 
 
@@ -51,6 +56,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
         settings = {"wifi_ssid": args.wifi_ssid, "wifi_psk": os.environ["SBD_WIFI_PSK"], "broker_addr": addr,
                     "broker_port": int(port or 8883), "ntp_host": args.ntp}
     result = provision(board, ca, lock=not args.no_lock, settings=settings)
+    if result.release_key_made:
+        print(f"sbd: made the lab release key {result.release_key_made} (first use); the device now trusts it "
+              "for signed updates (sbd ota build signs with it)", file=sys.stderr)
     cert = result.issued.certificate
     print_json({"device_id": result.device_id, "subject": cert.subject.rfc4514_string(),
                  "fingerprint_sha256": result.issued.fingerprint, "serial": format(cert.serial_number, "x"),

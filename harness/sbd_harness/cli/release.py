@@ -43,11 +43,14 @@ def _update_file(path: str) -> bytes:
 
 
 def cmd_ota_keygen(args: argparse.Namespace) -> int:
-    from sbd_harness.release.ota import ReleaseKey
+    from sbd_harness.release.ota import lab_release_key
     path = _release_key_path(args)
     with _ota_errors():
-        key = ReleaseKey.generate(path)
-    print_json({"key": str(path), "key_id": key.key_id.hex(), "public_key": key.public_point.hex()})
+        key, made = lab_release_key(path)
+    if not made:  # never overwritten: devices that trust it would take no update again
+        print(f"sbd: the release key {path} already exists (key ID {key.key_id.hex()}): kept as it is",
+              file=sys.stderr)
+    print_json({"key": str(path), "key_id": key.key_id.hex(), "public_key": key.public_point.hex(), "made": made})
     return 0
 
 

@@ -128,6 +128,26 @@ def release(owner: Path) -> None:
             pass
 
 
+def holder(host: int) -> Path | None:
+    """The board folder that leases host number `host`, or None when nobody does."""
+    try:
+        return Path((LEASES / str(host)).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def teardown(owner: Path, ns: str | None, host_if: str | None) -> None:
+    """Destroys a board's namespace and link and gives its address back, but only while
+    `owner` still leases that address: a stopped board's settings keep naming the
+    namespace it had, and another board (this run's or anyone's on this machine) may
+    lease that address since, and its namespace must survive this board's removal.
+    Stale names left by a board that lost its lease are cleared by `create`."""
+    host = ns.rsplit("-", 1)[-1] if ns else ""
+    if host.isdigit() and holder(int(host)) == owner:
+        destroy_names(ns, host_if)
+    release(owner)
+
+
 def create(owner: Path) -> BoardNetwork:
     """A namespace `sbd-<host>` with eth0 at 198.18.0.<host>, linked to the bridge."""
     if not namespaces_available():

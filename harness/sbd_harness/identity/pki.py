@@ -9,13 +9,16 @@ lifecycle: issue, record, revoke).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -171,9 +174,20 @@ class LabCA:
         return json.loads(self.index_path.read_text())
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        tmp = self.index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=2) + "\n")
-        os.replace(tmp, self.index_path)
+        _write_atomic(self.index_path, (json.dumps(index, indent=2) + "\n").encode())
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Holds the CA's lock (`.lock` in its folder) for a read-modify-write of its index or CRL:
+        two runs on one CA (two `sbd verify`, a provisioning beside a check run) each see the
+        other's writes, and a reader never meets a half-written file. flock, so it also
+        serialises threads of one process, each opening the file anew."""
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # issuing -----------------------------------------------------------------------
     def check_csr(self, csr_der: bytes, device_id: str) -> x509.CertificateSigningRequest:
@@ -200,6 +214,11 @@ class LabCA:
         csr = self.check_csr(csr_der, device_id)
         mud_extension = [(mud_url_extension(mud_url), False)] if mud_url else []
         point = public_point(csr.public_key())
+        with self._locked():
+            return self._issue_locked(csr, device_id, days, point, mud_extension)
+
+    def _issue_locked(self, csr: x509.CertificateSigningRequest, device_id: str, days: int, point: bytes,
+                      mud_extension: list) -> IssuedCertificate:
         index = self.index()
         for other_id, entry in index["devices"].items():
             if entry["public_key"] == point.hex() and other_id != device_id:
@@ -274,11 +293,12 @@ class LabCA:
 
     def revoke_serial(self, serial: int) -> None:
         """Revokes any certificate of this CA (a device's, or a host client's) and rewrites the CRL."""
-        index = self.index()
-        if serial not in index["revoked"]:
-            index["revoked"].append(serial)
-        self._write_index(index)
-        self.write_crl()
+        with self._locked():
+            index = self.index()
+            if serial not in index["revoked"]:
+                index["revoked"].append(serial)
+            self._write_index(index)
+            self._write_crl(days=30)
 
     def is_revoked(self, device_id: str) -> bool:
         index = self.index()
@@ -287,6 +307,10 @@ class LabCA:
 
     def write_crl(self, days: int = 30) -> None:
         """The CRL the broker loads (mosquitto `crlfile`)."""
+        with self._locked():
+            self._write_crl(days)
+
+    def _write_crl(self, days: int) -> None:
         key, ca_cert, now = self._key(), self.certificate, _now()
         builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
                    .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days)))
@@ -294,7 +318,7 @@ class LabCA:
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
         crl = builder.sign(key, hashes.SHA256())
-        self.crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        _write_atomic(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
 
     # operator commands ----------------------------------------------------------------
     def sign_command(self, device_id: str, cmd: str, args: dict[str, Any] | None = None,
@@ -303,14 +327,15 @@ class LabCA:
 
         The CA keeps one sequence counter per device, so every command it signs
         is newer than the last; `seq` overrides it (tests of replay use that)."""
-        index = self.index()
-        entry = index["devices"].get(device_id)
-        if entry is None:
-            raise PKIError(f"no certificate issued for {device_id}: not a device of this CA")
-        if seq is None:
-            seq = entry.get("cmd_seq", 0) + 1
-            entry["cmd_seq"] = seq
-            self._write_index(index)
+        with self._locked():
+            index = self.index()
+            entry = index["devices"].get(device_id)
+            if entry is None:
+                raise PKIError(f"no certificate issued for {device_id}: not a device of this CA")
+            if seq is None:
+                seq = entry.get("cmd_seq", 0) + 1
+                entry["cmd_seq"] = seq
+                self._write_index(index)
         body: dict[str, Any] = {"cmd": cmd, "device": device_id, "cert": entry["fingerprint"], "seq": seq}
         if args:
             body["args"] = args
@@ -323,3 +348,17 @@ class LabCA:
         r, s = decode_dss_signature(der_sig)
         raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return "SBD-CMD " + base64.b64encode(payload).decode() + " " + base64.b64encode(raw).decode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Writes `path` whole or not at all: a temporary file of its own beside it, then a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from sbd_harness.boards.base import Board, BoardError
 from sbd_harness.boards.serial_board import SerialBoard, read_boot
@@ -27,6 +28,7 @@ class ProvisionResult:
     issued: IssuedCertificate
     boot_line: dict | None
     transcript: str
+    release_key_made: Path | None = None  # the lab release key, when this provisioning made it
 
 
 def _line(output: str, prefix: str) -> str:
@@ -58,21 +60,24 @@ def lab_settings(board: Board, broker_port: int = 8883) -> dict | None:
             "broker_port": broker_port}
 
 
-def lab_release_keys() -> list[bytes]:
-    """The lab's release key (`sbd ota keygen`), if there is one."""
-    from sbd_harness.release.ota import ReleaseKey, default_release_key_path
-    path = default_release_key_path()
-    return [ReleaseKey.load(path).public_point] if path.exists() else []
+def lab_release_keys() -> tuple[list[bytes], Path | None]:
+    """The lab's release key, made on first use (`<state>/release/release-key.pem`, as
+    `sbd ota keygen` makes it), so every board provisioned here can take signed updates:
+    ([its public point], its path if it was made now, else None)."""
+    from sbd_harness.release.ota import lab_release_key
+    key, made = lab_release_key()
+    return [key.public_point], (key.path if made else None)
 
 
 def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
               settings: dict | None = None, release_keys: list[bytes] | None = None) -> ProvisionResult:
     """Certifies the board's own key; stores `settings` (Wi-Fi, broker), or the
     lab's for an emulated board, and the release keys updates must be signed
-    with (default: the lab's, if made); then locks the console unless lock=False."""
+    with (default: the lab's, made on first use); then locks the console unless lock=False."""
     if not isinstance(board, SerialBoard):
         raise BoardError("provisioning needs a board on a serial port")
     transcript: list[str] = []
+    key_made = None
     with board.session() as t:
         def run(code: str) -> str:
             out = board._exec(t, code, timeout=timeout)
@@ -87,7 +92,7 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
         settings = settings if settings is not None else lab_settings(board)
         if settings:  # before the certificate: afterwards the device counts as provisioned
             run(f"provisioning.configure({json.dumps(settings)!r})")
-        keys = lab_release_keys() if release_keys is None else release_keys
+        keys, key_made = lab_release_keys() if release_keys is None else (release_keys, None)
         if keys:
             run(f"provisioning.release_keys({','.join(k.hex() for k in keys)!r})")
         issued = ca.issue(csr_der, device_id, mud_url=_declared_mud_url(run))
@@ -106,5 +111,5 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
             if boot is None:
                 raise BoardError(f"{board.name} did not come back with a boot line after locking")
             t.in_raw_repl = False  # the board rebooted into its locked firmware
-    return ProvisionResult(device_id, issued, boot, "".join(transcript))
+    return ProvisionResult(device_id, issued, boot, "".join(transcript), key_made)
 

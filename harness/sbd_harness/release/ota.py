@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -56,11 +57,27 @@ class OTAError(SbdError, ValueError):
     """A release, stream or transfer that is refused, with the reason."""
 
 
+class ReleaseKeyExists(OTAError):
+    """A release key is already where a new one was to be written; it is kept."""
+
+
 def default_release_key_path() -> Path:
     """The lab release key: `SBD_RELEASE_KEY` where set (a CI's key, the bench's throw-away one),
     else <state>/release/release-key.pem."""
     given = os.environ.get("SBD_RELEASE_KEY")
     return Path(given) if given else state_dir() / "release" / "release-key.pem"
+
+
+def lab_release_key(path: Path | None = None) -> tuple["ReleaseKey", bool]:
+    """The lab's release key, made on first use as the lab CA is: (the key, whether it was made now).
+    Two runs making it at once end up with the same key."""
+    path = Path(path) if path else default_release_key_path()
+    if not path.exists():
+        try:
+            return ReleaseKey.generate(path), True
+        except ReleaseKeyExists:
+            pass  # another run made it a moment ago
+    return ReleaseKey.load(path), False
 
 
 def key_id(point: bytes) -> bytes:
@@ -89,20 +106,24 @@ class ReleaseKey:
 
     @classmethod
     def generate(cls, path: Path) -> "ReleaseKey":
-        """A new key written to `path` (mode 0600); never overwrites a key, which would orphan devices."""
+        """A new key written to `path` (mode 0600); never overwrites a key, which would orphan devices.
+        The file appears whole or not at all (written aside, then linked into place)."""
         path = Path(path)
         if path.exists():
-            raise OTAError(f"{path} already exists: refusing to overwrite a release key")
+            raise ReleaseKeyExists(f"{path} already exists: refusing to overwrite a release key")
         path.parent.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+            os.link(tmp, path)  # fails if a key appeared meanwhile: never replaces one
         except FileExistsError as exc:
-            raise OTAError(f"{path} already exists: refusing to overwrite a release key") from exc
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
+            raise ReleaseKeyExists(f"{path} already exists: refusing to overwrite a release key") from exc
+        finally:
+            os.unlink(tmp)
         return cls(key, path)
 
     @classmethod
