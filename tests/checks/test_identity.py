@@ -152,6 +152,10 @@ def test_signed_commands_unlock_and_factory_reset_a_locked_board(make_board, ca)
     assert _sk(board) != old_sk
 
 
+def _sbd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sbd_harness", *args], capture_output=True, text=True, timeout=180)
+
+
 def test_a_command_recorded_before_a_factory_reset_is_refused_after_reprovisioning(make_board, ca):
     board, result = _ready(make_board, ca)
     recorded = ca.sign_command(result.device_id, "unlock_console", seq=10**6)
@@ -159,7 +163,15 @@ def test_a_command_recorded_before_a_factory_reset_is_refused_after_reprovisioni
     assert status["ok"] and status["result"]["security"]["console"] == "locked"
     assert board.console_request(ca.sign_command(result.device_id, "factory_reset"))["ok"]
     board.wait_for_output('"provisioned": false', since=0, after='"done": true')
-    provision(board, ca)  # a new key and certificate for the same device ID
+    # The ID still has a valid certificate: provisioning it again needs --reissue, and refusing loses nothing
+    refused = _sbd("provision", "--board", board.name, "--pki", str(ca.dir))
+    assert refused.returncode == 2 and "--reissue" in refused.stderr, refused.stderr
+    assert ca.index()["devices"][result.device_id]["fingerprint"] == result.issued.fingerprint
+    reissued = _sbd("provision", "--board", board.name, "--pki", str(ca.dir), "--reissue")
+    assert reissued.returncode == 0, reissued.stderr  # a new key and certificate for the same device ID
+    crl = x509.load_pem_x509_crl(ca.crl_path.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(result.issued.certificate.serial_number) is not None
+    assert not ca.is_revoked(result.device_id)
     reply = board.console_request(recorded)
     assert reply == {"sbd": "cmd", "ok": False, "error": "not for this certificate"}
     assert board.console_request(ca.sign_command(result.device_id, "status"))["ok"]

@@ -50,6 +50,8 @@ def test_a_network_check_fails_on_the_variant_broken_for_it(locked_board, ca, tm
     ("anonymous", ["broker-requires-client-certificate", "broker-refuses-revoked-certificates",
                    "broker-confines-each-identity"]),
     ("weak-tls", ["broker-tls-configuration"]),
+    ("clientid-takeover", ["broker-confines-each-identity"]),
+    ("monitor-by-cn", ["broker-confines-each-identity"]),
 ])
 def test_each_broker_check_fails_on_the_broker_flaw_it_guards_against(module_board, ca, tmp_path, flaw, failing):
     port = free_port(lab_address())

@@ -289,7 +289,7 @@ class FakeDevice:
                  silent: bool = False, old_transfer: bool = False, crash_loop: bool = False):
         self.trusted, self.drop_at, self.restart_at, self.silent = trusted, drop_at, restart_at, silent
         self.crash_loop = crash_loop
-        self.base = "devices/dev1"
+        self.base = "devices/02000000d001"
         self.inbox: list[Message] = []
         self.data_chunks = 0
         self.begins = 0
@@ -384,7 +384,7 @@ class FakeDevice:
 def test_push_installs(stream, key):
     device = FakeDevice([key.public_point])
     seen: list[int] = []
-    result = ota.push(device, "dev1", stream, timeout=10, progress=lambda sent, total: seen.append(sent))
+    result = ota.push(device, "02000000d001", stream, timeout=10, progress=lambda sent, total: seen.append(sent))
     assert result["event"] == "installed" and result["version"] == "0.2.0"
     assert device.data_chunks == -(-len(stream) // 1024) and device.begins == 1
     assert seen[-1] == len(stream)
@@ -392,41 +392,41 @@ def test_push_installs(stream, key):
 
 def test_push_resumes_after_a_lost_chunk(stream, key):
     device = FakeDevice([key.public_point], drop_at=5 * 1024)
-    assert ota.push(device, "dev1", stream, timeout=10)["event"] == "installed"
+    assert ota.push(device, "02000000d001", stream, timeout=10)["event"] == "installed"
     assert device.begins == 2
 
 
 def test_push_starts_over_after_the_device_restarts(stream, key):
     device = FakeDevice([key.public_point], restart_at=20 * 1024)
-    assert ota.push(device, "dev1", stream, timeout=10, chunk=512)["event"] == "installed"
+    assert ota.push(device, "02000000d001", stream, timeout=10, chunk=512)["event"] == "installed"
     assert device.begins == 2
 
 
 def test_push_gives_up_on_a_device_that_keeps_restarting(stream, key):
     device = FakeDevice([key.public_point], restart_at=3 * 1024, crash_loop=True)
     with pytest.raises(OTAError, match="restarted 8 times.*came back online"):
-        ota.push(device, "dev1", stream, timeout=10)
+        ota.push(device, "02000000d001", stream, timeout=10)
     assert device.begins == 9
 
 
 def test_push_continues_past_an_older_transfer_superseded(stream, key):
     device = FakeDevice([key.public_point], old_transfer=True)
-    assert ota.push(device, "dev1", stream, timeout=10)["event"] == "installed"
+    assert ota.push(device, "02000000d001", stream, timeout=10)["event"] == "installed"
 
 
 def test_push_returns_a_rejection_at_once(stream, tmp_path):
     stranger = ReleaseKey.generate(tmp_path / "stranger.pem")
     device = FakeDevice([stranger.public_point])
-    result = ota.push(device, "dev1", stream, timeout=10)
+    result = ota.push(device, "02000000d001", stream, timeout=10)
     assert result["event"] == "rejected" and "unknown release key" in result["error"]
     assert device.data_chunks < len(stream) // 1024, "it stops sending once the device refused"
 
 
 def test_push_times_out(stream, key):
     with pytest.raises(OTAError, match="no answer from the device within 1 s"):
-        ota.push(FakeDevice([key.public_point], silent=True), "dev1", stream, timeout=1)
+        ota.push(FakeDevice([key.public_point], silent=True), "02000000d001", stream, timeout=1)
     with pytest.raises(OTAError, match="chunk size"):
-        ota.push(FakeDevice([key.public_point]), "dev1", stream, chunk=1025)
+        ota.push(FakeDevice([key.public_point]), "02000000d001", stream, chunk=1025)
 
 
 # the command line ---------------------------------------------------------------------------

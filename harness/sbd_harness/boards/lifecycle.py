@@ -36,12 +36,14 @@ def flashed(board: Board, bundle: FirmwareBundle | None = None, reset: bool = Tr
 
 
 def provisioned(board: Board, ca: LabCA, *, lock: bool = True, broker_port: int | None = None,
-                settings: dict | None = None, release_keys: list[bytes] | None = None) -> ProvisionResult:
+                settings: dict | None = None, release_keys: list[bytes] | None = None,
+                reissue: bool = False) -> ProvisionResult:
     """The flashed board certified by `ca`; locked unless lock=False. An emulated board gets the
-    lab's Wi-Fi and the lab broker at `broker_port` (default 8883) unless `settings` are given."""
+    lab's Wi-Fi and the lab broker at `broker_port` (default 8883) unless `settings` are given.
+    reissue=True for a board factory-reset since `ca` last certified it (its old certificate is revoked)."""
     if settings is None and broker_port is not None:
         settings = lab_settings(board, broker_port)
-    return provision(board, ca, lock=lock, settings=settings, release_keys=release_keys)
+    return provision(board, ca, lock=lock, settings=settings, release_keys=release_keys, reissue=reissue)
 
 
 def locked(board: Board, ca: LabCA, bundle: FirmwareBundle | None = None, **provision_args: Any) -> ProvisionResult:

@@ -16,14 +16,22 @@ from pathlib import Path
 import pytest
 
 from sbd_harness.identity.pki import LabCA
-from sbd_harness.lab.broker import BROKER_HOSTNAME
+from sbd_harness.lab.broker import BROKER_HOSTNAME, MONITOR
 from sbd_harness.lab.watch import Watcher
 
-CONNECT = b"\x10\x14\x00\x04MQTT\x04\x02\x00\x3c\x00\x08sbdprobe"
+
+def _connect_packet(client_id: str = "sbdprobe") -> bytes:
+    """An MQTT 3.1.1 CONNECT, clean session, keep-alive 60 s, with this client ID."""
+    cid = client_id.encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+    assert len(body) < 128
+    return bytes([0x10, len(body)]) + body
 
 
-def _try_connect(broker, ca_path: Path, cert_pem: bytes | None = None, key_pem: bytes | None = None) -> str:
-    """'accepted' when the broker answers CONNECT with CONNACK 0; otherwise what happened."""
+def _try_connect(broker, ca_path: Path, cert_pem: bytes | None = None, key_pem: bytes | None = None,
+                 client_id: str = "sbdprobe", hold: float = 0) -> str:
+    """'accepted' when the broker answers CONNECT with CONNACK 0; otherwise what happened.
+    An accepted connection is held open `hold` seconds before it is closed."""
     ctx = ssl.create_default_context(cafile=str(ca_path))
     with tempfile.TemporaryDirectory() as tmp:
         if cert_pem:
@@ -33,8 +41,10 @@ def _try_connect(broker, ca_path: Path, cert_pem: bytes | None = None, key_pem: 
     try:
         with socket.create_connection((broker.address, broker.port), timeout=5) as raw, \
                 ctx.wrap_socket(raw, server_hostname=BROKER_HOSTNAME) as tls:
-            tls.sendall(CONNECT)
+            tls.sendall(_connect_packet(client_id))
             answer = tls.recv(4)
+            if answer == b"\x20\x02\x00\x00" and hold:
+                time.sleep(hold)
     except (ssl.SSLError, OSError) as exc:
         return f"refused ({type(exc).__name__}: {str(exc)[:80]})"
     if answer == b"\x20\x02\x00\x00":
@@ -84,25 +94,44 @@ def check_broker_revocation(sbd_broker, sbd_ca, sbd_evidence):
 
 @pytest.mark.sbd_check(
     id="broker-confines-each-identity",
-    title="An identity can read and write its own topic tree only, not another device's",
+    title="An identity can read and write its own topic tree only, not another device's, whatever its name, "
+          "and cannot take over another's connection",
     etsi_en_303_645=["5.5-4", "5.6-7"], nist_ir_8259a=["4"], eu_cra=["I(2)(d)"], owasp_isvs=["4.2.3"])
-def check_broker_acl(sbd_broker, sbd_evidence):
-    a, b = f"acl-a-{_suffix()}", f"acl-b-{_suffix()}"
-    with Watcher(sbd_broker, "#", name=a) as wa, Watcher(sbd_broker, f"devices/{b}/#", name=b) as wb:
+def check_broker_acl(sbd_broker, sbd_ca, sbd_evidence):
+    a, b, c = f"acl-a-{_suffix()}", f"acl-b-{_suffix()}", f"acl-c-{_suffix()}"
+    with Watcher(sbd_broker, "#", identity=a) as wa, Watcher(sbd_broker, f"devices/{b}/#", identity=b) as wb, \
+            Watcher(sbd_broker, "devices/#", identity=MONITOR) as wm:
+        # wm: a certificate named like the lab's monitor, on the devices' port, as a device could
+        # have got one from a CA that checked names less: it must be confined like any other
         wa.client.subscribe([(f"devices/{b}/#", 1), ("devices/#", 1), (f"devices/{a}/#", 1)])
         time.sleep(1)  # subscriptions in place
         wb.publish(f"devices/{b}/telemetry", b'{"secret": "of b"}')
         wa.publish(f"devices/{b}/cmd", b"from a, into b's tree")
+        wm.publish(f"devices/{b}/cmd", b"from the monitor's name, into b's tree")
         wa.publish(f"devices/{a}/telemetry", b"a's own")
         time.sleep(2)
         a_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wa.all]
         b_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wb.all]
-    sbd_evidence.update({"a": a, "b": b, "a_received": a_saw, "b_received": b_saw})
+        m_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wm.all]
+        # c connects with a's client ID: the broker must not drop a for it
+        dropped_before = wa.disconnects
+        takeover = _try_connect(sbd_broker, sbd_ca.cert_path, *sbd_ca.issue_client(c), client_id=a, hold=1.5)
+        a_dropped = wa.disconnects - dropped_before
+    sbd_evidence.update({"a": a, "b": b, "a_received": a_saw, "b_received": b_saw,
+                         f"{MONITOR}_on_the_devices_port_received": m_saw,
+                         "takeover": {"identity": c, "client_id": a, "outcome": takeover, "a_dropped": a_dropped}})
     assert (f"devices/{a}/telemetry", "a's own") in a_saw, "an identity cannot even use its own topics"
     leaked = [t for t, _ in a_saw if not t.startswith(f"devices/{a}/")]
     assert not leaked, f"{a} read another identity's topics: {leaked}"
     injected = [p for t, p in b_saw if "from a" in p]
     assert not injected, f"{a} published into {b}'s topic tree"
+    monitor_leaked = [t for t, _ in m_saw if not t.startswith(f"devices/{MONITOR}/")]
+    monitor_injected = [p for t, p in b_saw if "monitor" in p]
+    assert not (monitor_leaked or monitor_injected), (
+        f"on the devices' port a certificate named {MONITOR} read {monitor_leaked} and published into {b}'s "
+        f"tree {monitor_injected}: the monitor's rights rest on a CN alone")
+    assert not a_dropped, (f"{c} connected with {a}'s client ID ({takeover}) and the broker dropped {a}: "
+                           "client IDs are not bound to certificates")
 
 
 @pytest.mark.sbd_check(

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sbd_harness.boards.base import BoardError
 from sbd_harness.checks.common import NVS_NS, attested, locked, boot_line_or_skip, flash_store, reads_flash, require_provisioned
+from sbd_harness.identity.names import device_id_problem
 from sbd_harness.identity.pki import fingerprint, public_point
 
 
@@ -46,6 +47,8 @@ def check_identity_certified(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = boot_line_or_skip(sbd_boot)
     require_provisioned(boot)
     device_id = boot["device_id"]
+    problem = device_id_problem(device_id)
+    assert problem is None, f"the boot line's device ID: {problem}"
     cert = sbd_ca.issued_certificate(device_id)
     assert cert is not None, f"the lab CA never certified device {device_id}"
     fp = fingerprint(cert)

@@ -55,7 +55,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         addr, _, port = args.broker.partition(":")
         settings = {"wifi_ssid": args.wifi_ssid, "wifi_psk": os.environ["SBD_WIFI_PSK"], "broker_addr": addr,
                     "broker_port": int(port or 8883), "ntp_host": args.ntp}
-    result = provision(board, ca, lock=not args.no_lock, settings=settings)
+    result = provision(board, ca, lock=not args.no_lock, settings=settings, reissue=args.reissue)
     if result.release_key_made:
         print(f"sbd: made the lab release key {result.release_key_made} (first use); the device now trusts it "
               "for signed updates (sbd ota build signs with it)", file=sys.stderr)
@@ -100,6 +100,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_target(p)
     add_pki(p)
     p.add_argument("--no-lock", action="store_true", help="leave the console open (development only)")
+    p.add_argument("--reissue", action="store_true",
+                   help="the board was factory-reset: issue a new certificate for its ID and revoke the valid "
+                        "one it had (without it, an ID that has a valid certificate is refused)")
     p.add_argument("--wifi-ssid", help="real boards: the Wi-Fi network (passphrase in SBD_WIFI_PSK)")
     p.add_argument("--broker", help="real boards: the broker's IPv4 address[:port] (default port 8883)")
     p.add_argument("--ntp", default="pool.ntp.org",

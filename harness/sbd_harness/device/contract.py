@@ -65,7 +65,11 @@ class Topics:
 
 
 def topics(device_id: str) -> Topics:
-    return Topics(device_id)
+    """The topics of `device_id`, which must have the firmware's form (DeviceIdError otherwise):
+    an ID a board reports as `+` or `a/#` would make the monitor, which may read every device,
+    watch other devices' topics in its name."""
+    from sbd_harness.identity.names import check_device_id
+    return Topics(check_device_id(device_id, "the device ID given"))
 
 
 Match = Callable[[Any], bool]

@@ -27,10 +27,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sbd_harness.errors import SbdError
+from sbd_harness.identity.names import LAB_ORGANIZATION, LAB_UNIT, device_id_problem, lab_name_problem
 from sbd_harness.paths import state_dir
 
 DEVICE_CERT_DAYS = 825
 CA_DAYS = 3650
+CRL_DAYS = 30  # the CRL's own window: every write (init, revoke, a broker start) moves its next update
 
 
 class PKIError(SbdError, ValueError):
@@ -82,6 +84,14 @@ def public_point(key: ec.EllipticCurvePublicKey) -> bytes:
 
 def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def lab_subject(name: str) -> x509.Name:
+    """The subject of a lab identity: `CN=<name>, OU=sbd lab identities, O=sbd lab`. A device's
+    subject is `CN=<device ID>` alone, so the broker (use_subject_as_username) tells them apart."""
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, LAB_ORGANIZATION),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, LAB_UNIT),
+                      x509.NameAttribute(NameOID.COMMON_NAME, name)])
 
 
 @dataclass
@@ -148,7 +158,7 @@ class LabCA:
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
         self.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self._write_index({"devices": {}, "revoked": []})
+        self._write_index({"devices": {}, "revoked": [], "revoked_at": {}})
         self.write_crl()
 
     def _key(self) -> ec.EllipticCurvePrivateKey:
@@ -206,19 +216,50 @@ class LabCA:
             raise PKIError(f"the CSR's subject is {csr.subject.rfc4514_string()!r}, expected CN={device_id}")
         return csr
 
+    def check_can_issue(self, device_id: str, reissue: bool = False) -> dict[str, Any] | None:
+        """Refuses a device ID the firmware does not make or the lab reserves, and one that
+        already has a valid (unrevoked, unexpired) certificate unless `reissue`. Returns that
+        valid certificate's index entry (to be revoked on re-issue), or None."""
+        problem = device_id_problem(device_id)
+        if problem:
+            raise PKIError(f"the CA certifies device IDs of the firmware's form only: {problem}")
+        index = self.index()
+        entry = index["devices"].get(device_id)
+        if entry is None or entry["serial"] in index["revoked"] or self._not_after(device_id, entry) <= _now():
+            return None
+        if not reissue:
+            raise PKIError(
+                f"device {device_id} already has a valid certificate from this CA (serial "
+                f"{entry['serial']:x}, issued {entry['issued']}). If this board was factory-reset, provision it "
+                f"again with `sbd provision --reissue` (reissue=True), which revokes that certificate; if another "
+                f"board claims this ID, do not.")
+        return entry
+
+    def _not_after(self, device_id: str, entry: dict[str, Any]) -> dt.datetime:
+        if "not_after" in entry:
+            return dt.datetime.fromisoformat(entry["not_after"])
+        cert = self.issued_certificate(device_id)  # an index written before not_after was recorded
+        return cert.not_valid_after_utc if cert is not None else _now()
+
     def issue(self, csr_der: bytes, device_id: str, days: int = DEVICE_CERT_DAYS,
-              mud_url: str | None = None) -> IssuedCertificate:
+              mud_url: str | None = None, reissue: bool = False) -> IssuedCertificate:
         """Certifies the CSR's key for device_id; with `mud_url` (the URL the
         firmware declares, sbd.network_policy), the certificate carries it as
-        the id-pe-mud-url extension (RFC 8520 section 10)."""
+        the id-pe-mud-url extension (RFC 8520 section 10).
+
+        device_id must have the firmware's form and must not be a lab name; an ID
+        that holds a valid certificate gets a new one only with `reissue=True`,
+        and its previous certificate is then revoked and the CRL rewritten."""
+        self.check_can_issue(device_id, reissue)  # fail fast, before the CSR is checked
         csr = self.check_csr(csr_der, device_id)
         mud_extension = [(mud_url_extension(mud_url), False)] if mud_url else []
         point = public_point(csr.public_key())
         with self._locked():
-            return self._issue_locked(csr, device_id, days, point, mud_extension)
+            previous_valid = self.check_can_issue(device_id, reissue)  # again, under the lock
+            return self._issue_locked(csr, device_id, days, point, mud_extension, previous_valid)
 
     def _issue_locked(self, csr: x509.CertificateSigningRequest, device_id: str, days: int, point: bytes,
-                      mud_extension: list) -> IssuedCertificate:
+                      mud_extension: list, previous_valid: dict[str, Any] | None) -> IssuedCertificate:
         index = self.index()
         for other_id, entry in index["devices"].items():
             if entry["public_key"] == point.hex() and other_id != device_id:
@@ -233,20 +274,27 @@ class LabCA:
         ] + mud_extension)
         issued = IssuedCertificate(device_id, cert, point)
         (self.dir / "issued").mkdir(exist_ok=True)
-        (self.dir / "issued" / f"{device_id}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_atomic(self._issued_path(device_id), cert.public_bytes(serialization.Encoding.PEM))
         previous = index["devices"].get(device_id, {})
         index["devices"][device_id] = {"serial": cert.serial_number, "fingerprint": issued.fingerprint,
                                        "public_key": point.hex(), "issued": now.isoformat(timespec="seconds"),
+                                       "not_after": cert.not_valid_after_utc.isoformat(timespec="seconds"),
                                        # the command counter outlives re-provisioning
                                        "cmd_seq": previous.get("cmd_seq", 0)}
+        if previous_valid is not None:
+            self._record_revocation(index, previous_valid["serial"])
         self._write_index(index)
+        if previous_valid is not None:
+            self._write_crl(CRL_DAYS)
         return issued
 
-    def _leaf(self, common_name: str, public_key, days: int, extensions: list) -> x509.Certificate:
-        """An end-entity certificate from this CA: CN, random serial, not a CA, the extensions given."""
+    def _leaf(self, common_name: str, public_key, days: int, extensions: list,
+              subject: x509.Name | None = None) -> x509.Certificate:
+        """An end-entity certificate from this CA: `subject` (default CN alone, a device's), random
+        serial, not a CA, the extensions given."""
         now = _now()
         builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+                   .subject_name(subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
                    .issuer_name(self.certificate.subject).public_key(public_key)
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
@@ -265,23 +313,37 @@ class LabCA:
                                   serialization.NoEncryption()))
 
     def issue_server(self, hostname: str, addresses: list[str], days: int = 365) -> tuple[bytes, bytes]:
-        """(certificate PEM, key PEM) for a broker reachable as `hostname` and `addresses`."""
+        """(certificate PEM, key PEM) for a broker reachable as `hostname` and `addresses`: a lab
+        identity (lab_subject) for server authentication only, so no client can present it."""
         import ipaddress
         san = [x509.DNSName(hostname)] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
         return self._with_new_key(lambda pub: self._leaf(hostname, pub, days, [
             (x509.SubjectAlternativeName(san), False),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
             # RFC 5280 requires it; strict path validators (sslyze's) refuse a chain without it
-            (x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()), False)]))
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()), False)],
+            subject=lab_subject(hostname)))
 
     def issue_client(self, name: str, days: int = 30) -> tuple[bytes, bytes]:
-        """(certificate PEM, key PEM) for a host-side client such as the lab's
-        monitor; made on the host, so never for a device (devices make their own keys)."""
+        """(certificate PEM, key PEM) for a host-side client such as the lab's monitor or a
+        broker check's probe; made on the host, so never for a device (devices make their own
+        keys). Its subject is a lab identity (lab_subject), and `name` never has a device ID's form."""
+        problem = lab_name_problem(name)
+        if problem:
+            raise PKIError(problem)
         return self._with_new_key(lambda pub: self._leaf(name, pub, days, [
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)]))
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)], subject=lab_subject(name)))
+
+    def _issued_path(self, device_id: str) -> Path:
+        """issued/<device ID>.pem; only ever built from an ID of the firmware's form."""
+        problem = device_id_problem(device_id)
+        if problem:
+            raise PKIError(f"no certificate file for this device ID: {problem}")
+        return self.dir / "issued" / f"{device_id}.pem"
 
     def issued_certificate(self, device_id: str) -> x509.Certificate | None:
-        path = self.dir / "issued" / f"{device_id}.pem"
+        """The last certificate issued to device_id (PKIError for an ID of another form)."""
+        path = self._issued_path(device_id)
         return x509.load_pem_x509_certificate(path.read_bytes()) if path.exists() else None
 
     # revocation ---------------------------------------------------------------------
@@ -295,18 +357,28 @@ class LabCA:
         """Revokes any certificate of this CA (a device's, or a host client's) and rewrites the CRL."""
         with self._locked():
             index = self.index()
-            if serial not in index["revoked"]:
-                index["revoked"].append(serial)
+            self._record_revocation(index, serial)
             self._write_index(index)
-            self._write_crl(days=30)
+            self._write_crl(CRL_DAYS)
+
+    @staticmethod
+    def _record_revocation(index: dict[str, Any], serial: int) -> None:
+        """Adds `serial` to the revoked list with the time of revocation, once: a serial revoked
+        earlier keeps its first date."""
+        if serial not in index["revoked"]:
+            index["revoked"].append(serial)
+        index.setdefault("revoked_at", {}).setdefault(str(serial), _now().isoformat(timespec="seconds"))
 
     def is_revoked(self, device_id: str) -> bool:
         index = self.index()
         entry = index["devices"].get(device_id)
         return entry is not None and entry["serial"] in index["revoked"]
 
-    def write_crl(self, days: int = 30) -> None:
-        """The CRL the broker loads (mosquitto `crlfile`)."""
+    def write_crl(self, days: int = CRL_DAYS) -> None:
+        """The CRL the broker loads (mosquitto `crlfile`), valid from now for `days`: written at
+        `sbd pki init`, at every revocation and at every start of the lab broker, so it does
+        not expire under a broker that keeps being used. Each entry keeps the revocation date
+        recorded when it was revoked."""
         with self._locked():
             self._write_crl(days)
 
@@ -314,11 +386,29 @@ class LabCA:
         key, ca_cert, now = self._key(), self.certificate, _now()
         builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
                    .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days)))
-        for serial in self.index()["revoked"]:
+        for serial, when in self._revocation_dates().items():
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
         crl = builder.sign(key, hashes.SHA256())
         _write_atomic(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+
+    def _revocation_dates(self) -> dict[int, dt.datetime]:
+        """Each revoked serial with its recorded date. A serial revoked before dates were
+        recorded takes its date from the CRL on disk (else now), and keeps it from then on."""
+        index = self.index()
+        recorded = index.setdefault("revoked_at", {})
+        missing = [s for s in index["revoked"] if str(s) not in recorded]
+        if missing:
+            try:
+                old = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            except (OSError, ValueError):
+                old = None
+            for serial in missing:
+                entry = old.get_revoked_certificate_by_serial_number(serial) if old is not None else None
+                when = entry.revocation_date_utc if entry is not None else _now()
+                recorded[str(serial)] = when.isoformat(timespec="seconds")
+            self._write_index(index)
+        return {s: dt.datetime.fromisoformat(recorded[str(s)]) for s in index["revoked"]}
 
     # operator commands ----------------------------------------------------------------
     def sign_command(self, device_id: str, cmd: str, args: dict[str, Any] | None = None,

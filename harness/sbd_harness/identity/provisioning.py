@@ -1,5 +1,9 @@
 """`sbd provision`: gives an unprovisioned board its certificate and locks it.
 
+The device ID the board reports is checked first: the firmware's form
+(12 lower-case hex digits), not a name of the lab's, and no valid certificate
+for it unless the caller asks to re-issue (a factory-reset board); a board
+that fails this is refused before anything is written to it or to the CA.
 The device makes its own key pair and CSR; the CA checks the CSR (signature,
 P-256, subject CN = the device ID the chip reports), issues the certificate
 (with the MUD URL the device's firmware declares, as id-pe-mud-url),
@@ -17,6 +21,7 @@ from pathlib import Path
 from sbd_harness.boards.base import Board, BoardError
 from sbd_harness.boards.serial_board import SerialBoard, read_boot
 from sbd_harness.device.bootline import last_boot_line
+from sbd_harness.identity.names import check_device_id
 from sbd_harness.identity.pki import IssuedCertificate, LabCA
 
 UNIQUE_ID_CODE = "import machine, binascii\nprint(binascii.hexlify(machine.unique_id()).decode())"
@@ -70,10 +75,14 @@ def lab_release_keys() -> tuple[list[bytes], Path | None]:
 
 
 def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
-              settings: dict | None = None, release_keys: list[bytes] | None = None) -> ProvisionResult:
+              settings: dict | None = None, release_keys: list[bytes] | None = None,
+              reissue: bool = False) -> ProvisionResult:
     """Certifies the board's own key; stores `settings` (Wi-Fi, broker), or the
     lab's for an emulated board, and the release keys updates must be signed
-    with (default: the lab's, made on first use); then locks the console unless lock=False."""
+    with (default: the lab's, made on first use); then locks the console unless lock=False.
+
+    reissue: the board was factory-reset and its ID still has a valid certificate;
+    the CA issues a new one and revokes that (without it, provisioning refuses)."""
     if not isinstance(board, SerialBoard):
         raise BoardError("provisioning needs a board on a serial port")
     transcript: list[str] = []
@@ -84,10 +93,12 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
             transcript.append(out)
             return out
 
-        device_id = run(UNIQUE_ID_CODE).strip()
+        device_id = check_device_id(run(UNIQUE_ID_CODE).strip(),
+                                    f"{board.name} was not provisioned, nothing was stored")
         state = run("from sbd import state\nprint(state.summary()['provisioned'])").strip()
         if state != "False":
             raise BoardError(f"{board.name} is already provisioned: factory reset it first")
+        ca.check_can_issue(device_id, reissue)  # before the board stores anything
         csr_der = base64.b64decode(_line(run("from sbd import provisioning\nprovisioning.request()"), "CSR"))
         settings = settings if settings is not None else lab_settings(board)
         if settings:  # before the certificate: afterwards the device counts as provisioned
@@ -95,7 +106,7 @@ def provision(board: Board, ca: LabCA, lock: bool = True, timeout: float = 60,
         keys, key_made = lab_release_keys() if release_keys is None else (release_keys, None)
         if keys:
             run(f"provisioning.release_keys({','.join(k.hex() for k in keys)!r})")
-        issued = ca.issue(csr_der, device_id, mud_url=_declared_mud_url(run))
+        issued = ca.issue(csr_der, device_id, mud_url=_declared_mud_url(run), reissue=reissue)
         cert_b64 = base64.b64encode(issued.der).decode()
         ca_b64 = base64.b64encode(ca.certificate_der).decode()
         installed = _line(run(f"provisioning.install({cert_b64!r}, {ca_b64!r})"), "INSTALLED")

@@ -1,9 +1,17 @@
 """A real mosquitto broker for the lab, configured the way a device maker should.
 
 TLS 1.2 or 1.3 only, ECDHE with AES-GCM or ChaCha20 for TLS 1.2, the lab CA
-for client certificates (required), the certificate's CN as the username,
-an ACL confining each device to `devices/<its id>/#`, the lab CA's CRL, no
-plaintext listener and no anonymous access.
+for client certificates (required), the lab CA's CRL, no plaintext listener
+and no anonymous access. Two listeners, each with its own ACL:
+
+- the devices' port (the one devices are given): the certificate's CN is the
+  username *and* the client ID (a certificate cannot take another's session),
+  and an ACL confining each identity to `devices/<its CN>/#`; no identity has
+  more there, whatever its name;
+- the lab port, on the host's loopback, for the harness's monitor: the
+  certificate's whole subject is the username, and only the monitor's subject
+  (a lab identity, `OU=sbd lab identities`, which the CA never gives a device)
+  reads and writes every device's topics.
 Provisions: ETSI EN 303 645 5.5-1, 5.5-4, 5.5-5; NIST IR 8259A 4;
 EU CRA Annex I (2)(d), (e); OWASP ISVS 4.1.1, 4.1.2, 4.2.3.
 """
@@ -21,18 +29,24 @@ from pathlib import Path
 
 from sbd_harness.emulator import netlab
 from sbd_harness.errors import SbdError
-from sbd_harness.identity.pki import LabCA
+from sbd_harness.identity.names import BROKER_HOSTNAME, MONITOR_NAME
+from sbd_harness.identity.pki import LabCA, lab_subject
 
-BROKER_HOSTNAME = "broker.sbd.lab"
 TLS12_CIPHERS = ":".join([
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
 ])
-MONITOR = "sbd-monitor"
-ACL = f"""# Each device (username = certificate CN) sees only its own topic tree.
+MONITOR = MONITOR_NAME
+# The monitor's username on the lab port: its whole subject, as mosquitto prints it (RFC 2253).
+MONITOR_USERNAME = lab_subject(MONITOR).rfc4514_string()
+LAB_LISTENER_ADDRESS = "127.0.0.1"  # the lab port: the host's own loopback, out of the boards' reach
+ACL = """# The devices' port. Username = client ID = the certificate's CN.
+# Each identity sees only its own topic tree; no name gets more here.
 pattern readwrite devices/%u/#
-
-# The lab's monitor (the harness) reads every device and sends commands.
-user {MONITOR}
+"""
+LAB_ACL = f"""# The lab port. Username = the certificate's whole subject.
+# The lab's monitor (the harness), a lab identity, reads every device and sends commands.
+# A device certificate's subject is its CN alone: it matches nothing here.
+user {MONITOR_USERNAME}
 topic readwrite devices/#
 """
 
@@ -44,6 +58,9 @@ FLAWS = {
     "no-crl": "revoked certificates are still accepted",
     "anonymous": "clients without a certificate are let in",
     "weak-tls": "TLS 1.1 and CBC cipher suites are accepted",
+    "clientid-takeover": "the client ID is not bound to the certificate: an identity can knock another off "
+                         "by connecting with its client ID",
+    "monitor-by-cn": f"on the devices' port, any certificate whose CN is {MONITOR} reads and writes every device",
 }
 
 
@@ -158,6 +175,10 @@ class Broker:
         self.dir = Path(directory) if directory else _runtime_dir()
         self.address = address or lab_address()
         self.port = port or free_port(self.address)
+        self.monitor_address = LAB_LISTENER_ADDRESS
+        self.monitor_port = free_port(self.monitor_address)
+        while (self.monitor_address, self.monitor_port) == (self.address, self.port):
+            self.monitor_port = free_port(self.monitor_address)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -169,7 +190,8 @@ class Broker:
         return self.dir / "mosquitto.log"
 
     def _copy_public(self) -> None:
-        """The CA certificate and CRL, copied beside the config (they are public)."""
+        """The CA certificate and a CRL written now (its window starts again; the revocation
+        dates stay as recorded), copied beside the config (they are public)."""
         self.ca.write_crl()
         shutil.copyfile(self.ca.cert_path, self.dir / "ca.crt")
         shutil.copyfile(self.ca.crl_path, self.dir / "crl.pem")
@@ -188,20 +210,33 @@ class Broker:
     def write_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        cert, key = self.ca.issue_server(BROKER_HOSTNAME, [self.address])
+        cert, key = self.ca.issue_server(BROKER_HOSTNAME, list(dict.fromkeys([self.address, self.monitor_address])))
         (self.dir / "server.crt").write_bytes(cert)
         key_path = self.dir / "server.key"
         key_path.write_bytes(key)
         os.chmod(key_path, 0o600)
         flaws = set(self.flaws)
-        (self.dir / "acl").write_text("topic readwrite #\n" if "open-acl" in flaws else ACL)
+        acl = "topic readwrite #\n" if "open-acl" in flaws else ACL
+        if "monitor-by-cn" in flaws:
+            acl += f"# FLAW (lab only): rights that rest on a CN alone\nuser {MONITOR}\ntopic readwrite devices/#\n"
+        (self.dir / "acl").write_text(acl)
+        (self.dir / "acl.lab").write_text(LAB_ACL)
         self._copy_public()
+        tls = [f"cafile {self.dir / 'ca.crt'}", f"certfile {self.dir / 'server.crt'}", f"keyfile {key_path}"]
+        crl = [] if "no-crl" in flaws else [f"crlfile {self.dir / 'crl.pem'}"]
+        strict_tls = ["tls_version tlsv1.2", f"ciphers {TLS12_CIPHERS}"]
+        if "anonymous" in flaws:
+            device_identity = ["allow_anonymous true", "require_certificate false", "use_identity_as_username false"]
+        else:
+            device_identity = ["allow_anonymous false", "require_certificate true", "use_identity_as_username true"]
+            if "clientid-takeover" not in flaws:
+                # the client ID is the CN too: no certificate can take over another's session
+                device_identity.append("use_username_as_clientid true")
         lines = [
-            "# Generated by sbd (harness/sbd_harness/broker.py).",
+            "# Generated by sbd (harness/sbd_harness/lab/broker.py).",
             *(f"# FLAW (lab only): {FLAWS[f]}" for f in self.flaws),
-            "per_listener_settings false",
-            f"allow_anonymous {'true' if 'anonymous' in flaws else 'false'}",
-            f"acl_file {self.dir / 'acl'}",
+            # each listener has its own ACL and its own way of naming a client
+            "per_listener_settings true",
             # Sessions and queued QoS 1 messages survive a broker restart, so a
             # subscriber that was away misses nothing.
             "persistence true",
@@ -210,22 +245,21 @@ class Broker:
             f"log_dest file {self.log_path}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             "connection_messages true",
+            "",
+            "# The devices' port: username and client ID = the certificate's CN.",
             f"listener {self.port} {self.address}",
             "protocol mqtt",
-            f"cafile {self.dir / 'ca.crt'}",
-            f"certfile {self.dir / 'server.crt'}",
-            f"keyfile {key_path}",
+            f"acl_file {self.dir / 'acl'}",
+            *device_identity, *tls, *crl,
+            *(["tls_version tlsv1.1", "ciphers ALL:!aNULL:@SECLEVEL=0"] if "weak-tls" in flaws else strict_tls),
+            "",
+            "# The lab port, on the host's loopback: username = the certificate's whole subject.",
+            f"listener {self.monitor_port} {self.monitor_address}",
+            "protocol mqtt",
+            f"acl_file {self.dir / 'acl.lab'}",
+            "allow_anonymous false", "require_certificate true", "use_subject_as_username true",
+            *tls, f"crlfile {self.dir / 'crl.pem'}", *strict_tls,
         ]
-        if "no-crl" not in flaws:
-            lines.append(f"crlfile {self.dir / 'crl.pem'}")
-        if "anonymous" in flaws:
-            lines += ["require_certificate false", "use_identity_as_username false"]
-        else:
-            lines += ["require_certificate true", "use_identity_as_username true"]
-        if "weak-tls" in flaws:
-            lines += ["tls_version tlsv1.1", "ciphers ALL:!aNULL:@SECLEVEL=0"]
-        else:
-            lines += ["tls_version tlsv1.2", f"ciphers {TLS12_CIPHERS}"]
         self.config_path.write_text("\n".join(lines) + "\n")
         # mosquitto has no option for the key-exchange groups; OpenSSL's config
         # file does. Mozilla's "intermediate": X25519, P-256, P-384.
@@ -239,6 +273,9 @@ class Broker:
             raise BrokerError("mosquitto is not installed: `make setup` installs it (apt-get install mosquitto)")
         if not self.config_path.exists():
             self.write_config()
+        else:  # a restart: a CRL copied days ago may have expired since, and would refuse everyone
+            self._copy_public()
+            self._hand_to_broker_user()
         env = {**os.environ, "OPENSSL_CONF": str(self.dir / "openssl.cnf")}
         self.proc = subprocess.Popen([exe, "-c", str(self.config_path)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True, env=env)
@@ -269,27 +306,38 @@ class Broker:
             log = []
         return (err or " / ".join(log))[-500:] or "no reason given"
 
-    def monitor(self, name: str = MONITOR, persistent: bool = False):
-        """A paho-mqtt client connected over mutual TLS with a host identity.
+    def monitor(self, persistent: bool = False):
+        """The harness's monitor: a paho-mqtt client on the lab port with the lab identity
+        `sbd-monitor` (a lab subject), which reads and writes every device's topics.
 
         persistent: a fixed client ID and a kept session, so QoS 1 messages
         published while it was away (a broker restart) still reach it."""
+        client_id = f"{MONITOR}-{os.getpid()}" + ("-kept" if persistent else "")
+        return self._client(MONITOR, client_id, persistent, self.monitor_address, self.monitor_port)
+
+    def client(self, name: str, persistent: bool = False):
+        """A paho-mqtt client on the devices' port with a new lab identity `name` (a probe
+        for the broker checks): the broker treats it as it treats a device named `name`."""
+        return self._client(name, name, persistent, self.address, self.port)
+
+    def _client(self, name: str, client_id: str, persistent: bool, address: str, port: int):
+        """Connected over mutual TLS with a certificate the lab CA issues for `name` now."""
         import paho.mqtt.client as mqtt
         cert, key = self.ca.issue_client(name)
         ident = Path(tempfile.mkdtemp(prefix="sbd-client-"))
         (ident / "c.pem").write_bytes(cert)
         (ident / "k.pem").write_bytes(key)
-        client_id = f"{name}-{os.getpid()}" + ("-kept" if persistent else "")
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
         client.reconnect_delay_set(0.2, 1)
         client.tls_set(ca_certs=str(self.ca.cert_path), certfile=str(ident / "c.pem"), keyfile=str(ident / "k.pem"))
         client.tls_insecure_set(False)
         shutil.rmtree(ident)  # loaded into the SSL context already
-        client.connect(self.address, self.port, keepalive=30)
+        client.connect(address, port, keepalive=30)
         return client
 
     def reload_crl(self) -> None:
-        """mosquitto rereads certificates and the CRL on SIGHUP."""
+        """A CRL written now, copied and reread: mosquitto rereads certificates and the CRL on SIGHUP.
+        Call it after a revocation, and at least every CRL_DAYS on a broker that runs that long."""
         self._copy_public()
         self._hand_to_broker_user()
         if self.proc and self.proc.poll() is None:

@@ -3,6 +3,10 @@
 Checks watch a device's topics through it: the birth message, telemetry and
 command results. It resubscribes whenever it reconnects, so it rides out the
 broker restarts that the outage checks cause.
+
+By default it is the lab's monitor, on the broker's lab port; given an
+`identity`, it is a probe client of that name on the devices' port, confined
+as a device of that name would be (the broker checks use that).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from sbd_harness.lab.broker import MONITOR, Broker
+from sbd_harness.lab.broker import Broker
 
 
 @dataclass
@@ -31,19 +35,25 @@ class Message:
 
 
 class Watcher:
-    def __init__(self, broker: Broker, topic: str, persistent: bool = False, name: str = MONITOR):
+    def __init__(self, broker: Broker, topic: str, persistent: bool = False, identity: str | None = None):
         self.topic = topic
         self.broker = broker
         self.all: list[Message] = []
+        self.disconnects = 0  # times the broker or the network dropped it (pause() counts too)
         self._new: queue.Queue[Message] = queue.Queue()
         self._lock = threading.Lock()
-        self.client = broker.monitor(name, persistent=persistent)
+        self.client = broker.monitor(persistent) if identity is None else broker.client(identity, persistent)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         client.subscribe(self.topic, qos=1)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._lock:
+            self.disconnects += 1
 
     def _on_message(self, client, userdata, msg) -> None:
         m = Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic())
