@@ -3,6 +3,7 @@ and `sbd verify` failing each check against a firmware variant broken for it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -180,7 +181,9 @@ def test_a_newcomer_needs_no_keygen_provision_makes_the_release_key_the_device_t
     through the still-open console); `sbd ota keygen` afterwards keeps that key."""
     import os
     from sbd_harness.release.ota import ReleaseKey
-    state = tmp_path / "state"
+    import tempfile
+    # a short folder: the board's control socket path must fit AF_UNIX's 108 bytes
+    state = Path(tempfile.mkdtemp(prefix="sbd-new-"))
     env = {**os.environ, "SBD_STATE_DIR": str(state)}
     env.pop("SBD_PKI_DIR", None)
 
@@ -201,7 +204,9 @@ def test_a_newcomer_needs_no_keygen_provision_makes_the_release_key_the_device_t
         assert json.loads(again.stdout)["ca_sha256"] == json.loads(made.stdout)["ca_sha256"]
         assert (state / "pki" / "ca.key.pem").read_bytes() == ca_key
 
-        info = json.loads(run("board", "start", name).stdout)
+        started = run("board", "start", name)
+        assert started.returncode == 0, started.stderr
+        info = json.loads(started.stdout)
         assert run("flash", "--board", name).returncode == 0
         assert not key_path.exists()
         provisioned = run("provision", "--board", name, "--no-lock")
@@ -224,3 +229,4 @@ def test_a_newcomer_needs_no_keygen_provision_makes_the_release_key_the_device_t
             assert key_path.read_bytes() == pem
     finally:
         run("board", "rm", name)
+        shutil.rmtree(state, ignore_errors=True)
