@@ -1,5 +1,9 @@
 # MicroPython unit tests of signed update manifests (sbd.manifest) and the
-# boot-time slot check (sbd.slots), on the unix port's filesystem.
+# boot-time slot check (sbd.slots), on the unix port's filesystem. The field
+# rules are checked against the table the host is checked against too
+# (manifest_cases.py, written by the host before MicroPython starts).
+#
+# mptest-vectors: manifest_cases
 import binascii
 import hashlib
 import json
@@ -16,6 +20,7 @@ PK = p256.public_key(SK)
 OTHER_SK = binascii.unhexlify("519b423d715f8b581f4fa8ee59f4771a5b44c8130b4e3eacca54a56dda72b464")
 FILES = {"lib/sbd/a.py": b"print('a')\n", "lib/sbd/b.py": b"B = 2\n"}
 slots.ROOT = "/tmp/mptest-ota-%d" % (hashlib.sha256(os.urandom(8)).digest()[0] * 1000 + os.urandom(1)[0])
+slots.COUNTER_FILE = slots.ROOT + "-floor"
 
 
 def build(counter=1, files=FILES, sk=SK, **extra):
@@ -58,6 +63,27 @@ def test_fields_are_validated():
         refused(manifest.parse, reason, build(**extra)[0])
     for path in ("boot.py", "lib/../boot.py", "lib//x.py", "lib/x y.py", "lib/" + "x" * 100):
         refused(manifest.parse, "bad path", build(files={path: b"x"})[0])
+
+
+def test_fields_follow_the_one_specification_table():
+    """Each case of manifest_cases.py: refused with its reason, or accepted."""
+    wrong = []
+    n = 0
+    with open(os.getenv("SBD_MP_VECTORS") + "/manifest_cases.jsonl") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            case = json.loads(line)
+            n += 1
+            try:
+                manifest.parse(case["manifest"].encode())
+                got = None
+            except manifest.ManifestError as e:
+                got = str(e)
+            if got != case["reason"]:
+                wrong.append("%s: %s, not %s" % (case["name"], got or "accepted", case["reason"] or "accepted"))
+    assert n > 30, n
+    assert not wrong, wrong
 
 
 def _rmtree(path):
@@ -108,25 +134,119 @@ def test_a_slot_is_checked_file_by_file():
     refused(slots.verify_slot, "unlisted file", "a")
 
 
+def _floor(value):
+    """A device whose last committed release had counter `value`, no incident pending."""
+    store.put_int(slots.COUNTER_KEY, value)
+    try:
+        os.remove(slots.COUNTER_FILE)
+    except OSError:
+        pass
+    store.put(slots.INCIDENT_KEY, b"")
+
+
+def _select():
+    path = list(sys.path)
+    chosen = slots.select()
+    assert sys.path[0] == (slots.slot_dir(chosen) + "/lib" if chosen else path[0]), sys.path
+    sys.path[:] = path
+    return chosen
+
+
 def test_select_falls_back_to_a_slot_that_verifies_and_reports():
     store.put(slots.KEYS_KEY, PK)
-    mb, sig = build()
-    _install("a", FILES, mb, sig)
-    _install("a", {"lib/sbd/extra.py": b"evil()\n"}, mb, sig, fresh=False)
-    _install("b", FILES, mb, sig)
-    slots.save({"act": "a", "try": "", "prev": "b", "boots": 0})  # "a" holds an unlisted file
-    path = list(sys.path)
-    assert slots.select() == "b"
-    assert sys.path[0] == slots.slot_dir("b") + "/lib"
-    sys.path[:] = path
-    assert slots.state()["act"] == "b"
+    _floor(2)
+    committed, trial = build(2), build(3)
+    _install("b", FILES, *committed)
+    _install("a", FILES, *trial)
+    _install("a", {"lib/sbd/extra.py": b"evil()\n"}, *trial, fresh=False)
+    # 0.3.0 on trial in "a" holds an unlisted file: the committed "b" runs
+    slots.save({"act": "b", "try": "a", "prev": "b", "boots": 0})
+    chosen = _select()
+    assert chosen == "b", chosen
+    assert slots.state()["act"] == "b" and not slots.state()["try"]
     incident = slots.pending_incident()
     assert incident["event"] == "integrity" and incident["slot"] == "a", incident
+    assert incident.get("runs") == "b" and "unlisted file" in incident["error"], incident
     assert slots.pending_incident() is None
+
+
+def test_select_refuses_a_slot_below_the_rollback_floor():
+    store.put(slots.KEYS_KEY, PK)
+    _floor(2)
+    _install("a", FILES, *build(2))
+    _install("a", {"lib/sbd/extra.py": b"evil()\n"}, *build(2), fresh=False)
+    _install("b", FILES, *build(1))  # the previous release: verifies, but is older than the floor
+    slots.save({"act": "a", "try": "", "prev": "b", "boots": 0})
+    chosen = _select()
+    assert chosen == "", "ran slot %r, a release below the rollback floor" % chosen  # the factory image runs
+    assert slots.state()["act"] == ""
+    incident = slots.pending_incident()
+    assert incident["slot"] == "a" and incident["runs"] == "", incident
+    assert incident["other"] == "b: below the rollback floor", incident
+    # the active slot itself below the floor (the record set back by hand, say)
+    slots.save({"act": "b", "try": "", "prev": "", "boots": 0})
+    chosen = _select()
+    assert chosen == "", chosen
+    incident = slots.pending_incident()
+    assert incident["slot"] == "b" and incident["error"] == "below the rollback floor", incident
+    assert slots.state()["act"] == ""
+
+
+def test_select_never_falls_back_to_a_reverted_trial():
+    store.put(slots.KEYS_KEY, PK)
+    _floor(2)
+    _install("a", FILES, *build(3))  # 0.3.0, at its second trial boot: reverted
+    _install("b", FILES, *build(2))
+    _install("b", {"lib/sbd/extra.py": b"evil()\n"}, *build(2), fresh=False)
+    slots.save({"act": "b", "try": "a", "prev": "b", "boots": 1})
+    chosen = _select()
+    assert chosen == "", "ran slot %r, a trial that was reverted" % chosen  # not "a": it never committed
+    assert slots.state() == {"act": "", "try": "", "prev": "b", "boots": 0}, slots.state()
+    incident = slots.pending_incident()  # the fallback, and the revert before it
+    assert incident["slot"] == "b" and incident["runs"] == "", incident
+    assert incident["other"] == "a: never committed", incident
+    assert incident["earlier"] == ["reverted a: trial did not commit"], incident
+
+
+def test_select_reports_a_slot_whose_check_fails_in_any_way():
+    store.put(slots.KEYS_KEY, PK)
+    _floor(2)
+    _install("a", FILES, *build(3))
+    _install("b", FILES, *build(2))
+    slots.save({"act": "b", "try": "a", "prev": "b", "boots": 0})
+    verify = slots.verify_slot
+
+    def out_of_heap(slot):
+        if slot == "a":
+            raise MemoryError("memory allocation failed")
+        return verify(slot)
+    slots.verify_slot = out_of_heap
+    try:
+        chosen = _select()
+    finally:
+        slots.verify_slot = verify
+    assert chosen == "b"
+    assert slots.state()["act"] == "b" and not slots.state()["try"]
+    incident = slots.pending_incident()
+    assert incident["slot"] == "a" and incident["runs"] == "b", incident
+    assert incident["error"].startswith("MemoryError"), incident
+
+
+def test_select_runs_the_factory_image_and_reports_an_unreadable_record():
+    store.put(slots.KEYS_KEY, PK)
+    _floor(2)
+    _install("b", FILES, *build(2))
+    store.put(slots.STATE_KEY, b'{"act": "b", "tr')
+    assert _select() == ""
+    incident = slots.pending_incident()
+    assert incident["slot"] == "" and incident["runs"] == "", incident
+    assert incident["error"].startswith("slot record: ValueError"), incident
+    assert slots.state()["act"] == ""  # readable again: the factory image runs
 
 
 def test_a_trial_that_boots_twice_without_committing_is_reverted():
     store.put(slots.KEYS_KEY, PK)
+    _floor(1)
     mb, sig = build()
     _install("a", FILES, mb, sig)
     _install("b", FILES, mb, sig)

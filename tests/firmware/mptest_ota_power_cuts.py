@@ -115,7 +115,9 @@ def test_power_cut_at_every_write_of_an_install():
             assert dev.boot() == "a", n
             _runs("a", "r3", TRIAL, 2, ["trusted"], cut="%d, then the update again" % n)
     print("install: a power cut at each of", n - 1, "writes:", outcomes)
-    assert n > 40, n  # the slot emptied, the manifest, four files, the switch
+    # the manifest and four files into the incoming folder, the old slot emptied, the folder
+    # renamed to it, the switch
+    assert n > 40, n
 
 
 def test_power_cut_at_every_write_of_the_trial_boot_and_commit():

@@ -118,8 +118,7 @@ def refusal_cases(key: ota.ReleaseKey, stranger: ota.ReleaseKey, rotated: ota.Re
         ("not-an-update", b"SBDOTA2\n" + good[8:], "not an update"),
         ("manifest-length-over-8192", good[:8] + (8193).to_bytes(4, "big") + good[12:], "manifest too large"),
         ("ends-inside-its-header", good[:mend + 71], "truncated"),
-        ("rotation-drops-its-signing-key",
-         stream(rel["3"], "0.3.0", 3, key, release_keys=[rotated.public_point.hex()]),
+        ("rotation-drops-its-signing-key", _dropping_rotation(key, rotated, rel["3"]),
          "key rotation drops its own signing key"),
     ]
     # Validly signed by the trusted key, but malformed: only the device's
@@ -163,6 +162,15 @@ def refusal_cases(key: ota.ReleaseKey, stranger: ota.ReleaseKey, rotated: ota.Re
     cases.append(("manifest-not-json", signed_raw(key, None, b"", body=b"{\"format\": 1,"), "bad json"))
     cases.append(("manifest-not-an-object", signed_raw(key, [1, 2]), "not an object"))
     return cases
+
+
+def _dropping_rotation(key: ota.ReleaseKey, rotated: ota.ReleaseKey, files: dict[str, bytes]) -> bytes:
+    """A rotation to `rotated` alone, signed by `key`: framed by hand, since the host
+    refuses to build one (ota.check_rotation), as the device refuses it."""
+    manifest = ota.build_manifest(_bundle(files), "0.3.0", 3, model=MODEL, release_keys=[rotated.public_point])
+    body = ota.encode_manifest(manifest)
+    payload = b"".join(files[f["path"]] for f in manifest["files"])
+    return ota.MAGIC + len(body).to_bytes(4, "big") + body + key.key_id + key.sign(body) + payload
 
 
 def _spliced(good: bytes, key: ota.ReleaseKey, stranger: ota.ReleaseKey, rel: dict[str, dict[str, bytes]]) -> bytes:

@@ -5,6 +5,7 @@ boards: fast."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -267,6 +268,45 @@ def test_signed_but_malformed_manifests_are_refused(key, change, reason):
     assert ota.verify_stream(signed_raw(key, good), [key.public_point])
     with pytest.raises(OTAError, match=reason):
         ota.verify_stream(signed_raw(key, {**good, **change}), [key.public_point])
+
+
+def _manifest_cases():
+    """The one table of field rules both sides are tested against (tests/firmware/manifest_cases.py,
+    which tests/firmware/mptest_manifest.py runs on the device's sbd.manifest)."""
+    path = Path(__file__).resolve().parent.parent / "firmware" / "manifest_cases.py"
+    spec = importlib.util.spec_from_file_location("_manifest_cases", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MANIFEST_CASES = _manifest_cases()
+
+
+@pytest.mark.parametrize("name, change, reason", MANIFEST_CASES.cases(), ids=[c[0] for c in MANIFEST_CASES.cases()])
+def test_fields_follow_the_one_specification_table(name, change, reason):
+    """The same bytes a device is given in mptest_manifest.py: refused where it refuses, accepted where it accepts."""
+    data = MANIFEST_CASES.manifest_bytes(change)
+    if reason is None:
+        assert ota.parse_manifest(data) == json.loads(data)
+    else:
+        with pytest.raises(OTAError):
+            ota.parse_manifest(data)
+
+
+def test_a_rotation_that_drops_its_signing_key_is_refused(bundle, key, tmp_path):
+    """As the device refuses it (Receiver._check_manifest): its own slot would fail at the next boot."""
+    new = ReleaseKey.generate(tmp_path / "new.pem")
+    dropping = ota.build_manifest(bundle, "0.3.0", 3, release_keys=[new.public_point])
+    with pytest.raises(OTAError, match="drops its own signing key"):
+        ota.build_stream(ota.encode_manifest(dropping), key, bundle.files)
+    files = b"".join(bundle.files["/" + f["path"]] for f in dropping["files"])
+    with pytest.raises(OTAError, match="drops its own signing key"):
+        ota.verify_stream(signed_raw(key, dropping, files), [key.public_point])
+    keeping = ota.build_manifest(bundle, "0.3.0", 3, release_keys=[new.public_point, key.public_point])
+    assert ota.verify_stream(ota.build_stream(ota.encode_manifest(keeping), key, bundle.files),
+                             [key.public_point])["release_keys"] == keeping["release_keys"]
 
 
 def test_upper_case_hash_and_duplicate_paths_refused(key):

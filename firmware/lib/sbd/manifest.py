@@ -1,10 +1,12 @@
 # Signed update manifests (docs/ota.md): the release key's signature is
 # checked over the manifest's exact bytes before a single field is trusted,
-# then every field is validated. Used when an update arrives (sbd.ota) and
-# at every boot (sbd.slots).
+# then every field is validated, by the rules of the table in docs/ota.md
+# (the host's sbd_harness.release.ota applies the same). Used when an update
+# arrives (sbd.ota) and at every boot (sbd.slots).
 # Provisions: ETSI EN 303 645 5.3-9 (authenticity and integrity of updates),
 # 5.7-1 (software integrity checked), 5.13-1B; NIST IR 8259A 5; EU CRA
 # Annex I (2)(f); OWASP ISVS 3.4.3.
+import binascii
 import hashlib
 import json
 
@@ -16,6 +18,7 @@ SIG_LEN = 72  # key ID (8) + r || s (64)
 FIELDS = ("format", "version", "security_counter", "model", "files", "total_size", "expires", "release_keys")
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 _HEX = "0123456789abcdef"
+_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February: in a leap year
 
 
 class ManifestError(Exception):
@@ -77,6 +80,36 @@ def _int(v, lo, hi):
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
+def _expires(e):
+    """True for "YYYYMMDDHHMMSSZ" naming a real UTC time (year 0001-9999, no leap second)."""
+    if not isinstance(e, str) or len(e) != 15 or e[14] != "Z":
+        return False
+    for c in e[:14]:
+        if c not in "0123456789":
+            return False
+    y, mo, d = int(e[:4]), int(e[4:6]), int(e[6:8])
+    if not y or not 1 <= mo <= 12 or int(e[8:10]) > 23 or int(e[10:12]) > 59 or int(e[12:14]) > 59:
+        return False
+    last = _DAYS[mo - 1]
+    if mo == 2 and (y % 4 or (y % 100 == 0 and y % 400)):
+        last = 28
+    return 1 <= d <= last
+
+
+def _release_keys(keys):
+    """True for 1 to 8 distinct P-256 public keys, uncompressed points in lower-case hex."""
+    if not isinstance(keys, list) or not 1 <= len(keys) <= 8:
+        return False
+    from sbd import p256
+    for i in range(len(keys)):
+        k = keys[i]
+        if not _hex(k, 130) or not k.startswith("04") or k in keys[:i]:
+            return False
+        if not p256.is_public_key(binascii.unhexlify(k)):
+            return False
+    return True
+
+
 def parse(manifest_bytes):
     if len(manifest_bytes) > MAX_MANIFEST:
         raise ManifestError("manifest too large")
@@ -94,14 +127,17 @@ def check(m):
     for k in m:
         if k not in FIELDS:
             raise ManifestError("unknown field")
-    if m.get("format") != 1:
+    if not _int(m.get("format"), 1, 1):
         raise ManifestError("unknown format")
     v = m.get("version")
     if not isinstance(v, str) or not 1 <= len(v) <= 16:
         raise ManifestError("bad version")
+    for c in v:
+        if not " " <= c <= "~":
+            raise ManifestError("bad version")
     if not _int(m.get("security_counter"), 1, 0x7FFFFFFF):
         raise ManifestError("bad security counter")
-    if not isinstance(m.get("model"), str):
+    if not isinstance(m.get("model"), str) or not m["model"]:
         raise ManifestError("bad model")
     files = m.get("files")
     if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
@@ -118,16 +154,10 @@ def check(m):
         if not _int(f.get("size"), 0, 0x7FFFFFFF) or not _hex(f.get("sha256"), 64):
             raise ManifestError("bad file entry")
         total += f["size"]
-    if m.get("total_size") != total:
+    if not _int(m.get("total_size"), total, total):
         raise ManifestError("total size does not add up")
-    exp = m.get("expires")
-    if exp is not None and not (isinstance(exp, str) and len(exp) == 15 and exp.endswith("Z")):
+    if "expires" in m and not _expires(m["expires"]):  # null is not "absent"
         raise ManifestError("bad expiry")
-    keys = m.get("release_keys")
-    if keys is not None:
-        if not isinstance(keys, list) or not 1 <= len(keys) <= 8:
-            raise ManifestError("bad release keys")
-        for k in keys:
-            if not _hex(k, 130) or not k.startswith("04"):
-                raise ManifestError("bad release keys")
+    if "release_keys" in m and not _release_keys(m["release_keys"]):
+        raise ManifestError("bad release keys")
     return m

@@ -2,10 +2,13 @@
 #
 # The stream is checked as it arrives: the manifest's signature, model,
 # security counter (anti-rollback) and expiry before any file byte is
-# accepted; then each file's size and SHA-256 as it is written into the
-# inactive slot; nothing past the declared total; and, once complete, the
-# whole slot again from flash (what will run is what was checked). Only then
-# does one NVS commit put the slot on trial and the device restart into it.
+# accepted; then each file's size and SHA-256 as it is written; nothing past
+# the declared total; and, once complete, everything again from flash (what
+# will run is what was checked). It all goes to a folder of its own
+# (slots.incoming_dir), not into a slot: anyone who can publish on the
+# update topic can start one, and a refused update leaves both slots as they
+# were. Only once the whole update has verified does the folder replace the
+# inactive slot, and one NVS commit puts it on trial; the device restarts.
 # The new version commits itself once it has reached the broker and had a
 # message acknowledged (health check), or the next boot reverts it.
 # Authenticity never depends on the transport: the broker could be hostile.
@@ -25,19 +28,6 @@ _HEAD = len(manifest.MAGIC) + 4
 
 class Rejected(Exception):
     pass
-
-
-def _rmtree(path):
-    try:
-        mode = os.stat(path)[0]
-    except OSError:
-        return
-    if mode & 0x4000:
-        for name in os.listdir(path):
-            _rmtree(path + "/" + name)
-        os.rmdir(path)
-    else:
-        os.remove(path)
 
 
 def _makedirs(path):
@@ -66,7 +56,7 @@ class Receiver:
         self.size = 0
         self.next = 0
         self.head = b""         # magic and manifest length
-        self.mf = None          # the manifest's file in the slot, while it arrives
+        self.mf = None          # the manifest's file in the incoming folder, while it arrives
         self.mleft = -1         # manifest bytes still to come (-1: length not known yet)
         self.sig = None         # key ID and signature, as they arrive
         self.filled = 0
@@ -92,7 +82,7 @@ class Receiver:
         if self.f:
             self.f.close()
         if self.target:
-            _rmtree(slots.slot_dir(self.target))
+            slots.rmtree(slots.incoming_dir())  # the slots stay as they were
         self._clear()
         self._event("rejected", error=error)
 
@@ -132,12 +122,16 @@ class Receiver:
         if not slots.trusted_keys():
             self._event("rejected", error="no release keys")
             return
-        if size < _HEAD + manifest.SIG_LEN or size > _free_bytes() - 8192:
-            self._event("rejected", error="too large for flash" if size > 0 else "bad size")
+        if size < _HEAD + manifest.SIG_LEN:  # not even a header and a signature
+            self._event("rejected", error="bad size")
+            return
+        # What an earlier transfer cut short left behind; never a slot.
+        slots.rmtree(slots.incoming_dir())
+        if size > _free_bytes() - 8192:  # beside both slots: they stay until it has verified
+            self._event("rejected", error="too large for flash")
             return
         self.sha, self.size = sha, size
         self.target = slots.other(slots.running(st)) if slots.running(st) else "a"
-        _rmtree(slots.slot_dir(self.target))
         self._event("ready", next=0)
 
     # data ---------------------------------------------------------------------------
@@ -176,9 +170,9 @@ class Receiver:
                 i += self._file_bytes(chunk[i:])
 
     def _header(self, mv):
-        # The manifest goes straight to the target slot's manifest.json as it
-        # arrives: no buffer of its size, which a fragmented heap may lack.
-        # Nothing in it is trusted until its signature has been checked.
+        # The manifest goes straight to manifest.json in the incoming folder
+        # as it arrives: no buffer of its size, which a fragmented heap may
+        # lack. Nothing in it is trusted until its signature has been checked.
         if self.mleft < 0:  # magic and manifest length
             take = min(_HEAD - len(self.head), len(mv))
             self.head += bytes(mv[:take])
@@ -188,7 +182,7 @@ class Receiver:
                 self.mleft = int.from_bytes(self.head[len(manifest.MAGIC):_HEAD], "big")
                 if self.mleft > manifest.MAX_MANIFEST:
                     raise Rejected("manifest too large")
-                d = slots.slot_dir(self.target)
+                d = slots.incoming_dir()
                 _makedirs(d + "/manifest.json")
                 self.mf = open(d + "/manifest.json", "wb")
                 self.sig, self.filled = bytearray(manifest.SIG_LEN), 0
@@ -208,7 +202,7 @@ class Receiver:
     def _check_manifest(self):
         self.mf.close()
         self.mf = None
-        d = slots.slot_dir(self.target)
+        d = slots.incoming_dir()
         sig = bytes(self.sig)
         with open(d + "/manifest.sig", "wb") as f:
             f.write(sig)
@@ -240,7 +234,7 @@ class Receiver:
         self.fi += 1
         while self.fi < len(self.m["files"]):
             entry = self.m["files"][self.fi]
-            path = slots.slot_dir(self.target) + "/" + entry["path"]
+            path = slots.incoming_dir() + "/" + entry["path"]
             _makedirs(path)
             self.f = open(path, "wb")
             self.h = hashlib.sha256()
@@ -273,10 +267,15 @@ class Receiver:
         if self.m is None or self.next != self.size or self.f is not None:
             self._reject("truncated")
             return
-        self.m = None  # its file in the slot is what counts now, and the heap needs the room
+        self.m = None  # its file on flash is what counts now, and the heap needs the room
         gc.collect()
+        d = slots.incoming_dir()
         try:
-            written = slots.verify_slot(self.target)  # as written to flash, not as received
+            written = slots.verify_dir(d)  # as written to flash, not as received
+            # Verified: only now is the inactive slot replaced (a power cut
+            # in between leaves the running slot and the record as they were).
+            slots.rmtree(slots.slot_dir(self.target))
+            os.rename(d, slots.slot_dir(self.target))
         except (manifest.ManifestError, OSError, ValueError) as e:
             self._reject("verify after write: %s" % e)
             return

@@ -19,6 +19,7 @@ Interface (all values are bytes, integers big-endian)
     public_key(private_key) -> 65 bytes, uncompressed SEC1 point 04 || X || Y
     sign(private_key, digest) -> 64 bytes r || s, nonce per RFC 6979
     verify(public_key, digest, signature) -> bool; never raises
+    is_public_key(data) -> bool: 65 bytes 04 || X || Y, a point on the curve
 The caller hashes the message with hashlib.sha256 and passes the 32-byte
 digest. Signatures are raw r || s (not DER), as in JOSE/COSE.
 
@@ -331,6 +332,11 @@ def _decode_point(data):
     if x >= _P or y >= _P or (y * y - x * x * x + 3 * x - _B) % _P:
         return None
     return x, y
+
+
+def is_public_key(data):
+    """True if data is a valid uncompressed public key (on the curve)."""
+    return _decode_point(data) is not None
 
 
 def _private_scalar(private_key):

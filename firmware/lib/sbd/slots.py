@@ -2,20 +2,25 @@
 #
 # The flashed application in /lib is the factory image and the root of
 # trust: this module, sbd.manifest and sbd.p256 run from it at every boot.
-# Updates live in /ota/slot_a and /ota/slot_b. One NVS record (written in one
-# commit, so the switch is atomic) says which slot is active, which is on
-# trial and which came before; that one record is also the commit point of an
-# update (the rollback floor and a key rotation that follow it are finished at
-# the next boot if a power cut stops them). At every boot, before any updated code runs,
-# the chosen slot is verified against its signed manifest: signature by a
-# trusted release key, every file's size and SHA-256, and no file the
-# manifest does not list. A slot that fails is not run: the device falls back
-# to the other slot if it verifies, else to the factory image, and reports it.
+# Updates live in /ota/slot_a and /ota/slot_b (an update arrives in
+# /ota/incoming and becomes a slot only once it has verified, sbd.ota). One
+# NVS record (written in one commit, so the switch is atomic) says which slot
+# is active, which is on trial and which came before; that one record is also
+# the commit point of an update (the rollback floor and a key rotation that
+# follow it are finished at the next boot if a power cut stops them). At every
+# boot, before any updated code runs, the chosen slot is verified against its
+# signed manifest: signature by a trusted release key, every file's size and
+# SHA-256, no file the manifest does not list, and a security counter not
+# below the rollback floor. A slot that fails, for whatever reason, is not
+# run: the device falls back to the other slot only if it holds the release
+# committed last (its counter is the floor: an older one is below it, one
+# above it never committed), else to the factory image, and reports every
+# fallback (an incident, kept in NVS until it is published).
 # A slot on trial that boots twice without committing is reverted.
 # Provisions: ETSI EN 303 645 5.7-1, 5.7-2 (software integrity, report
 # anomalies), 5.3-7, 5.3-10 (secure update mechanism, installation
-# robust); NIST IR 8259A 5; EU CRA Annex I (2)(c), (f); OWASP ISVS 3.4.4,
-# 3.4.7, 3.1.4.
+# robust); NIST IR 8259A 5, 6; EU CRA Annex I (2)(c), (f); OWASP ISVS 3.4.4,
+# 3.4.6, 3.4.7, 3.1.4.
 import binascii
 import hashlib
 import io
@@ -43,6 +48,24 @@ COUNTER_FILE = "/rollback_floor"
 
 def slot_dir(slot):
     return ROOT + "/slot_" + slot
+
+
+def incoming_dir():
+    """Where an update is received and checked before it becomes a slot."""
+    return ROOT + "/incoming"
+
+
+def rmtree(path):
+    try:
+        mode = os.stat(path)[0]
+    except OSError:
+        return
+    if mode & 0x4000:
+        for name in os.listdir(path):
+            rmtree(path + "/" + name)
+        os.rmdir(path)
+    else:
+        os.remove(path)
 
 
 def state():
@@ -183,7 +206,11 @@ def load_manifest(d):
 
 def verify_slot(slot):
     """The slot's manifest if everything in it checks out; else ManifestError."""
-    d = slot_dir(slot)
+    return verify_dir(slot_dir(slot))
+
+
+def verify_dir(d):
+    """The manifest in folder `d` if everything in it checks out; else ManifestError."""
     m = load_manifest(d)
     listed = {d + "/manifest.json", d + "/manifest.sig"}
     for f in m["files"]:
@@ -203,15 +230,44 @@ def verify_slot(slot):
     return m
 
 
-def incident(event, slot, error):
-    """Reported at once on the serial line, and kept for the broker (sbd.ota reports it)."""
+def incident(event, slot, error, runs=None, other=None):
+    """Reported at once on the serial line, and kept for the broker (sbd.link
+    publishes it). `runs`: the slot this boot runs instead ("": the factory
+    image); `other`: why the other slot did not run either. An incident not
+    yet published is kept in the new one's `earlier` (the last 3), so a
+    device that reports only once it is online again reports every one."""
     report = {"sbd": "ota", "event": event, "slot": slot, "error": str(error)[:64]}
+    if runs is not None:
+        report["runs"] = runs
+    if other:
+        report["other"] = other[:64]
     print(json.dumps(report))
+    raw = store.get(INCIDENT_KEY)
+    if raw:  # one not published yet
+        try:
+            old = json.loads(raw)
+            report["earlier"] = old.get("earlier", [])[-2:] + ["%s %s: %s" % (old["event"], old["slot"], old["error"])]
+        except Exception:  # not one of ours: the new one replaces it
+            pass
     store.put(INCIDENT_KEY, json.dumps(report).encode())
 
 
-def select():
-    """Chooses the slot to run, verifies it, and puts it first on the import path."""
+def _why(e):
+    return str(e) if isinstance(e, manifest.ManifestError) else "%s: %s" % (type(e).__name__, e)
+
+
+def _runnable(slot, floor, fallback):
+    """The manifest of `slot` if it may run; else an exception saying why.
+    A fallback must hold the release committed last: its counter is the floor."""
+    m = verify_slot(slot)
+    if m["security_counter"] < floor:
+        raise manifest.ManifestError("below the rollback floor")
+    if fallback and m["security_counter"] > floor:
+        raise manifest.ManifestError("never committed")
+    return m
+
+
+def _choose():
     st = state()
     if st["try"]:
         st["boots"] += 1
@@ -220,17 +276,23 @@ def select():
             st["try"], st["boots"] = "", 0
         save(st)
     choice = running(st)
+    floor = counter()
     chosen = ""
-    m = None
+    m = why = why_other = None
     for slot in (choice, other(choice) if choice else ""):
         if not slot:
             break
         try:
-            m = verify_slot(slot)
+            m = _runnable(slot, floor, slot != choice)
             chosen = slot
             break
-        except (manifest.ManifestError, OSError, ValueError) as e:
-            incident("integrity", slot, e)
+        except Exception as e:  # whatever the reason, a slot that did not verify does not run
+            if slot == choice:
+                why = _why(e)
+            else:
+                why_other = slot + ": " + _why(e)
+    if why:  # a fallback: reported before the record stops pointing at it
+        incident("integrity", choice, why, chosen, why_other)
     if chosen != choice:  # fell back: the record follows what really runs
         st["act"], st["try"], st["boots"] = chosen, "", 0
         st.pop(FINISH, None)  # a commit of a slot that fails its check is not finished
@@ -238,8 +300,27 @@ def select():
     elif st.get(FINISH) and chosen and not st["try"]:  # a commit a power cut interrupted
         try:
             finish(st, m)
-        except OSError:
+        except Exception:
             pass  # still pending: the next boot tries again, this one runs the slot
+    return chosen
+
+
+def select():
+    """Chooses the slot to run, verifies it, and puts it first on the import path.
+    Never raises: what goes wrong makes a fallback, and every fallback is reported."""
+    try:
+        chosen = _choose()
+    except Exception as e:  # the slot record or NVS itself: no slot can be trusted
+        chosen = ""
+        try:
+            incident("integrity", "", "slot record: " + _why(e), "")
+            save({"act": "", "try": "", "prev": "", "boots": 0})  # it follows what runs
+        except Exception:
+            pass  # NVS unusable: the line on the console is all there is
+    try:
+        rmtree(incoming_dir())  # an update a reset cut short: never resumed
+    except OSError:
+        pass
     if chosen:
         sys.path.insert(0, slot_dir(chosen) + "/lib")
     # Forget this boot's modules: the chosen image imports its own.

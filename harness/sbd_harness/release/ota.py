@@ -51,6 +51,7 @@ PATH_RE = re.compile(r"[A-Za-z0-9_./-]+")
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 POINT_RE = re.compile(r"04[0-9a-f]{128}")
 EXPIRES_FORMAT = "%Y%m%d%H%M%SZ"
+EXPIRES_RE = re.compile(r"[0-9]{14}Z")  # ASCII digits and a capital Z: strptime alone takes "z" and other digits
 
 
 class OTAError(SbdError, ValueError):
@@ -190,7 +191,8 @@ def _is_int(value: Any, lo: int, hi: int) -> bool:
 
 
 def check_manifest(manifest: Any) -> dict[str, Any]:
-    """Every field rule of docs/ota.md; the manifest itself, or an OTAError naming the first fault."""
+    """Every field rule of docs/ota.md (its table is the one specification; the device's
+    sbd/manifest.py applies the same); the manifest itself, or an OTAError naming the first fault."""
     if not isinstance(manifest, dict):
         raise OTAError("the manifest is not a JSON object")
     unknown = sorted(set(manifest) - FIELDS)
@@ -199,7 +201,7 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
     missing = sorted(REQUIRED - set(manifest))
     if missing:
         raise OTAError(f"manifest fields missing: {missing}")
-    if manifest["format"] != FORMAT or isinstance(manifest["format"], bool):
+    if not _is_int(manifest["format"], FORMAT, FORMAT):
         raise OTAError(f"manifest format {manifest['format']!r}: only {FORMAT} is known")
     version = manifest["version"]
     if not isinstance(version, str) or not 1 <= len(version) <= 16 or not all(" " <= c <= "~" for c in version):
@@ -230,7 +232,8 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
     if "expires" in manifest:
         expires = manifest["expires"]
         try:
-            ok = isinstance(expires, str) and len(expires) == 15 and bool(dt.datetime.strptime(expires, EXPIRES_FORMAT))
+            ok = (isinstance(expires, str) and bool(EXPIRES_RE.fullmatch(expires))
+                  and bool(dt.datetime.strptime(expires, EXPIRES_FORMAT)))
         except ValueError:
             ok = False
         if not ok:
@@ -246,6 +249,15 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
         if len(set(keys)) != len(keys):
             raise OTAError("release_keys lists a key twice")
     return manifest
+
+
+def check_rotation(manifest: Mapping[str, Any], signer_key_id: bytes) -> None:
+    """A rotation (`release_keys`) must keep the key that signs it: every boot checks the
+    running slot against the keys trusted then, and the device refuses one that would fail."""
+    keys = manifest.get("release_keys")
+    if keys is not None and signer_key_id not in [key_id(bytes.fromhex(k)) for k in keys]:
+        raise OTAError(f"key rotation drops its own signing key ({signer_key_id.hex()}): "
+                       "keep it in release_keys until a later update retires it")
 
 
 def build_manifest(bundle: FirmwareBundle, version: str, security_counter: int, model: str = MODEL,
@@ -303,6 +315,7 @@ def build_stream(manifest_bytes: bytes, key: ReleaseKey, files: Mapping[str, byt
     Refuses files that do not match the manifest: a release tool must not
     emit a stream every device will refuse."""
     manifest = parse_manifest(manifest_bytes)
+    check_rotation(manifest, key.key_id)
     payload = []
     for entry in manifest["files"]:
         data = _file_bytes(files, entry["path"])
@@ -354,6 +367,7 @@ def verify_stream(data: bytes, trusted_points: Iterable[bytes]) -> dict[str, Any
     if not verify_signature(signer, manifest_bytes, signature):
         raise OTAError(f"bad signature: the manifest is not the one key {kid.hex()} signed")
     manifest = parse_manifest(manifest_bytes)
+    check_rotation(manifest, kid)
     split_payload(manifest, payload)
     return manifest
 
