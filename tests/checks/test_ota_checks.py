@@ -60,7 +60,7 @@ def test_after_a_release_pushed_as_a_maker_would_its_replay_and_a_downgrade_are_
 
 @pytest.mark.parametrize("variant, failing, selector, destructive, reason", [
     ("unsigned-updates", "unsigned-or-foreign-updates-refused", "check_unsigned", False,
-     "installed an unverified update (forged-signature"),
+     "installed an unverified update (unknown-key"),
     ("unchecked-update-files", "unsigned-or-foreign-updates-refused", "check_unsigned", False,
      "installed an unverified update (file-changed"),
     ("no-anti-rollback", "update-rollback-refused", "check_update_rollback", True,
