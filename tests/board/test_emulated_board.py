@@ -321,3 +321,41 @@ def test_removing_a_stopped_board_spares_the_board_that_leased_its_address_since
     namespaces = netlab._ip("netns", "list").stdout
     assert new.conf["net"]["netns"] in namespaces.split()
     assert netlab.holder(int(new.conf["net"]["netns"].rsplit("-", 1)[1])) == new.state.dir.resolve()
+
+
+def test_nvs_handles_are_never_closed_and_outlive_a_soft_reset(make_board):
+    """esp32.NVS(ns) is an nvs_open with no close (ports/esp32/esp32_nvs.c): each
+    holds ESP-IDF heap until a hard reset, a soft reset included."""
+    board = make_board()
+    opener = ("import esp32\ntry:\n for i in range(%d): esp32.NVS('x')\nexcept OSError as e: print('ERR', e.args[0])\n"
+              "else: print('OK')\n")
+    assert mpremote(board.port, "resume", "exec", opener % 300).strip() == "OK"
+    out = mpremote(board.port, "soft-reset", "exec", opener % 300).strip()
+    assert out.splitlines()[-1] == "ERR 12", out  # ESP_ERR_NO_MEM, as check_esp_err maps it
+    board.reset_and_wait("hard")
+    assert mpremote(board.port, "resume", "exec", opener % 300).strip() == "OK"
+
+
+def test_firmware_store_keeps_one_nvs_handle(make_board):
+    """The firmware's store, called as its loops call it, does not run the board out of memory."""
+    from sbd_harness.paths import REPO_ROOT
+    board = make_board()
+    mpremote(board.port, "resume", "fs", "cp", str(REPO_ROOT / "firmware/lib/sbd/store.py"), ":store.py")
+    loop = ("import store, gc\ngc.collect(); free = gc.mem_free()\n"
+            "for i in range(1500):\n store.put_int('n', i); store.get_int('n'); store.get('absent')\n"
+            "gc.collect(); print('LOST', free - gc.mem_free())\n")
+    out = mpremote(board.port, "resume", "exec", loop).strip()
+    assert out.startswith("LOST") and int(out.split()[1]) < 2048, out
+
+
+def test_ticks_run_on_across_a_soft_reset_and_restart_at_a_hard_one(make_board):
+    """ticks_ms is esp_timer time since boot (ports/esp32/mphalport.c): a soft reset does not restart it."""
+    board = make_board()
+    ticks = "import time; print(time.ticks_ms())"
+    time.sleep(3)
+    before = int(mpremote(board.port, "resume", "exec", ticks).strip())
+    assert before >= 3000
+    after = int(mpremote(board.port, "soft-reset", "exec", ticks).strip().splitlines()[-1])
+    assert after >= before, (before, after)
+    board.reset_and_wait("hard")
+    assert int(mpremote(board.port, "resume", "exec", ticks).strip()) < before

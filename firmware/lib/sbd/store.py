@@ -10,8 +10,17 @@ NVS_NOT_FOUND = -0x1102
 MAX_BLOB = 2048
 
 
+# One handle for the device's life. esp32.NVS() is an nvs_open() that the
+# port never closes (ports/esp32/esp32_nvs.c: no close, no finaliser): a
+# handle per call would leak ESP-IDF heap at every retry.
+_handle = None
+
+
 def _nvs():
-    return esp32.NVS(NAMESPACE)
+    global _handle
+    if _handle is None:
+        _handle = esp32.NVS(NAMESPACE)
+    return _handle
 
 
 # One read buffer, made at boot while the heap is still whole: a day of TLS

@@ -73,6 +73,10 @@ class Supervisor:
         self.wdt_deadline: float | None = None
         self.running = True
         self.boots = 0
+        # What outlives a soft reset on the chip, as ESP-IDF state does: the
+        # NVS handles left open, and the ticks' origin (esp_timer since boot).
+        self.nvs_handles = 0
+        self.ticks0: list[int] | None = None
 
     # serial port seen by the user -------------------------------------------------
     def open_serial(self) -> None:
@@ -120,6 +124,8 @@ class Supervisor:
             "repl_mode": self.repl_mode,
             "machine": self.conf["machine_name"],
             "net": self.conf["net"],
+            "nvs_handles": self.nvs_handles,
+            "ticks0": self.ticks0,
         }
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -194,6 +200,7 @@ class Supervisor:
             time.sleep(0.2)
         if self.cold:
             self.wdt_deadline = self.wdt_timeout = None
+            self.nvs_handles, self.ticks0 = 0, None
         self.boot()
 
     # data paths -----------------------------------------------------------------------
@@ -270,6 +277,10 @@ class Supervisor:
         elif words[0] == "wdt":
             self.wdt_timeout = int(words[1]) / 1000
             self.wdt_deadline = time.monotonic() + self.wdt_timeout
+        elif words[0] == "nvs_open":
+            self.nvs_handles += 1
+        elif words[0] == "ticks0":
+            self.ticks0 = [int(words[1]), int(words[2])]
         elif words[0] == "feed" and self.wdt_timeout:
             self.wdt_deadline = time.monotonic() + self.wdt_timeout
 

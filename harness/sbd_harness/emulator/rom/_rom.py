@@ -33,13 +33,19 @@ class _MicroPythonModule:
 
 
 class _TimeModule:
-    # `time` whose ticks start at 0 at every reset, as on the chip (the unix
-    # port counts from the host's boot), so uptimes computed from ticks are real.
+    # `time` whose ticks count from the last hard reset or power-on, as on the
+    # chip, where they come from esp_timer (ports/esp32/mphalport.c), which a
+    # soft reset does not restart. The unix port counts from the host's boot;
+    # the origin is taken at a cold boot and kept by the supervisor.
     def __init__(self, real):
         for name in dir(real):
             if not name.startswith("__"):
                 setattr(self, name, getattr(real, name))
-        ms0, us0 = real.ticks_ms(), real.ticks_us()
+        t0 = _board.conf.get("ticks0")
+        if _board.conf["cold"] or not t0:
+            t0 = real.ticks_ms(), real.ticks_us()
+            _board.tell_supervisor("ticks0 %d %d" % t0)
+        ms0, us0 = t0
         # the ticks period of MicroPython's time module: 2**30
         self.ticks_ms = lambda: (real.ticks_ms() - ms0) & 0x3FFFFFFF
         self.ticks_us = lambda: (real.ticks_us() - us0) & 0x3FFFFFFF

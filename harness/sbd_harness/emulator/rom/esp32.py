@@ -24,6 +24,27 @@ _ESP_ERR = {
     0x105: "ESP_ERR_NOT_FOUND",
 }
 
+# What an open NVS handle costs. ports/esp32/esp32_nvs.c: every esp32.NVS(ns)
+# is an nvs_open(); there is no close() and no finaliser, so the handle (two
+# ESP-IDF heap blocks, NVSHandleSimple and NVSHandleEntry in ESP-IDF's
+# nvs_api.cpp) is held until the next hard reset, soft resets included
+# (nvs_flash_init runs once, in app_main). ESP-IDF's heap is not
+# MicroPython's: the emulator keeps a budget for it, not a heap. Both figures
+# are estimates: ~64 bytes a handle with allocator overhead, and 32 KiB of
+# ESP-IDF heap left with Wi-Fi up and a TLS session open (docs/emulated-board.md).
+_HANDLE_BYTES = 64
+_IDF_HEAP_FOR_HANDLES = 32 * 1024
+_handles = _board.conf.get("nvs_handles", 0)  # left open by earlier boots since the last hard reset
+
+
+def _hold_handle():
+    global _handles
+    if (_handles + 1) * _HANDLE_BYTES > _IDF_HEAP_FOR_HANDLES:
+        # nvs_open -> ESP_ERR_NO_MEM, which check_esp_err (mphalport.c) maps to ENOMEM
+        raise OSError(12, "ESP_ERR_NO_MEM")
+    _handles += 1
+    _board.tell_supervisor("nvs_open")
+
 
 def _esp_err(code):
     return OSError(-code, _ESP_ERR.get(code, "ESP_FAIL"))
@@ -301,6 +322,7 @@ class NVS:
         self._ns = namespace
         if _store is None:
             _load()
+        _hold_handle()
 
     def __repr__(self):
         return "<NVS namespace>"
