@@ -1,10 +1,20 @@
 # The application. An unprovisioned (or unlocked) device returns to the REPL
 # so it can be provisioned; a locked one runs here for good and never hands
 # the console back. Later practices (MQTT, OTA) hook into run_locked().
+# A locked device arms the task watchdog and feeds it from its main loop, so
+# a loop that stops going round resets the device instead of leaving it dead.
+# Provisions: ETSI EN 303 645 5.9-2 (recovers cleanly).
 import binascii
 import json
 import machine
 from sbd import commands, console, device, identity, state, store
+
+# The watchdog's timeout: longer than the longest pass of the main loop. That
+# is a (re)connection, every step bounded: TCP connect and TLS handshake at
+# most 10 s each (sbd.tls, the socket's timeout), CONNACK and the rest of a
+# packet 5 s (sbd.mqtt), the P-256 work of a signed command or an update's
+# commit a few seconds at the chip's speed; with room to spare.
+WDT_MS = 60000
 
 
 def main():
@@ -31,6 +41,9 @@ def _forget(*names):
 
 def run_locked():
     console.close()
+    # Once armed it cannot be stopped (ports/esp32/machine_wdt.c); it keeps
+    # counting across a soft reset, and a hard reset stops it.
+    wdt = machine.WDT(timeout=WDT_MS)
     _forget("sbd.boot", "sbd.boot_report", "sbd.factory_reset", "sbd.provisioning", "sbd.csr")
     from sbd import config, der
     ca_key = der.cert_public_key(identity.ca_certificate())
@@ -104,7 +117,6 @@ def run_locked():
                 print(json.dumps({"sbd": "status", "security": reply["status"]}))
             act(reply)
 
-    tick = None
     settings = config.load()
     if settings is not None:
         from sbd.link import Link
@@ -114,5 +126,9 @@ def run_locked():
 
         link = Link(settings, on_command, after_reply=act)
         links.append(link)
-        tick = link.tick
+
+    def tick():
+        wdt.feed()  # one pass of the main loop: the console's read, then the link's work
+        return links[0].tick() if links else False
+
     console.serve(on_line, commands.MAX_LINE + 1, tick=tick, period_ms=100)

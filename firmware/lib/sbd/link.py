@@ -68,7 +68,7 @@ class Link:
             machine.reset()  # into the update just installed, or out of a failed trial
         if self.trial and self.restart_at is None:
             from sbd.ota import TRIAL_S
-            if now > TRIAL_S * 1000:  # ticks count from this boot
+            if now > TRIAL_S * 1000:  # ticks count from the last hard reset (a soft one does not restart them)
                 log("trial_timeout")
                 self.restart_at = now
         if time.ticks_diff(now, self.next_sample) >= 0:

@@ -313,7 +313,8 @@ class Supervisor:
         cmd = req.get("cmd")
         if cmd == "status":
             return {"ok": True, "cpu_pid": self.child.pid if self.child else None,
-                    "boots": self.boots, "reset_cause": self.reset_cause, "serial": self.conf["serial"]}
+                    "boots": self.boots, "reset_cause": self.reset_cause, "serial": self.conf["serial"],
+                    "wdt_ms": round(self.wdt_timeout * 1000) if self.wdt_timeout else None}
         if cmd == "reset":
             kind = req.get("kind", "hard")
             if kind == "hard":
