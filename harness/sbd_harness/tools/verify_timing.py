@@ -32,19 +32,40 @@ def _must(proc: subprocess.CompletedProcess, what: str) -> None:
         raise SystemExit(f"{what} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
+def _broker_port() -> int:
+    """8883, the lab's port, unless something (another checkout's demo) holds it: then a free one."""
+    from sbd_harness.lab.broker import free_port, lab_address
+    import socket
+    try:
+        with socket.create_server((lab_address(), 8883)):
+            return 8883
+    except OSError:
+        return free_port(lab_address())
+
+
 def one_run(name: str, extra: list[str], keep: Path | None) -> dict:
+    from sbd_harness.lab.broker import lab_address
     with tempfile.TemporaryDirectory(prefix="sbd-timing-") as tmp:
         env = dict(os.environ, SBD_STATE_DIR=tmp)
         env.pop("SBD_PKI_DIR", None)
+        env.pop("SBD_BROKER", None)
         try:
             _must(_sbd(env, "board", "start", name), "sbd board start")
             _must(_sbd(env, "flash", "--board", name), "sbd flash")
             _must(_sbd(env, "pki", "init"), "sbd pki init")
             _must(_sbd(env, "ota", "keygen"), "sbd ota keygen")
-            _must(_sbd(env, "provision", "--board", name), "sbd provision")
+            port = _broker_port()
+            broker = []
+            if port == 8883:
+                _must(_sbd(env, "provision", "--board", name), "sbd provision")
+            else:  # the lab's settings, with the broker on another port
+                conf = json.loads((Path(tmp) / "boards" / name / "board.json").read_text())
+                broker = ["--broker", f"{lab_address()}:{port}"]
+                _must(_sbd(dict(env, SBD_WIFI_PSK=conf["lab_psk"]), "provision", "--board", name,
+                           "--wifi-ssid", conf["lab_ssid"], *broker), "sbd provision")
             report = Path(tmp) / "reports" / "report.json"
             started = time.monotonic()
-            proc = _sbd(env, "verify", "--board", name, "--report", str(report), *extra, timeout=3600)
+            proc = _sbd(env, "verify", "--board", name, "--report", str(report), *broker, *extra, timeout=3600)
             wall = time.monotonic() - started
             if not report.exists():
                 raise SystemExit(f"sbd verify wrote no report:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
