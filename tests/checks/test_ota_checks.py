@@ -76,14 +76,16 @@ def test_the_ota_checks_pass_on_the_reference_and_change_nothing(make_board, ca,
     assert _errors(rollback) == {"replay-of-current": "rollback: security counter not higher",
                                  "downgrade": "rollback: security counter not higher"}
     assert rollback["evidence"]["status_before"]["counter"] == rollback["evidence"]["status_after"]["counter"] == 3
-    assert {case["runs_after_reset"] for case in rollback["evidence"]["cases"].values()} \
-        == {rollback["evidence"]["fw_version_before"]} == {FirmwareBundle.from_dir().version}
+    # one check of the running version after the refused cases (a device that installed one boots into it)
+    assert rollback["evidence"]["runs_after_reset"] == rollback["evidence"]["fw_version_before"] \
+        == FirmwareBundle.from_dir().version
     assert code == 0
 
 
 @pytest.mark.parametrize("variant, failing, selector, destructive, reason", [
+    # with no signature checked at all, the first case offered (a key it does not trust) installs
     ("unsigned-updates", "unsigned-or-foreign-updates-refused", "check_unsigned", False,
-     "installed an unverified update (forged-signature"),
+     "installed an unverified update (unknown-key"),
     ("unchecked-update-files", "unsigned-or-foreign-updates-refused", "check_unsigned", False,
      "installed an unverified update (file-changed"),
     ("no-anti-rollback", "update-rollback-refused", "check_update_rollback", True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import ssl
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sbd_harness.identity.pki import LabCA
 from sbd_harness.lab.broker import BROKER_HOSTNAME
 from sbd_harness.lab.watch import Watcher
 
+ACK_S = 10  # for the broker's acknowledgement of a subscription or a message, and for its delivery
 CONNECT = b"\x10\x14\x00\x04MQTT\x04\x02\x00\x3c\x00\x08sbdprobe"
 
 
@@ -89,14 +89,22 @@ def check_broker_revocation(sbd_broker, sbd_ca, sbd_evidence):
 def check_broker_acl(sbd_broker, sbd_evidence):
     a, b = f"acl-a-{_suffix()}", f"acl-b-{_suffix()}"
     with Watcher(sbd_broker, "#", name=a) as wa, Watcher(sbd_broker, f"devices/{b}/#", name=b) as wb:
-        wa.client.subscribe([(f"devices/{b}/#", 1), ("devices/#", 1), (f"devices/{a}/#", 1)])
-        time.sleep(1)  # subscriptions in place
-        wb.publish(f"devices/{b}/telemetry", b'{"secret": "of b"}')
-        wa.publish(f"devices/{b}/cmd", b"from a, into b's tree")
-        wa.publish(f"devices/{a}/telemetry", b"a's own")
-        time.sleep(2)
+        assert wa.wait_subscribed(ACK_S) and wb.wait_subscribed(ACK_S), "the broker did not acknowledge a subscription"
+        wa.subscribe([(f"devices/{b}/#", 1), ("devices/#", 1), (f"devices/{a}/#", 1)], ACK_S)
+        # One message at a time, each acknowledged (taken and routed by the broker) before the next.
+        wb.publish(f"devices/{b}/telemetry", b'{"secret": "of b"}', acked=ACK_S)
+        wa.publish(f"devices/{a}/telemetry", b"a's own", acked=ACK_S)
+        wa.publish(f"devices/{b}/cmd", b"from a, into b's tree", acked=ACK_S)
+        wb.publish(f"devices/{b}/telemetry", b"b's own, last", acked=ACK_S)
+        # Each identity's own last message reaches it after anything routed to it before: once both
+        # have theirs, whatever the ACL let through has arrived too.
+        own_a = wa.wait_for(lambda m: m.topic == f"devices/{a}/telemetry", ACK_S) or \
+            next(iter(wa.seen(lambda m: m.topic == f"devices/{a}/telemetry")), None)
+        own_b = wb.wait_for(lambda m: m.payload == b"b's own, last", ACK_S) or \
+            next(iter(wb.seen(lambda m: m.payload == b"b's own, last")), None)
         a_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wa.all]
         b_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wb.all]
+    sbd_evidence["own_messages_back"] = {"a": own_a is not None, "b": own_b is not None}
     sbd_evidence.update({"a": a, "b": b, "a_received": a_saw, "b_received": b_saw})
     assert (f"devices/{a}/telemetry", "a's own") in a_saw, "an identity cannot even use its own topics"
     leaked = [t for t, _ in a_saw if not t.startswith(f"devices/{a}/")]

@@ -72,7 +72,11 @@ def one_run(name: str, extra: list[str], keep: Path | None) -> dict:
             data = json.loads(report.read_text())
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
-                (keep / f"report-{int(time.time())}.json").write_text(report.read_text())
+                stamp = int(time.time())
+                (keep / f"report-{stamp}.json").write_text(report.read_text())
+                log = Path(tmp) / "boards" / name / "serial.log"
+                if log.exists():
+                    (keep / f"serial-{stamp}.log").write_bytes(log.read_bytes())
         finally:
             _sbd(env, "board", "rm", name)
     return {"exit": proc.returncode, "wall_s": round(wall, 1), "tier": data.get("tier"),
