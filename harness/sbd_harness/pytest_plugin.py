@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sbd-pki", default=None, help="the lab CA's folder (default: <state>/pki)")
     g.addoption("--sbd-destructive", action="store_true",
                 help="also run checks that change the board for good (factory reset)")
+    g.addoption("--sbd-soak", action="store_true",
+                help="the soak tier: each check in its long form (many rounds, every fuzz case, long series) "
+                     "instead of the shortest form that can still fail")
     g.addoption("--sbd-broker", default=os.environ.get("SBD_BROKER"),
                 help="ADDR:PORT where the board was provisioned to find its broker; the checks run the lab "
                      "broker there (default: $SBD_BROKER, or for emulated boards the lab address, port 8883)")
@@ -132,12 +135,18 @@ def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterat
         raise pytest.UsageError(f"--sbd-board {kind} needs --sbd-port (the board's serial port)")
     try:
         if not pytestconfig.getoption("--sbd-no-flash"):
-            progress, update = _progress_printer(f"flashing {board.name}")
-            if progress:
-                with progress:
+            live = next((p for p in pytestconfig.pluginmanager.get_plugins()
+                         if getattr(p, "sbd_verify_progress", False)), None)
+            if live is not None:  # sbd verify's progress display: one live display at a time
+                with live.step(f"flashing {board.name}") as update:
                     flash_firmware(board, sbd_bundle, update)
             else:
-                flash_firmware(board, sbd_bundle)
+                progress, update = _progress_printer(f"flashing {board.name}")
+                if progress:
+                    with progress:
+                        flash_firmware(board, sbd_bundle, update)
+                else:
+                    flash_firmware(board, sbd_bundle)
         yield board
     finally:
         if owned is not None:
@@ -190,6 +199,18 @@ def sbd_broker(pytestconfig: pytest.Config, sbd_board: Board, sbd_ca) -> Iterato
         yield broker
     finally:
         broker.stop(remove=True)
+
+
+def run_tier(config: pytest.Config) -> str:
+    """Which tier this run is: "default" (every check in its shortest form that can still fail on a
+    broken device) or "soak" (--sbd-soak: the long forms)."""
+    return "soak" if config.getoption("--sbd-soak") else "default"
+
+
+@pytest.fixture(scope="session")
+def sbd_soak(pytestconfig: pytest.Config) -> bool:
+    """True in the soak tier (--sbd-soak): a check runs its long form (many rounds, every case)."""
+    return run_tier(pytestconfig) == "soak"
 
 
 @pytest.fixture
@@ -264,7 +285,7 @@ class ReportCollector:
         board = session.config.stash.get(BOARD_INFO_KEY, {})
         firmware = session.config.stash.get(FIRMWARE_INFO_KEY, {})
         notes = session.config.stash.get(NOTES_KEY, [])
-        report = build_report(board, firmware, list(self.results.values()), notes)
+        report = build_report(board, firmware, list(self.results.values()), notes, tier=run_tier(self.config))
         json_path = self.config.getoption("--sbd-report")
         md_path = self.config.getoption("--sbd-markdown")
         if json_path:

@@ -53,12 +53,14 @@ def test_after_a_release_pushed_as_a_maker_would_its_replay_and_a_downgrade_are_
     assert _errors(rollback) == {"replay-of-current": "rollback: security counter not higher",
                                  "downgrade": "rollback: security counter not higher"}
     assert rollback["evidence"]["status_before"]["counter"] == rollback["evidence"]["status_after"]["counter"] == 3
-    assert {case["runs_after_reset"] for case in rollback["evidence"]["cases"].values()} \
-        == {rollback["evidence"]["fw_version_before"]} == {FirmwareBundle.from_dir().version}
+    # one check of the running version after the refused cases (a device that installed one boots into it)
+    assert rollback["evidence"]["runs_after_reset"] == rollback["evidence"]["fw_version_before"] \
+        == FirmwareBundle.from_dir().version
     assert code == 0
 
 
 @pytest.mark.parametrize("variant, failing, selector, destructive, reason", [
+    # with no signature checked at all, the first case offered (a key it does not trust) installs
     ("unsigned-updates", "unsigned-or-foreign-updates-refused", "check_unsigned", False,
      "installed an unverified update (unknown-key"),
     ("unchecked-update-files", "unsigned-or-foreign-updates-refused", "check_unsigned", False,

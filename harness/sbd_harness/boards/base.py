@@ -71,8 +71,10 @@ class Board(abc.ABC):
         returns once the new boot shows a prompt or a boot line."""
 
     @abc.abstractmethod
-    def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3) -> BootCapture:
-        """Resets the board and records the serial output up to its boot line."""
+    def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3,
+                     until: str | None = None) -> BootCapture:
+        """Resets the board and records the serial output up to its boot line (and on until
+        the text `until` appears, when given), plus `settle` seconds."""
 
     @abc.abstractmethod
     def open_port(self) -> contextlib.AbstractContextManager[serial.Serial]:
@@ -132,6 +134,10 @@ class SerialLog(abc.ABC):
     @abc.abstractmethod
     def log_size(self) -> int:
         ...
+
+    @abc.abstractmethod
+    def log_since(self, since: int) -> str:
+        """The log from offset `since` (a `log_size()` taken earlier) to its end."""
 
     @abc.abstractmethod
     def wait_for_output(self, marker: str, since: int = 0, timeout: float = 20, after: str | None = None) -> str:

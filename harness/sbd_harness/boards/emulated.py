@@ -295,6 +295,9 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
                 return
             time.sleep(0.02)
 
+    def log_since(self, since: int) -> str:
+        return self._log_since(since)
+
     def _log_since(self, since: int) -> str:
         try:
             with open(self.state.serial_log, "rb") as f:

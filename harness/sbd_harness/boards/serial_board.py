@@ -68,16 +68,21 @@ def _boot_finished(data: bytes, need_reset: bool = False) -> bool:
     return last_boot_line(tail.decode(errors="replace")) is not None or b"\n>>> " in tail
 
 
-def read_boot(port: serial.Serial, timeout: float, settle: float = 0.3, need_reset: bool = False) -> str:
+def read_boot(port: serial.Serial, timeout: float, settle: float = 0.3, need_reset: bool = False,
+              until: str | None = None) -> str:
     """What the port shows of a boot that is under way: until its boot line (plus
-    `settle` seconds), or the REPL prompt of a boot without one, or `timeout`."""
+    `settle` seconds), or the REPL prompt of a boot without one, or `timeout`. With
+    `until`, the boot goes on until that text follows the boot line or prompt (then
+    `settle` seconds more), or until `timeout`."""
     data = bytearray()
     start = time.monotonic()
     done_at = None
+    marker = until.encode() if until else None
     while time.monotonic() - start < timeout:
         data += port.read(port.in_waiting or 1)  # never wait for a full buffer
         if done_at is None and _boot_finished(data, need_reset):
-            done_at = time.monotonic()
+            if marker is None or marker in data[data.rfind(b"rst:0x") + 1 if b"rst:0x" in data else 0:]:
+                done_at = time.monotonic()
         if done_at is not None and time.monotonic() - done_at >= settle:
             break
     return data.decode(errors="replace")
@@ -216,14 +221,17 @@ class SerialBoard(Board):
             time.sleep(0.1)
             port.write(b"import machine; machine.reset()\r")
 
-    def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3) -> BootCapture:
+    def capture_boot(self, kind: str = "hard", timeout: float = 20, settle: float = 0.3,
+                     until: str | None = None) -> BootCapture:
         """Records the boot until its boot line (plus `settle` seconds), or until
-        the boot ends at a REPL prompt without one, or until `timeout`."""
+        the boot ends at a REPL prompt without one, or until `timeout`; with
+        `until`, until that text has appeared too (e.g. the firmware's first
+        network event)."""
         start = time.monotonic()
         with self.open_port() as port:
             port.reset_input_buffer()
             self.trigger_reset(port, kind)
-            text = read_boot(port, timeout, settle, need_reset=kind != "soft")
+            text = read_boot(port, timeout, settle, need_reset=kind != "soft", until=until)
         return BootCapture(text, last_boot_line(text), time.monotonic() - start)
 
     def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20,
@@ -239,7 +247,7 @@ class SerialBoard(Board):
             port.write(b"\r\n" + line.encode() + b"\r\n")
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                data += port.read(4096)
+                data += port.read(port.in_waiting or 1)  # what has arrived; never wait for a full buffer
                 found = parse_json_lines(data.decode(errors="replace"))
                 replies = [o for o in found if o.get("sbd") == reply_key]
                 if replies and (follow is None or not replies[0].get("ok")):

@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
-from sbd_harness.boards.base import BoardError, LinkControl, SerialLog, has
+from sbd_harness.boards.base import LinkControl, has
 from sbd_harness.checks.common import board_settings
-from sbd_harness.checks.online import locked_device_id, wait_online
+from sbd_harness.checks.online import FastTelemetry, locked_device_id, telemetry_since, wait_online
 from sbd_harness.device.contract import topics
 from sbd_harness.identity.pki import certificate_mud_url
 from sbd_harness.lab import surface
-from sbd_harness.lab.watch import Watcher, on_topic
+from sbd_harness.lab.watch import Watcher
 from sbd_harness.release import mud
 
 
-RUNNING_SETTLE_S = 3.0   # after the boot line: the application is in its main loop
+NET_EVENT_S = 30.0  # from reset to the firmware's first network event, where it has settings
 
 
 def _require_own_address(board) -> dict[str, Any]:
@@ -38,16 +38,13 @@ def _require_own_address(board) -> dict[str, Any]:
     return net
 
 
-def _running(board) -> None:
-    """A fresh boot, into the application's main loop (its first network
-    attempt, where it has settings): what is listening then is what runs."""
-    since = board.log_size() if has(board, SerialLog) else 0
-    board.capture_boot("hard", settle=RUNNING_SETTLE_S)
-    if has(board, SerialLog) and board_settings(board) is not None:
-        try:
-            board.wait_for_output('"sbd": "net"', since, timeout=30)
-        except BoardError:  # no network attempt: the scan still shows what listens
-            pass
+def _running(board) -> dict[str, Any]:
+    """A fresh boot, into the application's main loop: where the board has settings, until the
+    firmware reports its first network event on serial (it is past its start-up, its first attempt
+    made); without settings, until its boot line. What is listening then is what runs."""
+    configured = board_settings(board) is not None
+    capture = board.capture_boot("hard", timeout=NET_EVENT_S, until='"event": ' if configured else None)
+    return {"boot_s": round(capture.elapsed_s, 2), "net_event_seen": configured and '"event": ' in capture.transcript}
 
 
 @pytest.mark.sbd_check(
@@ -60,7 +57,7 @@ def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
     address = net["address"]
     policy = mud.load_policy(sbd_bundle.source)
     declared = {(proto, int(port)) for proto, port in policy.LISTENS}
-    _running(sbd_board)
+    sbd_evidence["running"] = _running(sbd_board)
     tcp = surface.scan_tcp(address)
     with surface.icmp_unlimited(net["netns"]) as lifted:
         udp = surface.probe_udp(address)
@@ -90,7 +87,7 @@ def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
           "online, is one its MUD file (RFC 8520, written from the firmware's declaration) allows; "
           "it announces that MUD URL",
     etsi_en_303_645=["5.6-5"], eu_cra=["I(2)(i)", "I(2)(j)"])
-def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd_ca, sbd_evidence):
+def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     net = _require_own_address(sbd_board)
     device_id = locked_device_id(sbd_boot)
     settings = board_settings(sbd_board)
@@ -106,11 +103,15 @@ def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd
     lan = surface.local_network(net["address"], net["netmask"])
     with surface.FlowWatch(net["host_if"], net["address"]) as watch:
         with Watcher(sbd_broker, topic.all) as w:
-            birth = wait_online(sbd_board, w, topic).json()
-            online_at = time.monotonic()
-            telemetry = w.collect(on_topic(topic.telemetry), 2, timeout=45)
-            # at least one telemetry period online: what the device does periodically shows too
-            time.sleep(max(0.5, online_at + settings.get("telemetry_s", 10) + 1 - time.monotonic()))
+            message = wait_online(sbd_board, w, topic)
+            birth = message.json()
+            if sbd_soak:  # at the device's own pace
+                telemetry = telemetry_since(w, topic, message.at, 2, 45)
+                # at least one telemetry period online: what the device does periodically shows too
+                time.sleep(max(0.5, message.at + settings.get("telemetry_s", 10) + 1 - time.monotonic()))
+            else:  # a reading a second: two readings a period apart, the device online all along
+                with FastTelemetry(w, sbd_ca, device_id, required=False) as fast:
+                    telemetry = telemetry_since(w, topic, message.at, 2, 10 if fast.active else 45)
     flows = watch.started()
     inside = surface._netns(net["netns"], "ss", "-H", "-tanp").stdout.split("\n")
     undeclared = [f for f in flows if not mud.allows_from_device(document, f["protocol"], f["address"],

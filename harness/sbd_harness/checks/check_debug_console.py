@@ -11,13 +11,14 @@ import pytest
 
 from sbd_harness.checks.common import NVS_NS, board_settings, boot_line_or_skip, flash_store, reads_flash
 from sbd_harness.checks.leaks import find_key
-from sbd_harness.device.bootline import last_boot_line
+from sbd_harness.device.bootline import last_boot_line, parse_json_lines
 
 
 PROMPTS = (">>> ", "raw REPL", "paste mode")
 
 
-SERIAL_WATCH_S = 10.0    # serial output recorded after a locked boot's boot line
+SERIAL_WATCH_S = 10.0    # soak tier: serial output recorded after the first network event
+FIRST_NET_EVENT_S = 30.0  # from reset to the firmware's first network event
 
 
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+")
@@ -51,6 +52,27 @@ def _prompts(text: str) -> list[str]:
     return [p for p in PROMPTS if p in text]
 
 
+# A line the locked firmware answers (an error: it is no valid command) only from its own console
+# loop, with Ctrl-C off: its answer shows every byte written before it reached that loop, not a REPL.
+PROBE = b"\r\nSBD-CMD probe\r\n"
+PROBE_TIMEOUT_S = 5.0   # for the answer to a probe line
+STORM_S = 6.0           # the longest a Ctrl-C storm from reset lasts (until the probe is answered)
+
+
+def _answered(text: str) -> bool:
+    return any(o.get("sbd") == "cmd" for o in parse_json_lines(text))
+
+
+def _until_answer_or_prompt(port, data: bytearray, timeout: float, start: int = 0) -> None:
+    """Reads the port into `data` until what follows `start` shows a probe's answer or a prompt."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data += port.read(port.in_waiting or 1)
+        text = data[start:].decode(errors="replace")
+        if _answered(text) or _prompts(text):
+            return
+
+
 @pytest.mark.sbd_check(
     id="console-locked",
     title="A locked board gives no REPL: not to Ctrl-C/Ctrl-A/Ctrl-E, not to a Ctrl-C storm during boot",
@@ -59,43 +81,66 @@ def check_console_locked(sbd_board, sbd_boot, sbd_evidence):
     boot = boot_line_or_skip(sbd_boot)
     if boot.get("security", {}).get("console") != "locked":
         pytest.skip("the console is open by design until the board is provisioned and locked")
+    # The control keys one after the other, each followed by a probe line: once the firmware answers
+    # the probe, the keys before it reached its console loop (a REPL would show a prompt instead).
+    quiet = bytearray()
+    unanswered = []
     with sbd_board.open_port() as port:
         port.reset_input_buffer()
         for keys in (b"\r\x03\x03", b"\r\x01", b"\r\x02", b"\r\x05", b"\x04", b"help()\r"):
-            port.write(keys)
-            time.sleep(0.3)
-        time.sleep(1.0)
-        quiet = port.read(65536).decode(errors="replace")
+            start = len(quiet)
+            port.write(keys + PROBE)
+            _until_answer_or_prompt(port, quiet, PROBE_TIMEOUT_S, start)
+            text = quiet[start:].decode(errors="replace")
+            if _prompts(text):
+                break
+            if not _answered(text):
+                unanswered.append(keys.decode(errors="replace"))
+    quiet = quiet.decode(errors="replace")
     sbd_evidence["after_control_keys"] = quiet[-300:]
     if _prompts(quiet):
         _leave_running(sbd_board)
     assert not _prompts(quiet), f"the locked console answered with {_prompts(quiet)}"
-    # A Ctrl-C storm from power-on: the window before the firmware closes the console.
+    assert not unanswered, (f"after {unanswered!r} the locked firmware no longer answered on its console "
+                            f"within {PROBE_TIMEOUT_S} s (stopped?): {quiet[-200:]!r}")
+    # A Ctrl-C storm from power-on: the window before the firmware closes the console. It lasts
+    # until the new boot's firmware answers a probe from its console loop (or shows a prompt).
     stop = threading.Event()
+    booted = threading.Event()
     with sbd_board.open_port() as port:
         port.reset_input_buffer()
 
         def storm() -> None:
+            n = 0
             while not stop.is_set():
                 port.write(b"\x03\x01\x03\x05")
+                n += 1
+                if booted.is_set() and n % 25 == 0:  # about every 50 ms once the boot line is out
+                    port.write(PROBE)
                 time.sleep(0.002)
 
         t = threading.Thread(target=storm)
         t.start()
+        data = bytearray()
         try:
             sbd_board.trigger_reset(port, "hard")
-            data = bytearray()
-            deadline = time.monotonic() + 6
+            deadline = time.monotonic() + STORM_S
             while time.monotonic() < deadline:
-                data += port.read(4096)
+                data += port.read(port.in_waiting or 1)
+                at = data.rfind(b"rst:0x")
+                after = data[at:].decode(errors="replace") if at >= 0 else ""
+                if at >= 0 and last_boot_line(after) is not None:
+                    booted.set()
+                if _prompts(after) or (booted.is_set() and _answered(after)):
+                    break
         finally:
             stop.set()
             t.join()
-        time.sleep(0.5)
-        data += port.read(65536)
+        data += port.read(port.in_waiting or 1)
     text = data.decode(errors="replace")
     after = text[text.rfind("rst:0x"):] if "rst:0x" in text else text
     sbd_evidence["storm_boot_line"] = last_boot_line(after)
+    sbd_evidence["storm_answered_probe"] = _answered(after)
     if _prompts(after):
         _leave_running(sbd_board)
     assert not _prompts(after), f"a Ctrl-C storm during boot got {_prompts(after)}"
@@ -130,13 +175,18 @@ def _secrets_in(text: str, board) -> list[str]:
     title="A locked board's serial output, from reset through its first network attempts, discloses no "
           "secret, key, certificate armour, traceback or source path beyond its boot line",
     etsi_en_303_645=["5.6-2"], eu_cra=["I(2)(e)", "I(2)(j)"], owasp_isvs=["5.1.1"])
-def check_serial_discloses_nothing(sbd_board, sbd_boot, sbd_evidence):
+def check_serial_discloses_nothing(sbd_board, sbd_boot, sbd_evidence, sbd_soak):
     boot = sbd_boot.boot_line
     if boot is None:
         pytest.skip("no boot line (see boot-line-identifies-firmware)")
     if boot.get("security", {}).get("console") != "locked":
         pytest.skip("the console is open by design until the board is provisioned and locked")
-    capture = sbd_board.capture_boot("hard", timeout=30, settle=SERIAL_WATCH_S)
+    # Through the first network attempt, the firmware's first network event on serial (a board
+    # known to hold no settings makes none: up to its boot line); the soak tier watches on.
+    configured = board_settings(sbd_board) is not None or not reads_flash(sbd_board)
+    watch_s = SERIAL_WATCH_S if sbd_soak else 0.3
+    capture = sbd_board.capture_boot("hard", timeout=FIRST_NET_EVENT_S, settle=watch_s,
+                                     until='"event": ' if configured else None)
     text = capture.transcript
     text = text[text.rfind("rst:0x"):] if "rst:0x" in text else text
     problems = _secrets_in(text, sbd_board)
@@ -144,7 +194,8 @@ def check_serial_discloses_nothing(sbd_board, sbd_boot, sbd_evidence):
     problems += [f"PEM block: {m.group(0)}" for m in PEM.finditer(text)][:5]
     problems += [f"secret-named field: {m.group(0)[:40]}" for m in SECRET_FIELD.finditer(text)][:5]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    sbd_evidence.update({"bytes": len(text), "lines": len(lines), "seconds_watched": SERIAL_WATCH_S,
+    sbd_evidence.update({"bytes": len(text), "lines": len(lines), "seconds_watched": round(capture.elapsed_s, 1),
+                         "until_first_network_event": configured,
                          "unstructured_lines": [line[:100] for line in lines if not line.startswith("{")][:20],
                          "problems": problems})
     assert capture.boot_line is not None, "the locked board showed no boot line on this boot"

@@ -4,21 +4,25 @@ misdirected, malformed and out-of-range ones are refused and change nothing."""
 from __future__ import annotations
 
 import tempfile
+import time
 
 import pytest
 
 from sbd_harness.checks.common import boot_line_or_skip
-from sbd_harness.checks.online import locked_device_id, signed_command, wait_online
+from sbd_harness.checks.online import FastTelemetry, locked_device_id, signed_command, wait_online
 from sbd_harness.device.contract import topics
 from sbd_harness.identity.pki import LabCA
 from sbd_harness.lab.watch import Watcher, on_topic
+
+
+OVERSIZED_DEFAULT = 1100  # the parts of an over-long command line: just past the 1024-byte limit
 
 
 @pytest.mark.sbd_check(
     id="commands-need-a-valid-signature",
     title="Forged, replayed, misdirected or malformed commands are refused and change nothing",
     etsi_en_303_645=["5.5-5", "5.13-1A"], nist_ir_8259a=["2"], eu_cra=["I(2)(d)"])
-def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
+def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence, sbd_soak):
     boot = boot_line_or_skip(sbd_boot)
     if boot.get("security", {}).get("console") != "locked":
         pytest.skip("commands are served by the locked firmware")
@@ -36,7 +40,8 @@ def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
         "unknown-command": sbd_ca.sign_payload(dict(body, cmd="shell")),
         "bad-args": sbd_ca.sign_payload(dict(body, cmd="status", args={"x": 1})),
         "malformed": "SBD-CMD not-base64!! ???",
-        "oversized": "SBD-CMD " + "A" * 3000 + " B",
+        # Past the firmware's 1024-byte line limit (MAX_LINE); the soak tier sends three times it.
+        "oversized": "SBD-CMD " + "A" * (3000 if sbd_soak else OVERSIZED_DEFAULT) + " B",
     }
     replies = {}
     for name, line in must_refuse.items():
@@ -95,12 +100,17 @@ def check_invalid_commands(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence
             w.publish(topic.cmd, payload)
         replies = w.collect(on_topic(topic.result), len(payloads), timeout=60)
         status = signed_command(w, sbd_ca, device_id, "status")
-        telemetry = w.collect(on_topic(topic.telemetry), 1, timeout=45)
+        # A valid command that changes something (a reading a second, restored after), and
+        # telemetry still flowing at that pace.
+        with FastTelemetry(w, sbd_ca, device_id, required=False) as fast:
+            since = time.monotonic()
+            telemetry = w.collect(lambda m: m.topic == topic.telemetry and m.at >= since, 1,
+                                  timeout=10 if fast.active else 45)
     bodies = [r.json() for r in replies]
     accepted = [b for b in bodies if not isinstance(b, dict) or b.get("ok") is not False]
     sbd_evidence.update({"sent": len(payloads), "error_results": len(bodies) - len(accepted),
                          "errors": sorted({str(b.get("error")) for b in bodies if isinstance(b, dict)}),
-                         "status_after": status})
+                         "status_after": status, "set_interval_after": fast.active})
     assert not accepted, f"invalid commands were accepted: {accepted[:5]}"
     assert len(bodies) == len(payloads), f"{len(payloads) - len(bodies)} invalid commands got no error result"
     assert status and status.get("ok"), f"a valid signed command failed after the invalid ones: {status}"

@@ -19,6 +19,7 @@ from sbd_harness.identity.pki import LabCA
 from sbd_harness.lab.broker import BROKER_HOSTNAME, MONITOR
 from sbd_harness.lab.watch import Watcher
 
+ACK_S = 10  # for the broker's acknowledgement of a subscription or a message, and for its delivery
 
 def _connect_packet(client_id: str = "sbdprobe") -> bytes:
     """An MQTT 3.1.1 CONNECT, clean session, keep-alive 60 s, with this client ID."""
@@ -103,13 +104,20 @@ def check_broker_acl(sbd_broker, sbd_ca, sbd_evidence):
             Watcher(sbd_broker, "devices/#", identity=MONITOR) as wm:
         # wm: a certificate named like the lab's monitor, on the devices' port, as a device could
         # have got one from a CA that checked names less: it must be confined like any other
-        wa.client.subscribe([(f"devices/{b}/#", 1), ("devices/#", 1), (f"devices/{a}/#", 1)])
-        time.sleep(1)  # subscriptions in place
-        wb.publish(f"devices/{b}/telemetry", b'{"secret": "of b"}')
-        wa.publish(f"devices/{b}/cmd", b"from a, into b's tree")
-        wm.publish(f"devices/{b}/cmd", b"from the monitor's name, into b's tree")
-        wa.publish(f"devices/{a}/telemetry", b"a's own")
-        time.sleep(2)
+        assert all(w.wait_subscribed(ACK_S) for w in (wa, wb, wm)), "the broker did not acknowledge a subscription"
+        wa.subscribe([(f"devices/{b}/#", 1), ("devices/#", 1), (f"devices/{a}/#", 1)], ACK_S)
+        # One message at a time, each acknowledged (taken and routed by the broker) before the next.
+        wb.publish(f"devices/{b}/telemetry", b'{"secret": "of b"}', acked=ACK_S)
+        wa.publish(f"devices/{a}/telemetry", b"a's own", acked=ACK_S)
+        wa.publish(f"devices/{b}/cmd", b"from a, into b's tree", acked=ACK_S)
+        wm.publish(f"devices/{b}/cmd", b"from the monitor's name, into b's tree", acked=ACK_S)
+        wb.publish(f"devices/{b}/telemetry", b"b's own, last", acked=ACK_S)
+        # Each identity's own last message reaches it after anything routed to it before: once both
+        # have theirs, whatever the ACL let through has arrived too.
+        own_a = wa.wait_for(lambda m: m.topic == f"devices/{a}/telemetry", ACK_S) or \
+            next(iter(wa.seen(lambda m: m.topic == f"devices/{a}/telemetry")), None)
+        own_b = wb.wait_for(lambda m: m.payload == b"b's own, last", ACK_S) or \
+            next(iter(wb.seen(lambda m: m.payload == b"b's own, last")), None)
         a_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wa.all]
         b_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wb.all]
         m_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wm.all]
@@ -117,6 +125,7 @@ def check_broker_acl(sbd_broker, sbd_ca, sbd_evidence):
         dropped_before = wa.disconnects
         takeover = _try_connect(sbd_broker, sbd_ca.cert_path, *sbd_ca.issue_client(c), client_id=a, hold=1.5)
         a_dropped = wa.disconnects - dropped_before
+    sbd_evidence["own_messages_back"] = {"a": own_a is not None, "b": own_b is not None}
     sbd_evidence.update({"a": a, "b": b, "a_received": a_saw, "b_received": b_saw,
                          f"{MONITOR}_on_the_devices_port_received": m_saw,
                          "takeover": {"identity": c, "client_id": a, "outcome": takeover, "a_dropped": a_dropped}})

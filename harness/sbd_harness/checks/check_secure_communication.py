@@ -10,10 +10,15 @@ from typing import Any
 
 import pytest
 
-from sbd_harness.checks.online import board_address, locked_device_id, reset_board, wait_online
+from sbd_harness.checks.online import (FastTelemetry, board_address, locked_device_id, reset_board,
+                                       telemetry_since, wait_online)
 from sbd_harness.device.contract import ONLINE_TIMEOUT_S, topics
 from sbd_harness.lab.rogue import KINDS, RogueBroker
-from sbd_harness.lab.watch import Watcher, on_topic
+from sbd_harness.lab.watch import Watcher
+
+
+SLOW_TELEMETRY_S = 45  # two readings at the device's own pace (10 s by default)
+FAST_TELEMETRY_S = 10  # two readings at one a second
 
 
 @pytest.mark.sbd_check(
@@ -21,12 +26,20 @@ from sbd_harness.lab.watch import Watcher, on_topic
     title="The device connects to the broker over mutual TLS as itself; its birth message and telemetry arrive",
     etsi_en_303_645=["5.5-1", "5.8-1", "5.8-2"], nist_ir_8259a=["3"], eu_cra=["I(2)(e)"],
     owasp_isvs=["4.1.1", "4.2.3"])
-def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_evidence):
+def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)
     with Watcher(sbd_broker, topic.all) as w:
-        birth = wait_online(sbd_board, w, topic).json()
-        telemetry = w.collect(on_topic(topic.telemetry), 2, timeout=45)
+        message = wait_online(sbd_board, w, topic)
+        birth = message.json()
+        timeout = SLOW_TELEMETRY_S
+        if sbd_soak:  # at the device's own pace
+            telemetry = telemetry_since(w, topic, message.at, 2, timeout)
+        else:  # a reading a second for the length of the check (where the device takes the signed command)
+            with FastTelemetry(w, sbd_ca, device_id, required=False) as fast:
+                timeout = FAST_TELEMETRY_S if fast.active else SLOW_TELEMETRY_S
+                telemetry = telemetry_since(w, topic, message.at, 2, timeout)
+            sbd_evidence["telemetry_every_s"] = 1 if fast.active else "the device's own interval"
     log = sbd_broker.log_path.read_text(errors="replace")
     as_user = [line for line in log.splitlines() if f"u'{device_id}'" in line]
     sbd_evidence.update({"broker": f"{sbd_broker.address}:{sbd_broker.port}", "birth": birth,
@@ -35,10 +48,20 @@ def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_evidence):
     assert birth.get("security", {}).get("console") == "locked", f"birth message: {birth}"
     assert as_user, "the broker did not take the device's certificate CN as its user name"
     bodies = [m.json() for m in telemetry]
-    assert len(bodies) == 2, f"no telemetry arrived on {topic.telemetry} within 45 s"
+    assert len(bodies) == 2, f"no telemetry arrived on {topic.telemetry} within {timeout} s"
     seqs = [b.get("seq") if isinstance(b, dict) else None for b in bodies]
     assert all(isinstance(s, int) for s in seqs) and seqs[0] < seqs[1], f"telemetry without increasing seq: {bodies}"
     assert all(isinstance(b.get("data"), dict) for b in bodies), f"telemetry without a reading: {bodies}"
+
+
+def _attempts_at(rogue: RogueBroker, board, wanted: int, reset: bool) -> None:
+    """Until the device's `wanted` connection attempts at this rogue broker are over (or a rogue
+    already has its bytes): a reset makes the device try at once instead of after its backoff."""
+    if reset:
+        reset_board(board)
+    deadline = time.monotonic() + ONLINE_TIMEOUT_S
+    while rogue.handled < wanted and not rogue.received and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.mark.sbd_check(
@@ -47,27 +70,28 @@ def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_evidence):
           "or TLS 1.1 broker and sends it nothing",
     etsi_en_303_645=["5.5-1", "5.5-7"], nist_ir_8259a=["3"], eu_cra=["I(2)(d)", "I(2)(e)"],
     owasp_isvs=["4.1.1", "4.1.3", "4.2.3"])
-def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
+def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)
+    # Default: one attempt per rogue, each right after a reset (a boot's first attempt); the soak
+    # tier waits for a second attempt at each, the one after the device's backoff.
+    wanted = 2 if sbd_soak else 1
     seen: dict[str, dict[str, Any]] = {}
     sbd_broker.stop()
     try:
         for kind in KINDS:
             with RogueBroker(kind, sbd_ca, sbd_broker.address, sbd_broker.port, board_address(sbd_board)) as rogue:
-                reset_board(sbd_board)
-                deadline = time.monotonic() + ONLINE_TIMEOUT_S
-                while rogue.attempts < 2 and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                time.sleep(0.5)
+                _attempts_at(rogue, sbd_board, wanted, reset=True)
                 seen[kind] = {"attempts": rogue.attempts, "handshakes": rogue.handshakes,
                               "bytes_sent_by_device": len(rogue.received)}
+            if rogue.received:  # the device already talked to a rogue: the check has failed
+                break
     finally:
         sbd_broker.start()
     with Watcher(sbd_broker, topic.state) as w:
-        wait_online(sbd_board, w, topic)
+        wait_online(sbd_board, w, topic, ready=False)
     sbd_evidence["rogue_brokers"] = seen
-    untried = [k for k, v in seen.items() if not v["attempts"]]
-    assert not untried, f"the device never tried to connect while these stood in for its broker: {untried}"
     fooled = [k for k, v in seen.items() if v["bytes_sent_by_device"]]
     assert not fooled, f"the device talked MQTT to rogue brokers: {fooled}"
+    untried = [k for k, v in seen.items() if not v["attempts"]]
+    assert not untried, f"the device never tried to connect while these stood in for its broker: {untried}"

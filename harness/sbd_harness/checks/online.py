@@ -1,15 +1,19 @@
 """The device under test on the lab broker, as every network check meets it:
 its ID from the boot line, its birth message, a reset to get a prompt
-connection, and what it said last on serial when something goes wrong.
+connection, the moment it is ready for requests, what it reports of its
+connection on serial, and what it said last when something goes wrong.
 (A helper module of the catalogue, not a check file.)"""
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
 
 from sbd_harness.boards.base import BoardError, SerialLog, has
-from sbd_harness.device.contract import ONLINE_TIMEOUT_S, Topics, is_birth, is_command_result, telemetry_body, topics
+from sbd_harness.device.contract import (NET_CONNECTED, ONLINE_TIMEOUT_S, READY_TIMEOUT_S, Topics, is_birth,
+                                         is_command_result, is_ota_event, telemetry_body, topics)
 from sbd_harness.lab.watch import Message, Watcher, on_topic
 
 NEVER_ONLINE = "the device never connected to the lab broker earlier in this run"
@@ -42,10 +46,17 @@ def reset_board(board, kind: str = "hard") -> bool:
         return False
 
 
-def wait_online(board, watcher: Watcher, topic: Topics, reset: bool = True) -> Message:
-    """Waits for a fresh birth message: the device (re)connected. After one
+def log_offset(board) -> int:
+    """Where the board's serial log ends now (0 where the harness keeps none)."""
+    return board.log_size() if has(board, SerialLog) else 0
+
+
+def wait_online(board, watcher: Watcher, topic: Topics, reset: bool = True, ready: bool = True) -> Message:
+    """Waits for a fresh birth message: the device (re)connected; with `ready`, also until it is
+    subscribed to its topics (`wait_ready`), so that a request sent next is not lost. After one
     device that never came online, the later checks fail at once."""
     assert not getattr(watcher.broker, "never_online", False), NEVER_ONLINE
+    since = log_offset(board)
     if reset:
         reset_board(board)
     birth = watcher.wait_for(is_birth(topic), ONLINE_TIMEOUT_S)
@@ -55,7 +66,76 @@ def wait_online(board, watcher: Watcher, topic: Topics, reset: bool = True) -> M
         watcher.broker.never_online = True
     assert birth is not None, (f"the device did not connect to the lab broker within {ONLINE_TIMEOUT_S} s "
                                f"(is it configured for this broker address and port?){serial_tail(board)}")
+    if ready:
+        wait_ready(board, watcher, topic, since)
     return birth
+
+
+def wait_ready(board, watcher: Watcher, topic: Topics, since: int = 0) -> bool:
+    """After its birth message the device subscribes to its command and update topics; a request
+    published before the broker has those subscriptions is lost (clean session). Waits for the
+    device's own word that it is subscribed: its `connected` line on serial (printed once the broker
+    acknowledged the subscriptions), else its answer to an update-status request (harmless, and
+    answered only on the update topics, subscribed last). False if neither came."""
+    if has(board, SerialLog):
+        try:
+            board.wait_for_output(NET_CONNECTED, since, timeout=READY_TIMEOUT_S)
+            return True
+        except BoardError:
+            pass
+    return ota_status(watcher, topic, READY_TIMEOUT_S) is not None
+
+
+def ota_status(watcher: Watcher, topic: Topics, timeout: float) -> dict[str, Any] | None:
+    """The device's answer to an update-status request ({"op": "status"} on its ota/ctl topic),
+    asked again at growing intervals (a request may reach the broker before the device's
+    subscription): the `status` event, or the last other answer (a busy device refuses), or None."""
+    deadline = time.monotonic() + timeout
+    wait, last = 0.25, None
+    while time.monotonic() < deadline:
+        since = time.monotonic()
+        watcher.publish(topic.ota_ctl, json.dumps({"op": "status"}))
+        reply = watcher.wait_for(is_ota_event(topic, ("status", "rejected"), since),
+                                 min(wait, max(deadline - time.monotonic(), 0.01)))
+        if reply is not None:
+            body = reply.json()
+            if body.get("event") == "status":
+                return body
+            last = body
+        wait = min(wait * 2, 4.0)
+    return last
+
+
+def net_events(board, since: int = 0) -> list[dict[str, Any]]:
+    """What the firmware reported of its connection on serial since log offset `since`, oldest
+    first: its {"sbd": "net", "event": ...} lines (`connected`, `disconnected` with `retry_ms`),
+    with each boot as {"sbd": "boot"} (a boot starts the failure count again). Empty on a board
+    whose serial output the harness does not keep."""
+    if not has(board, SerialLog):
+        return []
+    events = []
+    for line in board.log_since(since).splitlines():
+        start = line.find("{")
+        if start < 0 or '"sbd"' not in line:
+            continue
+        try:
+            obj = json.loads(line[start:].strip().strip("\x00"))
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("sbd") in ("net", "boot"):
+            events.append(obj)
+    return events
+
+
+def wait_net_event(board, event: str, since: int, timeout: float) -> bool:
+    """Waits until the firmware reports `event` (e.g. "disconnected") on serial after offset `since`."""
+    if not has(board, SerialLog):
+        return False
+    try:
+        board.wait_for_output(f'"event": "{event}"', since, timeout=timeout)
+        return True
+    except BoardError:
+        return False
 
 
 def serial_tail(board, size: int = 1500) -> str:
@@ -77,6 +157,18 @@ def signed_command(watcher: Watcher, ca, device_id: str, cmd: str, args: dict | 
     return reply.json() if reply else None
 
 
+def telemetry_since(watcher: Watcher, topic: Topics, since: float, count: int, timeout: float) -> list[Message]:
+    """The first `count` telemetry messages that arrived from host time `since` on, waiting up to
+    `timeout` for them: those already in (a reading taken at connection, say) count too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = watcher.seen(lambda m: m.topic == topic.telemetry and m.at >= since)
+        left = deadline - time.monotonic()
+        if len(got) >= count or left <= 0:
+            return got[:count]
+        watcher.wait_for(on_topic(topic.telemetry), min(left, 0.5))  # until the next one comes in
+
+
 def telemetry_readings(watcher: Watcher, topic: Topics) -> list[dict]:
     """Every telemetry reading seen so far, in the contract's form."""
     bodies = (telemetry_body(m) for m in watcher.seen(on_topic(topic.telemetry)))
@@ -84,18 +176,26 @@ def telemetry_readings(watcher: Watcher, topic: Topics) -> list[dict]:
 
 
 class FastTelemetry:
-    """Telemetry every second for the length of a check, then back as it was."""
+    """Telemetry every second for the length of a check, then back as it was (a signed
+    `set_interval`). With required=False a device that refuses it keeps its own pace
+    (`active` says which), for checks about something else than commands."""
 
-    def __init__(self, watcher: Watcher, ca, device_id: str):
+    def __init__(self, watcher: Watcher, ca, device_id: str, required: bool = True):
         self.args = (watcher, ca, device_id)
+        self.required = required
         self.previous = None
+        self.active = False
 
     def __enter__(self) -> "FastTelemetry":
         reply = signed_command(*self.args, "set_interval", {"seconds": 1})
-        assert reply and reply.get("ok"), f"the device refused a signed set_interval command: {reply}"
-        self.previous = reply.get("previous_s")
+        if self.required:
+            assert reply and reply.get("ok"), f"the device refused a signed set_interval command: {reply}"
+        self.active = bool(reply and reply.get("ok"))
+        self.previous = reply.get("previous_s") if self.active else None
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous and self.previous != 1:
-            signed_command(*self.args, "set_interval", {"seconds": self.previous})
+        if self.previous and self.previous != 1:  # the device keeps it on flash: ask again if unanswered
+            for _ in range(2):
+                if signed_command(*self.args, "set_interval", {"seconds": self.previous}, timeout=15):
+                    break

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,36 @@ def _verify_paths(args: argparse.Namespace, board: Board) -> dict[str, Path]:
     return paths
 
 
+def _sbom_in_background(bundle, path: Path):
+    """Writes the SBOM on a thread of its own while the checks run: validating it against the
+    CycloneDX schema loads jsonschema's format checkers, seconds of start-up that need no board."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sbd_harness.release.sbom import write_sbom
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sbd-sbom")
+    future = pool.submit(write_sbom, bundle, path)
+    pool.shutdown(wait=False)
+    return future
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     import pytest
 
     from sbd_harness.checks import CHECKS_DIR
+    from sbd_harness.cli.progress import for_terminal
     from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
-    from sbd_harness.release.sbom import SBOMError, write_sbom
+    from sbd_harness.release.sbom import SBOMError
     board = target(args)
     bundle = firmware_bundle(args)  # a clear error for a bad firmware folder, before any check runs
     paths = _verify_paths(args, board)
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     paths["report"].unlink(missing_ok=True)  # so that a run that ends early is not mistaken for this one
+    tier = "soak" if args.soak else "default"
+    # pytest's own terminal output is off: no dots, no tracebacks; a terminal gets the progress
+    # display instead, and every run the table below (a failure's reason; its evidence is in the reports).
     pytest_args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-                   "-q", "--no-header", "-p", "no:cacheprovider",
+                   "-p", "no:terminal", "-p", "no:cacheprovider",
                    "-W", "ignore::pytest.PytestAssertRewriteWarning",
                    "--sbd-report", str(paths["report"]),
                    "--junitxml", str(paths["junit"]), "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
@@ -72,21 +89,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pytest_args += ["--sbd-pki", args.pki]
     if args.destructive:
         pytest_args.append("--sbd-destructive")
-    code = pytest.main(pytest_args)
+    if args.soak:
+        pytest_args.append("--sbd-soak")
+    sbom_future = _sbom_in_background(bundle, paths["sbom"])
+    progress = for_terminal(sys.stdout, tier)
+    code = pytest.main(pytest_args, plugins=[progress] if progress else [])
     if not paths["report"].exists():
         raise CliError(f"the check run ended before writing a report (pytest exit {int(code)})")
     raw = json.loads(paths["report"].read_text())
     notes = list(raw.get("notes", []))
     sbom = None
     try:
-        sbom = write_sbom(bundle, paths["sbom"])
+        sbom = sbom_future.result()
         sbom["path"] = os.path.relpath(paths["sbom"], paths["report"].parent)
         sbom["describes"] = ("the firmware build flashed by this run" if args.flash else
                              "the firmware build the checks compare with (not flashed by this run: "
                              "firmware-matches-build says whether the board holds it)")
     except SBOMError as exc:
         notes.append(f"No SBOM: {exc}")
-    report = build_report(raw["board"], raw["firmware"], raw["checks"], notes, sbom=sbom)
+    report = build_report(raw["board"], raw["firmware"], raw["checks"], notes, sbom=sbom,
+                          tier=raw.get("tier", tier))
     write_json(report, paths["report"])
     paths["markdown"].write_text(to_markdown(report))
     paths["html"].write_text(to_html(report))
@@ -103,15 +125,19 @@ SHORT_BASELINE = {"etsi_en_303_645": "EN303645", "nist_ir_8259a": "IR8259A", "eu
 def _print_verify_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from sbd_harness.reports.report import tier_text
     colours = {"pass": "green", "fail": "red", "skip": "yellow", "error": "magenta"}
-    table = Table(title=f"sbd verify: {report['board'].get('name')} (firmware {report['firmware'].get('version')})")
+    table = Table(title=f"sbd verify: {report['board'].get('name')} (firmware {report['firmware'].get('version')}, "
+                        f"{report.get('tier', 'default')} tier)")
     for col in ("check", "status", "provisions", "detail"):
         table.add_column(col)
     for c in report["checks"]:
         prov = ", ".join(f"{SHORT_BASELINE[k]} {'/'.join(v)}" for k, v in c["provisions"].items() if v)
         table.add_row(c["id"], f"[{colours[c['status']]}]{c['status'].upper()}[/]", prov, c.get("message") or "")
     s = report["summary"]
-    table.caption = f"{s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error"
+    table.caption = (f"{s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error\n"
+                     f"tier: {tier_text(report)}")
     Console(width=max(120, Console().width)).print(table)
 
 
@@ -138,5 +164,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_pki(p)
     p.add_argument("--destructive", action="store_true",
                    help="also run checks that change the board for good (factory reset)")
+    p.add_argument("--soak", action="store_true",
+                   help="the soak tier: every check in its long form (many rounds, every fuzz case and many "
+                        "random ones, the long series); by default each runs its shortest form that can still fail")
     p.set_defaults(func=cmd_verify)
 

@@ -14,11 +14,29 @@ from typing import Any, Callable, Iterable
 # attempts, so an online wait outlasts that; a reset device connects within seconds.
 ONLINE_TIMEOUT_S = 75
 ONLINE_AFTER_RESET_S = 20
+# After its birth message the device subscribes to its topics; then it is ready for requests.
+READY_TIMEOUT_S = 10
 # An update's trial: restart, reconnect, health check, commit; or the trial
 # times out (90 s on the device), restarts and reverts.
 COMMIT_TIMEOUT_S = 180
 PUSH_TIMEOUT_S = 60
 COMMAND_TIMEOUT_S = 30
+
+# What the firmware prints on serial about its connection (sbd/link.py `log`): one JSON line per
+# event, {"sbd": "net", "event": "connected"} once subscribed, {"sbd": "net", "event": "disconnected",
+# "reason": ..., "detail": ..., "retry_ms": N} for every failure, N being its backoff before the next try.
+NET_CONNECTED = '"event": "connected"'
+NET_DISCONNECTED = '"event": "disconnected"'
+# Its backoff (sbd/link.py backoff_ms): after the k-th failure in a row it waits between half and all
+# of min(60 s, 1 s * 2**(k-1)) before the next attempt.
+BACKOFF_MIN_MS = 1000
+BACKOFF_MAX_MS = 60000
+
+
+def backoff_ceiling_ms(failures: int) -> int:
+    """The longest wait the device may choose after its `failures`-th failure in a row (at least half of it)."""
+    return min(BACKOFF_MAX_MS, BACKOFF_MIN_MS << min(max(failures, 1) - 1, 16))
+
 
 # The `event` values of the device's update results ({"sbd": "ota", "event": ...}).
 OTA_VERDICTS = ("installed", "rejected")

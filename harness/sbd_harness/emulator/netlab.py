@@ -71,9 +71,31 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def bridge_mac() -> str:
+    """The bridge's own MAC: locally administered, unicast, from the host address (02:53:42 "SB",
+    then the address's last three bytes)."""
+    tail = ipaddress.ip_address(HOST_ADDRESS).packed[1:]
+    return "02:53:42:" + ":".join(f"{b:02x}" for b in tail)
+
+
+def _fix_bridge_mac() -> None:
+    """A Linux bridge without an address of its own takes the lowest MAC among its ports, so its
+    MAC changed every time a board (any run's on this machine) came or went. Every board's ARP
+    entry for the host then named a MAC nobody answers to until the entry was probed again, 5
+    to 45 s without a path to the broker: connections timed out at random. A fixed address
+    (addr_assign_type 3, "set") keeps it, as an access point or a router keeps its own."""
+    try:
+        assigned = Path(f"/sys/class/net/{BRIDGE}/addr_assign_type").read_text().strip()
+    except OSError:
+        assigned = ""
+    if assigned != "3":
+        _ip("link", "set", BRIDGE, "address", bridge_mac(), check=False)
+
+
 def ensure_bridge() -> None:
     if _ip("link", "show", BRIDGE, check=False).returncode != 0:
-        _ip("link", "add", BRIDGE, "type", "bridge")
+        _ip("link", "add", BRIDGE, "address", bridge_mac(), "type", "bridge", check=False)
+    _fix_bridge_mac()
     prefix = f"{HOST_ADDRESS}/{SUBNET.prefixlen}"
     if prefix not in _ip("-o", "addr", "show", "dev", BRIDGE).stdout:
         _ip("addr", "add", prefix, "dev", BRIDGE)

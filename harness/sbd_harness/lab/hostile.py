@@ -94,6 +94,20 @@ def designed_cases(device_id: str) -> list[FuzzCase]:
     return cases
 
 
+# One designed case of each kind of malformation, for the default tier of the fuzzing check:
+# a bad CONNACK, a bad remaining length, a PUBLISH that breaks its own structure, one with
+# reserved flags, a packet only a client sends, and a reserved packet type.
+REPRESENTATIVE = ("connack-too-long", "remaining-length-max", "publish-topic-longer-than-packet",
+                  "publish-qos3", "server-sends-subscribe", "reserved-type-15")
+FIXED_SEED = 20240601  # the default tier's random cases: the same on every run and every device
+
+
+def representative_cases(device_id: str) -> list[FuzzCase]:
+    """The designed cases of `REPRESENTATIVE`, in the designed order (a case before CONNACK between
+    ones after it, so the device's backoff stays short)."""
+    return [c for c in designed_cases(device_id) if c.name in REPRESENTATIVE]
+
+
 def random_cases(device_id: str, count: int, seed: int) -> list[FuzzCase]:
     """Valid server packets with random bytes flipped, cut short or spliced: survival only."""
     rng = random.Random(seed)
@@ -131,7 +145,8 @@ class HostileBroker(Listener):
     address: str
     port: int
     cases: list[FuzzCase]
-    observe_s: float = 3.0
+    observe_s: float = 3.0  # how long a case watches the device after the strike (must_close: its hang-up)
+    quiet_s: float = 0.25   # the device is connected and waiting once it sent nothing for this long
     results: list[CaseResult] = field(default_factory=list)
     join_s = 15.0  # leaving waits for the case under way (not a field)
 
@@ -154,10 +169,14 @@ class HostileBroker(Listener):
     def finished(self) -> bool:
         return self.done
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, abort=None) -> bool:
+        """True once every case ran; False after `timeout`, or as soon as `abort()` is true
+        (a failure already visible, such as the device restarting)."""
         deadline = time.monotonic() + timeout
         while not self.done and time.monotonic() < deadline:
-            time.sleep(0.2)
+            if abort is not None and abort():
+                return False
+            time.sleep(0.05)
         return self.done
 
     def handle(self, conn: socket.socket) -> None:
@@ -189,7 +208,7 @@ class HostileBroker(Listener):
             deadline = time.monotonic() + 5
             subscribed = False
             while time.monotonic() < deadline:
-                kind, body = reader.next(0.4 if subscribed else deadline - time.monotonic())
+                kind, body = reader.next(self.quiet_s if subscribed else deadline - time.monotonic())
                 if kind is None:
                     if subscribed:
                         break

@@ -44,6 +44,7 @@ class RogueBroker(Listener):
             raise ValueError(f"unknown rogue broker {kind!r}: {KINDS}")
         self.kind = kind
         self.attempts = 0  # TCP connections accepted: the device tried
+        self.handled = 0   # ...and each one over: the handshake failed, or the device's bytes were read
         self.handshakes = 0
         self.received = b""
         self._tmp = tempfile.TemporaryDirectory()
@@ -85,6 +86,8 @@ class RogueBroker(Listener):
                 self.received += tls.recv(1024)
         except (ssl.SSLError, OSError):
             pass
+        finally:
+            self.handled += 1
 
     def cleanup(self) -> None:
         self._tmp.cleanup()

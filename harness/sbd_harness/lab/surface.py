@@ -196,16 +196,23 @@ ICMP_LIMITS = {"net.ipv4.icmp_ratelimit": "0", "net.ipv4.icmp_msgs_per_sec": "10
 def icmp_unlimited(netns: str) -> Iterator[dict[str, str]]:
     """Lifts the ICMP error rate limits inside the board's namespace (the lab's,
     not the firmware's), then restores them. Yields the settings it changed."""
+    # One `sysctl` for all the reads and one for all the writes (each a process in the namespace);
+    # key by key only where the kernel lacks one of them.
+    got = _netns(netns, "sysctl", *ICMP_LIMITS).stdout
+    current = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in got.splitlines()) if _}
     before: dict[str, str] = {}
-    for key, value in ICMP_LIMITS.items():
-        got = _netns(netns, "sysctl", "-n", key)
-        if got.returncode == 0 and _netns(netns, "sysctl", "-qw", f"{key}={value}").returncode == 0:
-            before[key] = got.stdout.strip()
+    wanted = {k: v for k, v in ICMP_LIMITS.items() if k in current}
+    if wanted and _netns(netns, "sysctl", "-qw", *(f"{k}={v}" for k, v in wanted.items())).returncode == 0:
+        before = {k: current[k] for k in wanted}
+    else:
+        for key, value in wanted.items():
+            if _netns(netns, "sysctl", "-qw", f"{key}={value}").returncode == 0:
+                before[key] = current[key]
     try:
         yield before
     finally:
-        for key, value in before.items():
-            _netns(netns, "sysctl", "-qw", f"{key}={value}")
+        if before:
+            _netns(netns, "sysctl", "-qw", *(f"{k}={v}" for k, v in before.items()))
 
 
 def namespace_sockets(netns: str) -> list[str]:

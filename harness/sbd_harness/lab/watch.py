@@ -42,14 +42,36 @@ class Watcher:
         self.disconnects = 0  # times the broker or the network dropped it (pause() counts too)
         self._new: queue.Queue[Message] = queue.Queue()
         self._lock = threading.Lock()
+        self._subscribed = threading.Event()  # the broker acknowledged the subscription to `topic`
+        self._initial_mid: int | None = None
+        self._acked_mids: set[int] = set()
+        self._ack = threading.Condition(self._lock)
         self.client = broker.monitor(persistent) if identity is None else broker.client(identity, persistent)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        client.subscribe(self.topic, qos=1)
+        _, self._initial_mid = client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid == self._initial_mid:
+            self._subscribed.set()
+        with self._ack:
+            self._acked_mids.add(mid)
+            self._ack.notify_all()
+
+    def wait_subscribed(self, timeout: float = 10) -> bool:
+        """Until the broker acknowledged the watcher's subscription: what is published from then on reaches it."""
+        return self._subscribed.wait(timeout)
+
+    def subscribe(self, topics: list[tuple[str, int]], timeout: float = 10) -> bool:
+        """More topic filters; returns once the broker acknowledged them (False after `timeout`)."""
+        _, mid = self.client.subscribe(topics)
+        with self._ack:
+            return self._ack.wait_for(lambda: mid in self._acked_mids, timeout)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
@@ -79,8 +101,12 @@ class Watcher:
                 time.sleep(0.2)
         self.client.loop_start()
 
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1) -> None:
-        self.client.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, acked: float | None = None) -> None:
+        """Publishes; with `acked`, waits up to that many seconds for the broker's acknowledgement
+        (QoS 1: the broker has taken the message and routed it to its subscribers)."""
+        info = self.client.publish(topic, payload, qos=qos)
+        if acked is not None:
+            info.wait_for_publish(acked)
 
     def wait_for(self, match: Callable[[Message], bool], timeout: float) -> Message | None:
         """The next new message that matches, or None after `timeout` seconds."""
@@ -115,8 +141,10 @@ class Watcher:
             return [m for m in self.all if match(m)]
 
     def close(self) -> None:
-        self.client.loop_stop()
+        # Disconnecting first wakes the network thread, which then ends at once; stopped first,
+        # it would sit out its one-second select before noticing.
         self.client.disconnect()
+        self.client.loop_stop()
 
     def __enter__(self) -> "Watcher":
         return self

