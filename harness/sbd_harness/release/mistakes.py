@@ -79,8 +79,8 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
         patches=(
             # The device still goes online, so the network checks run on the same board;
             # but its loop leaves Ctrl-C on, and a Ctrl-C ends main.py into the REPL.
-            ("lib/sbd/app.py", "    console.close()\n    _forget(",
-             "    console.open()  # MISTAKE open-console: Ctrl-C still interrupts the locked loop\n    _forget("),
+            ("lib/sbd/app.py", "    console.close()\n",
+             "    console.open()  # MISTAKE open-console: Ctrl-C still interrupts the locked loop\n"),
             ("lib/sbd/app.py", "        run_locked()\n    except BaseException as e:\n",
              "        run_locked()\n    except KeyboardInterrupt:\n"
              "        return  # MISTAKE open-console: main.py ends, and the REPL is open\n"
