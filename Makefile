@@ -47,7 +47,7 @@ demo: setup
 #   tests/firmware  the firmware's modules under MicroPython, ESP32-sized heap
 #   tests/board     the emulated board, the serial-board code over its PTY, updates end to end
 #   tests/checks    every check passing on the reference and failing on a firmware broken for it
-#   tests/soak      the long fault series (make test-soak)
+#   tests/soak      the long fault series and sbd verify --soak on the reference (make test-soak)
 # `make test` runs all but soak on two workers (two cores; most of a test's time is
 # waiting on boards and brokers), whole files per worker.
 TEST_WORKERS ?= 2

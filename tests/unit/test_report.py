@@ -9,6 +9,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -193,6 +194,17 @@ def test_a_clean_run_says_pass_and_a_skip_is_not_hidden():
     assert "PASS, with checks not run on this board" in to_markdown(skipped)
 
 
+def test_the_reports_say_which_tier_ran():
+    default = build_report(BOARD, FIRMWARE, [CHECKS[0]])
+    soak = build_report(BOARD, FIRMWARE, [CHECKS[0]], tier="soak")
+    assert default["tier"] == "default" and soak["tier"] == "soak"
+    assert "- Tier: default: each check's shortest form" in to_markdown(default)
+    assert "- Tier: soak: each check's long form" in to_markdown(soak)
+    assert "<dt>Tier</dt><dd>soak: each check&#x27;s long form" in to_html(soak)
+    with pytest.raises(ValueError, match="unknown tier"):
+        build_report(BOARD, FIRMWARE, [CHECKS[0]], tier="quick")
+
+
 # Markdown ------------------------------------------------------------------------------------
 def test_markdown_has_reasons_coverage_tables_and_the_sbom(report):
     md = to_markdown(report)
@@ -311,19 +323,51 @@ def test_ota_build_writes_a_valid_sbom_beside_the_update(tmp_path):
 
 
 # sbd verify ----------------------------------------------------------------------------------
+def _sbd_on_a_terminal(*args: str, timeout: float = 300) -> tuple[int, str]:
+    """`sbd` with its standard output on a pseudo-terminal, as a person at one runs it."""
+    import pty
+    import time
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sbd_harness", *args], stdout=slave,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=10), out.decode(errors="replace")
+
+
 def test_verify_writes_every_format_with_skip_reasons_and_the_sbom(tmp_path):
     name = f"rep-{uuid.uuid4().hex[:8]}"
+    checks = ("--check", "boot-line-identifies-firmware", "--check", "identity-certified-by-lab-ca")
     try:
         assert _sbd("board", "start", name).returncode == 0
         assert _sbd("flash", "--board", name).returncode == 0
         out = tmp_path / "out" / "report.json"
         # one check that runs on an unprovisioned board, one that must skip on it
-        proc = _sbd("verify", "--board", name, "--report", str(out),
-                    "--check", "boot-line-identifies-firmware", "--check", "identity-certified-by-lab-ca")
+        proc = _sbd("verify", "--board", name, "--report", str(out), *checks)
         assert out.exists(), proc.stdout + proc.stderr
+        # on a terminal: each check's result as it ends, with the time
+        code, shown = _sbd_on_a_terminal("verify", "--board", name, "--report", str(tmp_path / "tty.json"), *checks)
     finally:
         _sbd("board", "rm", name)
+    # not a terminal (CI logs): the table, no progress lines, no pytest output
+    assert "(total" not in proc.stdout and "passed" not in proc.stdout and "Traceback" not in proc.stdout
+    assert "default tier" in proc.stdout
+    assert code == 0, shown
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+    assert re.search(r"PASS +boot-line-identifies-firmware +[0-9.]+ s +\(total", plain), plain[-2000:]
+    assert re.search(r"SKIP +identity-certified-by-lab-ca +[0-9.]+ s", plain), plain[-2000:]
+    assert "Traceback" not in plain
     report = json.loads(out.read_text())
+    assert report["tier"] == "default"
     status = {c["id"]: c for c in report["checks"]}
     assert status["boot-line-identifies-firmware"]["status"] == "pass"
     skipped = [c for c in report["checks"] if c["status"] == "skip"]

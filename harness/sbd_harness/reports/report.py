@@ -38,9 +38,8 @@ def summarise(checks: list[dict[str, Any]]) -> dict[str, int]:
 
 # What each tier of `sbd verify` runs, for the reports.
 TIERS = {
-    "default": "default: each check in its shortest form that can still fail on a broken device "
-               "(sbd verify --soak runs the long forms)",
-    "soak": "soak: each check in its long form (many rounds, every fuzz case and many random ones, the long series)",
+    "default": "default: each check's shortest form that can still fail (sbd verify --soak: the long forms)",
+    "soak": "soak: each check's long form (many rounds, every fuzz case and many random ones, the long series)",
 }
 
 
