@@ -57,7 +57,10 @@ def test_watchdog_is_fed_through_stalled_handshakes_and_resets_a_hung_board(make
         text = board.wait_for_output('"watchdog"', since, timeout=WDT_MS / 1000 + 30,
                                      after="E (wdt) Task watchdog got triggered.")
         assert "rst:0x7 (TG0WDT_SYS_RESET)" in text
-        # the reset stopped the watchdog; the firmware armed it again
+        # the reset stopped the watchdog; the firmware arms it again once its boot reaches the main loop
+        deadline = time.monotonic() + 30
+        while board.control({"cmd": "status"}).get("wdt_ms") != WDT_MS and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert board.control({"cmd": "status"}).get("wdt_ms") == WDT_MS
     finally:
         server.close()
