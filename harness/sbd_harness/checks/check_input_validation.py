@@ -10,7 +10,7 @@ import pytest
 
 from sbd_harness.checks.common import boot_line_or_skip
 from sbd_harness.checks.online import FastTelemetry, locked_device_id, signed_command, wait_online
-from sbd_harness.device.contract import topics
+from sbd_harness.device.contract import COMMAND_TIMEOUT_S, topics
 from sbd_harness.identity.pki import LabCA
 from sbd_harness.lab.watch import Watcher, on_topic
 
@@ -98,7 +98,7 @@ def check_invalid_commands(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence
         wait_online(sbd_board, w, topic)
         for payload in payloads:
             w.publish(topic.cmd, payload)
-        replies = w.collect(on_topic(topic.result), len(payloads), timeout=60)
+        replies = w.collect(on_topic(topic.result), len(payloads), timeout=2 * COMMAND_TIMEOUT_S)
         status = signed_command(w, sbd_ca, device_id, "status")
         # A valid command that changes something (a reading a second, restored after), and
         # telemetry still flowing at that pace.

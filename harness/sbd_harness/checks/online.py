@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sbd_harness.boards.base import BoardError, SerialLog, has
-from sbd_harness.device.contract import (NET_CONNECTED, ONLINE_TIMEOUT_S, READY_TIMEOUT_S, Topics, is_birth,
+from sbd_harness.device.contract import (COMMAND_TIMEOUT_S, NET_CONNECTED, ONLINE_TIMEOUT_S, READY_TIMEOUT_S, Topics, is_birth,
                                          is_command_result, is_ota_event, telemetry_body, topics)
 from sbd_harness.lab.watch import Message, Watcher, on_topic
 
@@ -149,7 +149,7 @@ def serial_tail(board, size: int = 1500) -> str:
 
 
 def signed_command(watcher: Watcher, ca, device_id: str, cmd: str, args: dict | None = None,
-             timeout: float = 30) -> dict[str, Any] | None:
+             timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any] | None:
     """A command signed by the lab CA, sent on the device's command topic; its result."""
     topic = topics(device_id)
     watcher.publish(topic.cmd, ca.sign_command(device_id, cmd, args))

@@ -20,7 +20,7 @@ READY_TIMEOUT_S = 10
 # times out (90 s on the device), restarts and reverts.
 COMMIT_TIMEOUT_S = 180
 PUSH_TIMEOUT_S = 60
-COMMAND_TIMEOUT_S = 30
+COMMAND_TIMEOUT_S = 15  # one signed command's result: a P-256 verify on the device, well under a second on a chip
 
 # What the firmware prints on serial about its connection (sbd/link.py `log`): one JSON line per
 # event, {"sbd": "net", "event": "connected"} once subscribed, {"sbd": "net", "event": "disconnected",
