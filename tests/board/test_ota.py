@@ -80,6 +80,25 @@ def test_release_keys_rotate_only_by_an_update_signed_with_a_trusted_key(lab, tm
     lab.runs_committed("0.7.0")
 
 
+def test_a_commit_put_off_for_want_of_heap_is_tried_again_without_more_traffic(lab, tmp_path):
+    """A MemoryError while committing (a fragmented heap: seen in CI) must not leave the
+    commit waiting for the next acknowledged message: with telemetry once an hour that
+    would be after the trial's time limit, and a healthy version would be reverted."""
+    lab.watcher.publish(lab.topic.cmd, lab.ca.sign_command(lab.device_id, "set_interval", {"seconds": 3600}))
+    short = release(tmp_path, "0.8.0", ("lib/sbd/ota.py", "    m = slots.verify_slot(slot)",
+                                        "    if not slots.store.get_int('heap_short', 0):\n"
+                                        "        slots.store.put_int('heap_short', 1)\n"
+                                        "        raise MemoryError\n"
+                                        "    m = slots.verify_slot(slot)"))
+    assert lab.push(stream_for(short, lab.key, 8))["event"] == "installed"
+    birth = lab.online()
+    committed = lab.ota_event("committed", timeout=80)
+    log = lab.board.serial_log()
+    assert birth["fw_version"] == "0.8.0" and committed, log[-2000:]
+    assert '"commit_deferred"' in log
+    lab.watcher.publish(lab.topic.cmd, lab.ca.sign_command(lab.device_id, "set_interval", {"seconds": 10}))
+
+
 def test_a_file_changed_on_the_flash_is_caught_at_boot(lab, tmp_path):
     # An update, then someone with the console edits one of its files.
     assert lab.push(stream_for(release(tmp_path, "0.9.0"), lab.key, 9))["event"] == "installed"

@@ -19,6 +19,7 @@ from sbd.outbox import Outbox
 BACKOFF_MIN_MS = 1000
 BACKOFF_MAX_MS = 60000
 KEEPALIVE_S = 30
+COMMIT_RETRY_MS = 1000
 MAX_PACKET = 1536  # a signed command (at most 1024 bytes) and its topic fit
 
 
@@ -60,6 +61,7 @@ class Link:
         self.trial = bool(slots.state()["try"])
         self.receiver = None
         self.restart_at = None
+        self.commit_at = None  # a commit put off for want of heap: when to try again
 
     def tick(self):
         now = time.ticks_ms()
@@ -71,6 +73,8 @@ class Link:
             if now > TRIAL_S * 1000:  # ticks count from the last hard reset (a soft one does not restart them)
                 log("trial_timeout")
                 self.restart_at = now
+        if self.commit_at is not None and time.ticks_diff(now, self.commit_at) >= 0:
+            self.commit_trial()
         if time.ticks_diff(now, self.next_sample) >= 0:
             self.next_sample = time.ticks_add(now, self.cfg["telemetry_s"] * 1000)
             self.sample()
@@ -129,15 +133,18 @@ class Link:
     def commit_trial(self):
         # Committing checks the slot once more (signature, every hash). A heap
         # too fragmented for that right now is no reason to restart, which
-        # would count as a failed trial: the next acknowledged message tries
-        # again, and the trial's time limit still reverts a version that
-        # never manages to commit.
+        # would count as a failed trial: it is tried again a second later (the
+        # health check has passed), and the trial's time limit still reverts
+        # a version that never manages to commit.
+        self.commit_at = None
         try:
             from sbd import ota
+            gc.collect()
             reply = ota.commit()
         except MemoryError:
             gc.collect()
             log("commit_deferred", heap_free=gc.mem_free())
+            self.commit_at = time.ticks_add(time.ticks_ms(), COMMIT_RETRY_MS)
             return
         self.trial = False
         self.result(reply)
