@@ -47,6 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "tests: " + ", ".join(sorted(BROKER_FLAWS)))
     g.addoption("--sbd-check", action="append", default=[], metavar="ID",
                 help="run only the check with this ID (repeatable); an ID that names no check is an error")
+    g.addoption("--sbd-allowed-skips", default=None, metavar="IDS",
+                help="CI policy: the comma-separated check IDs allowed to skip on this kind of board (e.g. "
+                     "chip-security-fuses on an emulated one); any other check that skips fails the run. "
+                     "An empty value allows none")
     g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
     g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
     g.addoption("--sbd-html", default=None, help="write the self-contained HTML report here")
@@ -57,8 +61,39 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[]): "
         "a conformance check and the provisions it covers")
-    if _reporting(config):
+    for option in REPORT_OPTIONS:
+        path = config.getoption(option)
+        if path and not Path(path).resolve().parent.is_dir():
+            raise pytest.UsageError(f"{option} {path}: the folder {Path(path).parent} does not exist "
+                                    "(the report is written there at the end of the run)")
+    workers = _xdist_workers(config)
+    if workers and (config.getoption("--sbd-board-name") or config.getoption("--sbd-port")):
+        raise pytest.UsageError(f"one board cannot serve {workers} pytest-xdist workers at once: run without -n, "
+                                "or leave out --sbd-board-name/--sbd-port so that each worker starts a fresh "
+                                "emulated board of its own")
+    if _reporting(config) and not _xdist_worker(config):  # under xdist, the controller writes the one report
         config.pluginmanager.register(ReportCollector(config), "sbd-report-collector")
+    allowed = config.getoption("--sbd-allowed-skips")
+    if allowed is not None and not _xdist_worker(config):
+        config.pluginmanager.register(SkipPolicy({i.strip() for i in allowed.split(",") if i.strip()}),
+                                      "sbd-skip-policy")
+    if config.getoption("xmlpath", None):
+        config.pluginmanager.register(JUnitCheckNames(config.getoption("xmlpath")), "sbd-junit-check-names")
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many pytest-xdist workers this (controller) run starts; 0 without xdist or on a worker."""
+    if _xdist_worker(config) or getattr(config.option, "dist", "no") == "no":
+        return 0
+    n = getattr(config.option, "numprocesses", None) or 0
+    return n if isinstance(n, int) else 2  # "auto"/"logical": at least two
+
+
+MARKER_FIELDS = ("id", "title")  # required, beside the baselines' keywords (PROVISION_KEYS)
 
 
 def check_meta(item: pytest.Item) -> dict[str, Any] | None:
@@ -66,11 +101,32 @@ def check_meta(item: pytest.Item) -> dict[str, Any] | None:
     if mark is None:
         return None
     kw = dict(mark.kwargs)
+    _validate_marker(item.nodeid, mark.args, kw)
     provisions = {k: list(kw.get(k, [])) for k in PROVISION_KEYS}
     bad = unknown_ids(provisions)
     if bad:
         raise pytest.UsageError(f"{item.nodeid} cites unknown provisions: {bad}")
     return {"id": kw["id"], "title": kw["title"], "provisions": provisions}
+
+
+def _validate_marker(nodeid: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    """A usage error, not a traceback or a silently dropped claim, for a malformed sbd_check marker."""
+    import difflib
+    usage = f"sbd_check(id=..., title=..., {'=[...], '.join(PROVISION_KEYS)}=[...])"
+    if args:
+        raise pytest.UsageError(f"{nodeid}: sbd_check takes keywords only: {usage}")
+    missing = [k for k in MARKER_FIELDS if not isinstance(kw.get(k), str) or not kw[k].strip()]
+    if missing:
+        raise pytest.UsageError(f"{nodeid}: sbd_check needs {' and '.join(missing)} (a non-empty string): {usage}")
+    for key in sorted(set(kw) - set(MARKER_FIELDS) - set(PROVISION_KEYS)):
+        close = difflib.get_close_matches(key, PROVISION_KEYS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise pytest.UsageError(f"{nodeid}: sbd_check has no keyword {key!r}{hint}; "
+                                f"the baselines are {', '.join(PROVISION_KEYS)}")
+    for key in PROVISION_KEYS:
+        ids = kw.get(key, [])
+        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+            raise pytest.UsageError(f"{nodeid}: sbd_check {key}= takes a list of provision IDs, e.g. {key}=[\"...\"]")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -131,6 +187,7 @@ def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterat
         owned = EmulatedBoard(f"pytest-{os.getpid()}")
         owned.start()
         board = owned
+        pytestconfig.stash[OWN_BOARD_KEY] = True
     else:
         raise pytest.UsageError(f"--sbd-board {kind} needs --sbd-port (the board's serial port)")
     try:
@@ -171,10 +228,14 @@ def sbd_ca(pytestconfig: pytest.Config):
 
 
 def _broker_endpoint(config: pytest.Config, board: Board) -> tuple[str, int] | None:
-    from sbd_harness.lab.broker import lab_address
+    from sbd_harness.lab.broker import free_port, lab_address
     given = config.getoption("--sbd-broker")
     if given is None:
-        return (lab_address(), 8883) if getattr(board, "kind", "") == "emulated" else None
+        if getattr(board, "kind", "") != "emulated":
+            return None
+        if config.stash.get(OWN_BOARD_KEY, False):  # a fresh board: a broker of its own (xdist workers,
+            return lab_address(), free_port(lab_address())  # other users' runs), provisioned for it (sbd_online)
+        return lab_address(), 8883
     addr, sep, port = given.rpartition(":")
     if not sep or not addr or not port.isdigit() or not 0 < int(port) < 65536:
         raise pytest.UsageError(f"--sbd-broker {given!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")
@@ -199,6 +260,32 @@ def sbd_broker(pytestconfig: pytest.Config, sbd_board: Board, sbd_ca) -> Iterato
         yield broker
     finally:
         broker.stop(remove=True)
+
+
+@pytest.fixture(scope="session")
+def sbd_online(pytestconfig: pytest.Config, sbd_board: Board, sbd_boot: BootCapture, sbd_broker: Any,
+               sbd_ca: Any) -> Iterator[Any]:
+    """The board at the lab broker, for a product's own tests: `.device_id`, `.birth` (its birth
+    message), `.telemetry(timeout)` (its next reading), `.reconnect()` and `.watcher` (every message
+    on its topics: `.watcher.wait_for(match, timeout)`, `.watcher.publish(topic, payload)`).
+
+    A fresh emulated board that the plugin started is provisioned and locked here, with the lab CA
+    (--sbd-pki); any other board must already be (`sbd provision`), else the test fails saying so."""
+    from sbd_harness.boards import lifecycle
+    boot = sbd_boot.boot_line or {}
+    security = boot.get("security", {})
+    if pytestconfig.stash.get(OWN_BOARD_KEY, False) and not security.get("provisioned"):
+        device_id = lifecycle.provisioned(sbd_board, sbd_ca, broker_port=sbd_broker.port).device_id
+    elif security.get("provisioned") and security.get("console") == "locked":
+        device_id = boot["device_id"]
+    else:
+        pytest.fail(f"{sbd_board.name} is not provisioned and locked, so it does not go online: "
+                    f"sbd provision --board {sbd_board.name}", pytrace=False)
+    try:
+        with lifecycle.online(sbd_board, sbd_broker, device_id) as online:
+            yield online
+    except BoardError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def run_tier(config: pytest.Config) -> str:
@@ -232,7 +319,8 @@ def sbd_evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     meta = check_meta(item)
-    if meta is not None:  # into JUnit XML as a property, whatever the outcome
+    if meta is not None:  # into JUnit XML as properties, whatever the outcome
+        item.user_properties.append(("check_id", meta["id"]))
         item.user_properties.append(("provisions", json.dumps(meta["provisions"])))
 
 
@@ -246,6 +334,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     report.sbd_meta = meta
     report.sbd_evidence = getattr(item, "sbd_evidence", {})
+    if _xdist_worker(item.config):  # travels to the controller: plain JSON values only
+        report.sbd_evidence = json.loads(json.dumps(report.sbd_evidence, default=str))
     if report.when == "call":
         if report.failed and call.excinfo is not None and not call.excinfo.errisinstance(AssertionError):
             report.sbd_error = True
@@ -259,8 +349,16 @@ class ReportCollector:
         self.board_info: dict[str, Any] = {}
         self.firmware: dict[str, Any] = {}
 
+        self.worker_runs: list[dict[str, Any]] = []  # under pytest-xdist: what each worker's board was
+
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self.started[nodeid] = time.monotonic()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        run = getattr(node, "workeroutput", {}).get("sbd_run")
+        if run:
+            self.worker_runs.append(run)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         meta = getattr(report, "sbd_meta", None)
@@ -284,7 +382,15 @@ class ReportCollector:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         board = session.config.stash.get(BOARD_INFO_KEY, {})
         firmware = session.config.stash.get(FIRMWARE_INFO_KEY, {})
-        notes = session.config.stash.get(NOTES_KEY, [])
+        notes = list(session.config.stash.get(NOTES_KEY, []))
+        notes += session.config.stash.get(DISALLOWED_SKIPS_KEY, [])  # SkipPolicy ran just before
+        if self.worker_runs:  # pytest-xdist: the workers' runs merge into one report
+            board, firmware = self.worker_runs[0]["board"], self.worker_runs[0]["firmware"]
+            notes += [n for run in self.worker_runs for n in run["notes"] if n not in notes]
+            names = sorted({run["board"].get("name", "?") for run in self.worker_runs})
+            if len(names) > 1:
+                notes.append(f"The checks ran on {len(names)} boards, one per pytest-xdist worker: "
+                             f"{', '.join(names)}; the board above is the first.")
         report = build_report(board, firmware, list(self.results.values()), notes, tier=run_tier(self.config))
         json_path = self.config.getoption("--sbd-report")
         md_path = self.config.getoption("--sbd-markdown")
@@ -297,6 +403,8 @@ class ReportCollector:
             Path(html_path).write_text(to_html(report))
 
 
+DISALLOWED_SKIPS_KEY = pytest.StashKey[list]()
+OWN_BOARD_KEY = pytest.StashKey[bool]()  # the plugin started the board (a fresh emulated one) itself
 BOARD_INFO_KEY = pytest.StashKey[dict]()
 FIRMWARE_INFO_KEY = pytest.StashKey[dict]()
 NOTES_KEY = pytest.StashKey[list]()
@@ -319,10 +427,81 @@ def _sbd_describe_run(request: pytest.FixtureRequest) -> None:
         notes.append("No network namespace (not root): the board shares the host's loopback, so "
                      + "; ".join(weakened) + ".")
     config.stash[NOTES_KEY] = notes
+    if _xdist_worker(config):  # handed to the controller, which writes the report (pytest_testnodedown)
+        config.workeroutput["sbd_run"] = json.loads(json.dumps(
+            {"board": config.stash[BOARD_INFO_KEY], "firmware": config.stash[FIRMWARE_INFO_KEY], "notes": notes},
+            default=str))
+
+
+REPORT_OPTIONS = ("--sbd-report", "--sbd-markdown", "--sbd-html")
+
+
+class SkipPolicy:
+    """--sbd-allowed-skips: a check that skips without being on the list fails the run. On an
+    emulated board some checks cannot run (eFuses); CI lists those, and anything else that
+    quietly skips (a missing CA, a board not provisioned) turns the build red."""
+
+    def __init__(self, allowed: set[str]):
+        self.allowed = allowed
+        self.known: set[str] = set()
+        self.skipped: dict[str, str] = {}
+
+    @pytest.hookimpl(tryfirst=True)  # before --sbd-check and -k narrow the items
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        self.known = {m["id"] for m in map(check_meta, items) if m}
+        unknown = sorted(self.allowed - self.known) if self.known else []
+        if unknown:
+            raise pytest.UsageError(f"--sbd-allowed-skips names no check: {', '.join(unknown)}")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        meta = getattr(report, "sbd_meta", None)
+        if meta and report.skipped and meta["id"] not in self.allowed:
+            self.skipped[meta["id"]] = _skip_reason(report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.skipped:
+            return
+        lines = [f"not tested, and not allowed to skip: {cid}: {why}" for cid, why in sorted(self.skipped.items())]
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        for line in lines:
+            if tr is not None:
+                tr.write_line(line, red=True)
+        session.config.stash[DISALLOWED_SKIPS_KEY] = lines
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+class JUnitCheckNames:
+    """Names each check's JUnit test case after its check ID (with the parameters, if any), so
+    that CI dashboards list `console-locked`, not `test_console_locked`; the test function stays
+    in the `function` property. Runs after pytest's junitxml has written the file."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _xdist_worker(session.config) or not self.path.is_file():
+            return
+        import xml.etree.ElementTree as ET
+        tree = ET.parse(self.path)
+        changed = False
+        for case in tree.iter("testcase"):
+            props = {p.get("name"): p for p in case.iter("property")}
+            if "check_id" not in props:
+                continue
+            old = case.get("name", "")
+            params = old[old.index("["):] if "[" in old else ""
+            case.set("name", props["check_id"].get("value", "") + params)
+            ET.SubElement(case.find("properties"), "property", name="function", value=old)
+            changed = True
+        if changed:
+            tree.write(self.path, encoding="utf-8", xml_declaration=True)
 
 
 def _reporting(config: pytest.Config) -> bool:
-    return any(config.getoption(o) for o in ("--sbd-report", "--sbd-markdown", "--sbd-html"))
+    return any(config.getoption(o) for o in REPORT_OPTIONS)
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

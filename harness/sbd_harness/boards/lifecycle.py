@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sbd_harness.boards.base import Board, BoardError
-from sbd_harness.device.contract import ONLINE_AFTER_RESET_S, Topics, is_birth, topics
+from sbd_harness.device.contract import ONLINE_AFTER_RESET_S, Topics, is_birth, telemetry_body, topics
 from sbd_harness.identity.pki import LabCA
 from sbd_harness.identity.provisioning import ProvisionResult, lab_settings, provision
 from sbd_harness.release.bundle import FirmwareBundle
@@ -61,6 +61,15 @@ class Online:
     topic: Topics
     watcher: Any
     birth: dict[str, Any]
+
+    def telemetry(self, timeout: float = 60) -> dict[str, Any]:
+        """The device's next telemetry message (its `seq` and the reading in `data`); BoardError
+        when none comes within `timeout` s (the device samples every `telemetry_s`, 10 s by default)."""
+        m = self.watcher.wait_for(lambda m: m.topic == self.topic.telemetry and telemetry_body(m) is not None,
+                                  timeout)
+        if m is None:
+            raise BoardError(f"{self.device_id} sent no telemetry within {timeout:.0f} s")
+        return m.json()
 
     def reconnect(self, timeout: float = ONLINE_AFTER_RESET_S) -> dict[str, Any]:
         """Resets the board and waits for its next birth message."""
