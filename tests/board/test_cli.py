@@ -230,3 +230,35 @@ def test_a_newcomer_needs_no_keygen_provision_makes_the_release_key_the_device_t
     finally:
         run("board", "rm", name)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_selection_that_is_not_tested_fails_and_keeps_the_full_report(board_name, tmp_path):
+    """`sbd verify --check ID` / `-k`: a selected check that skips is 'not tested' (exit 1, with its
+    reason), a selection of nothing is a usage error, and neither touches the full run's report."""
+    assert sbd("board", "start", board_name).returncode == 0
+    assert sbd("flash", "--board", board_name).returncode == 0
+    full = tmp_path / "reports" / board_name / "report.json"
+    full.parent.mkdir(parents=True)
+    full.write_text('{"the": "full run"}')
+
+    def verify(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sbd_harness", "verify", "--board", board_name, *args],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    skipped = verify("--check", "chip-security-fuses", "--check", "boot-line-identifies-firmware")
+    assert skipped.returncode == 1, skipped.stdout + skipped.stderr
+    assert "not tested: chip-security-fuses (skip):" in skipped.stdout, skipped.stdout
+    assert "boot-line-identifies-firmware (" not in skipped.stdout.split("not tested", 1)[1]
+    selected = json.loads((full.parent / "report.selected.json").read_text())
+    assert {c["id"] for c in selected["checks"]} == {"chip-security-fuses", "boot-line-identifies-firmware"}
+    nothing = verify("-k", "console-locked")  # an ID where -k wants a function name
+    assert nothing.returncode == 2 and "the selection ran no check" in nothing.stderr, nothing.stderr
+    assert full.read_text() == '{"the": "full run"}'
+
+
+def test_the_check_catalogue_lists_ids_and_function_names():
+    proc = sbd("checks", "--json")
+    assert proc.returncode == 0, proc.stderr
+    checks = {c["id"]: c for c in json.loads(proc.stdout)}
+    assert checks["console-locked"]["function"] == "check_console_locked"
+    assert len(checks) >= 25 and all(c["title"] and c["provisions"] for c in checks.values())

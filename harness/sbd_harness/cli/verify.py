@@ -17,7 +17,9 @@ from sbd_harness.errors import EXIT_FAIL
 def _verify_paths(args: argparse.Namespace, board: Board) -> dict[str, Path]:
     """Where `sbd verify` writes: the JSON report, and beside it (unless given) the Markdown summary, the
     HTML page, the JUnit XML and the SBOM, named after the report (report.json -> report.md, ...)."""
-    report = Path(args.report) if args.report else Path("reports") / safe_name(board.name) / "report.json"
+    # A run of a selection (--check, -k) goes beside the full run's report, never over it.
+    default_name = "report.selected.json" if _selected(args) else "report.json"
+    report = Path(args.report) if args.report else Path("reports") / safe_name(board.name) / default_name
     paths = {"report": report,
              "markdown": Path(args.markdown) if args.markdown else report.with_suffix(".md"),
              "html": Path(args.html) if args.html else report.with_suffix(".html"),
@@ -26,6 +28,22 @@ def _verify_paths(args: argparse.Namespace, board: Board) -> dict[str, Path]:
     if len({p.resolve() for p in paths.values()}) != len(paths):
         raise CliError("--report, --markdown, --html and --junit must be different files")
     return paths
+
+
+def _selected(args: argparse.Namespace) -> bool:
+    return bool(args.check or args.k)
+
+
+def _not_tested(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The checks this run was asked for but did not test: with a selection, every check of it that
+    skipped or errored; with --allowed-skips, every skip not on the list. One line each, with the reason."""
+    allowed = None if args.allowed_skips is None else {i.strip() for i in args.allowed_skips.split(",")}
+    lines = []
+    for c in report["checks"]:
+        if c["status"] == "error" and _selected(args) or c["status"] == "skip" and (
+                _selected(args) or allowed is not None and c["id"] not in allowed):
+            lines.append(f"not tested: {c['id']} ({c['status']}): {c.get('message') or 'no reason given'}")
+    return lines
 
 
 def _sbom_in_background(bundle, path: Path):
@@ -87,6 +105,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         pytest_args += ["--sbd-broker-flaws", args.broker_flaws]
     if args.pki:
         pytest_args += ["--sbd-pki", args.pki]
+    if args.allowed_skips is not None:
+        pytest_args += ["--sbd-allowed-skips", args.allowed_skips]
     if args.destructive:
         pytest_args.append("--sbd-destructive")
     if args.soak:
@@ -94,6 +114,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     sbom_future = _sbom_in_background(bundle, paths["sbom"])
     progress = for_terminal(sys.stdout, tier)
     code = pytest.main(pytest_args, plugins=[progress] if progress else [])
+    if int(code) == pytest.ExitCode.NO_TESTS_COLLECTED:
+        raise CliError("the selection ran no check: --check takes check IDs (e.g. --check console-locked), "
+                       "-k matches test function names (e.g. -k console_locked); `sbd checks` lists both")
+    if int(code) == pytest.ExitCode.USAGE_ERROR:
+        raise CliError("the check run refused its arguments (see the message above)")
     if not paths["report"].exists():
         raise CliError(f"the check run ended before writing a report (pytest exit {int(code)})")
     raw = json.loads(paths["report"].read_text())
@@ -114,8 +139,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     paths["html"].write_text(to_html(report))
     _print_verify_table(report)
     print("  ".join(f"{k}: {p}" for k, p in paths.items() if k != "sbom" or sbom is not None))
+    not_tested = _not_tested(report, args)
+    for line in not_tested:
+        print(line)
     s = report["summary"]
-    return EXIT_FAIL if s["fail"] or s["error"] or int(code) not in (0, 1) else 0
+    return EXIT_FAIL if s["fail"] or s["error"] or not_tested or int(code) not in (0, 1) else 0
 
 
 SHORT_BASELINE = {"etsi_en_303_645": "EN303645", "nist_ir_8259a": "IR8259A", "eu_cra": "CRA",
@@ -130,7 +158,8 @@ def _print_verify_table(report: dict[str, Any]) -> None:
     colours = {"pass": "green", "fail": "red", "skip": "yellow", "error": "magenta"}
     table = Table(title=f"sbd verify: {report['board'].get('name')} (firmware {report['firmware'].get('version')}, "
                         f"{report.get('tier', 'default')} tier)")
-    for col in ("check", "status", "provisions", "detail"):
+    table.add_column("check", no_wrap=True, min_width=max((len(c["id"]) for c in report["checks"]), default=5))
+    for col in ("status", "provisions", "detail"):
         table.add_column(col)
     for c in report["checks"]:
         prov = ", ".join(f"{SHORT_BASELINE[k]} {'/'.join(v)}" for k, v in c["provisions"].items() if v)
@@ -141,7 +170,44 @@ def _print_verify_table(report: dict[str, Any]) -> None:
     Console(width=max(120, Console().width)).print(table)
 
 
+def catalogue() -> list[dict[str, Any]]:
+    """The check catalogue as collected (no board needed): each check's ID, title, test function and provisions."""
+    import pytest
+
+    from sbd_harness.checks import CHECKS_DIR
+    from sbd_harness.pytest_plugin import check_meta
+    found: list[dict[str, Any]] = []
+
+    class Collect:
+        def pytest_collection_finish(self, session: pytest.Session) -> None:
+            for item in session.items:
+                meta = check_meta(item)
+                if meta:
+                    found.append({**meta, "function": item.name})
+
+    code = pytest.main([str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
+                        "--collect-only", "-p", "no:terminal", "-p", "no:cacheprovider"], plugins=[Collect()])
+    if int(code) != 0:
+        raise CliError(f"could not collect the check catalogue (pytest exit {int(code)})")
+    return found
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    checks = catalogue()
+    if args.json:
+        print(json.dumps(checks, indent=2))
+        return 0
+    width = max(len(c["id"]) for c in checks)
+    for c in checks:
+        print(f"{c['id']:<{width}}  {c['function']:<48}  {c['title']}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("checks", help="list the check catalogue: IDs (for --check), test functions (for -k), titles")
+    p.add_argument("--json", action="store_true", help="as JSON, with the provisions each check claims")
+    p.set_defaults(func=cmd_checks)
+
     p = sub.add_parser("verify", help="run the conformance checks and write the report")
     add_target(p)
     p.add_argument("--firmware", help="the build to compare with (default: the project's firmware/)")
@@ -155,13 +221,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flash", action="store_true", help="flash the firmware before checking")
     p.add_argument("--check", action="append", metavar="ID",
                    help="only the check with this ID (repeatable), e.g. --check console-locked")
-    p.add_argument("-k", help="only checks whose test function matches this pytest expression")
+    p.add_argument("-k", help="only checks whose test function matches this pytest expression (a selection "
+                              "is reported beside the full run, as report.selected.json, and fails if a "
+                              "selected check is not tested)")
     p.add_argument("--broker", help="ADDR:PORT the board was provisioned with; the checks run the lab broker "
                                     "there (default for emulated boards: the lab address, port 8883)")
     p.add_argument("--broker-flaws", default="",
                    help="run the lab broker with deliberate flaws, for labs: comma-separated, from "
                         "open-acl, no-crl, anonymous, weak-tls")
     add_pki(p)
+    p.add_argument("--allowed-skips", metavar="IDS",
+                   help="CI policy: the comma-separated check IDs allowed to skip on this board (e.g. "
+                        "chip-security-fuses on an emulated one); any other skip fails the run (exit 1). "
+                        "An empty value allows none")
     p.add_argument("--destructive", action="store_true",
                    help="also run checks that change the board for good (factory reset)")
     p.add_argument("--soak", action="store_true",
