@@ -3,19 +3,24 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-test.txt | md5sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-test.txt constraints.txt | md5sum | cut -c1-12)
 # sslyze (the TLS scanner the broker tests use) pins an older `cryptography`
 # than the harness, so it gets a virtualenv of its own.
 SSLYZE_VERSION := 6.3.1
 SSLYZE_VENV    := $(VENV)/tools/sslyze
 SSLYZE_STAMP   := $(SSLYZE_VENV)/.installed-sslyze-$(SSLYZE_VERSION)
+# A second environment with the harness beside Espressif's pytest-embedded, as an
+# ESP-IDF team installs it: the test that both plugins load together runs there.
+EMBEDDED_VERSION := 2.9.3
+EMBEDDED_VENV    := $(VENV)/tools/embedded
+EMBEDDED_STAMP   := $(EMBEDDED_VENV)/.installed-$(EMBEDDED_VERSION)-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
 HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto)
 
 .PHONY: setup system-deps demo test test-fast test-soak bench clean
 
-setup: system-deps $(STAMP) $(SSLYZE_STAMP)
+setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(EMBEDDED_STAMP)
 
 system-deps:
 ifneq ($(strip $(APT_PACKAGES)),)
@@ -27,9 +32,9 @@ ifneq ($(strip $(APT_PACKAGES)),)
 	fi
 endif
 
-$(STAMP): pyproject.toml requirements-test.txt
+$(STAMP): pyproject.toml requirements-test.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e . -r requirements-test.txt
+	$(BIN)/pip install -q -e . -r requirements-test.txt -c constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -37,6 +42,12 @@ $(SSLYZE_STAMP):
 	$(PYTHON) -m venv $(SSLYZE_VENV)
 	$(SSLYZE_VENV)/bin/pip install -q sslyze==$(SSLYZE_VERSION)
 	rm -f $(SSLYZE_VENV)/.installed-*
+	touch $@
+
+$(EMBEDDED_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(EMBEDDED_VENV)
+	$(EMBEDDED_VENV)/bin/pip install -q -e . pytest-embedded==$(EMBEDDED_VERSION) -c constraints.txt
+	rm -f $(EMBEDDED_VENV)/.installed-*
 	touch $@
 
 demo: setup

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,27 @@ def test_a_products_test_reads_the_devices_birth_and_telemetry(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout
+
+
+EMBEDDED_PYTHON = Path(__file__).resolve().parents[2] / ".venv" / "tools" / "embedded" / "bin" / "python"
+BOTH_PLUGINS = '''
+def test_with_both_plugins(test_case_name, dut, sbd_board, sbd_boot):
+    assert test_case_name == "test_with_both_plugins"   # pytest-embedded's fixtures
+    dut.write("ping")
+    assert sbd_boot.boot_line["model"] == "sbd-reference-esp32"   # the harness's
+'''
+
+
+def test_the_plugin_loads_beside_pytest_embedded(tmp_path):
+    """An ESP-IDF team's environment: Espressif's pytest-embedded installed with the harness
+    (make setup builds it, resolving the harness's version ranges against pytest-embedded's).
+    Both plugins register their options (no clash over --port), and one suite uses the fixtures of both."""
+    assert EMBEDDED_PYTHON.exists(), "make setup builds .venv/tools/embedded"
+    (tmp_path / "test_both.py").write_text(BOTH_PLUGINS)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    base = [str(EMBEDDED_PYTHON), "-m", "pytest", str(tmp_path), "-c", str(tmp_path / "pytest.ini"), "-p", "no:cacheprovider"]
+    helped = subprocess.run(base + ["--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0, helped.stderr
+    assert "--sbd-port" in helped.stdout and "--port" in helped.stdout and "embedded" in helped.stdout
+    proc = subprocess.run(base + ["-q", "--sbd-board", "emulated"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
