@@ -74,15 +74,20 @@ def _stale_commands(board, ca: LabCA, device_id: str) -> dict[str, dict]:
     replies: dict[str, dict] = {}
 
     def challenge() -> str:
-        reply = board.console_request(CHALLENGE_REQUEST)
-        assert reply.get("ok") and isinstance(reply.get("nonce"), str), f"the device hands out no challenge: {reply}"
+        try:
+            reply = board.console_request(CHALLENGE_REQUEST, timeout=COMMAND_TIMEOUT_S)
+        except BoardError:
+            reply = None
+        assert reply and reply.get("ok") and isinstance(reply.get("nonce"), str), \
+            f"the device hands out no challenge: {reply}"
         return reply["nonce"]
 
-    cases = (("held-back", lambda: ca.sign_command(device_id, "unlock_console")),
-             ("earlier-challenge", lambda: ca.sign_command(device_id, "unlock_console", challenge=challenge())))
-    for name, sign in cases:
-        line = sign()
-        challenge()  # the operator's next request: the device now holds a challenge the line does not carry
+    for name in ("held-back", "earlier-challenge"):
+        if name == "held-back":
+            line = ca.sign_command(device_id, "unlock_console")  # signed, kept, sent later
+        else:
+            line = ca.sign_command(device_id, "unlock_console", challenge=challenge())
+            challenge()  # the operator's next request: the device now holds one the line does not carry
         replies[name] = board.console_request(line)
         if replies[name].get("ok"):
             _lock_again(board)
