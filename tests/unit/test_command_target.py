@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from sbd_harness.boards.serial_board import SerialBoard
 from sbd_harness.cli import main
 from sbd_harness.device.contract import CHALLENGE_REQUEST
-from sbd_harness.identity.commands import CommandTargetError, console_command, recorded_device_id
+from sbd_harness.identity.commands import CommandTargetError, console_command, mqtt_challenge, recorded_device_id
 from sbd_harness.identity.pki import LabCA
 
 VICTIM = "a0b1c2d3e4f5"
@@ -121,3 +122,28 @@ def test_sbd_command_refuses_a_board_claiming_another_id(ca, monkeypatch, capsys
                  "--pki", str(ca.dir)]) == 0
     assert [p["challenge"] for p in _payloads(board)] == [NONCE]
 
+
+
+class ClaimingDevice:
+    """The lab broker's view of a device that answers a challenge request on its command topic."""
+
+    def __init__(self, device: str, cert: str):
+        self.device, self.cert = device, cert
+        self.published: list[tuple[str, str]] = []
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.published.append((topic, payload))
+
+    def wait_for(self, match, timeout: float):
+        body = {"sbd": "cmd", "ok": True, "cmd": "challenge", "device": self.device, "cert": self.cert, "nonce": NONCE}
+        message = SimpleNamespace(topic=f"devices/{self.device}/result", retain=False, json=lambda: body)
+        return message if match(message) else None
+
+
+def test_over_mqtt_the_answer_must_come_from_the_device_on_record(ca):
+    fingerprint = _issue(ca, VICTIM)
+    device = ClaimingDevice(VICTIM, fingerprint)
+    assert mqtt_challenge(device, ca, VICTIM) == NONCE
+    assert device.published == [(f"devices/{VICTIM}/cmd", CHALLENGE_REQUEST)]
+    with pytest.raises(CommandTargetError, match="not the one the lab CA issued"):
+        mqtt_challenge(ClaimingDevice(VICTIM, "ee" * 32), ca, VICTIM)

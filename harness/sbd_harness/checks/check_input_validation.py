@@ -1,6 +1,8 @@
 """Commands: on the serial console and on the MQTT command topic, only a
 command signed by the lab CA for this device is accepted; forged, replayed,
-misdirected, malformed and out-of-range ones are refused and change nothing."""
+held-back (signed without the device's current challenge, or before its last
+reset), misdirected, malformed and out-of-range ones are refused and change
+nothing."""
 from __future__ import annotations
 
 import tempfile

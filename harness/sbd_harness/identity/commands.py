@@ -13,12 +13,15 @@ command signed earlier and held back, or signed before the device last reset, is
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sbd_harness.boards.base import Board
+from sbd_harness.boards.base import Board, BoardError
 from sbd_harness.device.contract import CHALLENGE_REQUEST, COMMAND_TIMEOUT_S, is_command_result, topics
 from sbd_harness.errors import SbdError
 from sbd_harness.identity.pki import LabCA
+
+if TYPE_CHECKING:
+    from sbd_harness.lab.watch import Watcher
 
 
 class CommandTargetError(SbdError):
@@ -72,12 +75,16 @@ def console_command(board: Board, ca: LabCA, device_id: str, name: str, args: di
     handed out (every command gets one: the answer is also how the board's identity is compared
     with the record before anything is signed). The board's answer."""
     fingerprint = certified_fingerprint(ca, device_id)
-    reply = board.console_request(CHALLENGE_REQUEST, timeout=COMMAND_TIMEOUT_S)
+    try:
+        reply = board.console_request(CHALLENGE_REQUEST, timeout=COMMAND_TIMEOUT_S)
+    except BoardError as exc:
+        raise CommandTargetError(f"the board on {board.name} handed out no challenge ({exc}): is it locked, "
+                                 "and does its firmware hand out challenges?") from exc
     nonce = check_challenge(reply, device_id, fingerprint, f"the board on {board.name}")
     return board.console_request(ca.sign_command(device_id, name, args, challenge=nonce), follow=follow)
 
 
-def mqtt_challenge(watcher: Any, ca: LabCA, device_id: str, timeout: float = COMMAND_TIMEOUT_S) -> str:
+def mqtt_challenge(watcher: "Watcher", ca: LabCA, device_id: str, timeout: float = COMMAND_TIMEOUT_S) -> str:
     """The device's challenge, asked for on its command topic (a lab Watcher on its topics)."""
     topic = topics(device_id)
     fingerprint = certified_fingerprint(ca, device_id)
