@@ -85,3 +85,33 @@ def test_signed_command_over_mqtt_gets_a_result(make_board, lab):
     assert len(replies) == 2, board.serial_log()[-1500:]
     assert replies[0]["ok"] is True and replies[0]["status"]["provisioned"] is True
     assert replies[1] == {"sbd": "cmd", "ok": False, "error": "bad base64"}
+
+
+def test_over_mqtt_unlock_needs_the_challenge_the_device_handed_out_there(make_board, lab):
+    ca, broker = lab
+    board, result = _device(make_board, ca, broker, interval=30)
+    device_id, base = result.device_id, f"devices/{result.device_id}"
+    client, messages = _watch(broker, f"{base}/result")
+
+    def ask(payload: str) -> dict:
+        client.publish(f"{base}/cmd", payload, qos=1)
+        got = _collect(messages, 1, timeout=20)
+        assert got, board.serial_log()[-1500:]
+        return json.loads(got[0][1])
+
+    try:
+        board.wait_for_output('"event": "connected"', since=0, timeout=20)
+        held = ca.sign_command(device_id, "unlock_console")  # signed earlier, without a challenge
+        assert ask(held) == {"sbd": "cmd", "ok": False, "error": "no challenge"}
+        first = ask("SBD-CHALLENGE")
+        assert first["ok"] and first["device"] == device_id and first["cert"] == result.issued.fingerprint
+        stale = ca.sign_command(device_id, "unlock_console", challenge=first["nonce"])
+        second = board.console_request("SBD-CHALLENGE")  # one challenge for console and MQTT: it replaces the first
+        assert second["nonce"] != first["nonce"]
+        assert ask(stale) == {"sbd": "cmd", "ok": False, "error": "stale challenge"}
+        accepted = ask(ca.sign_command(device_id, "unlock_console", challenge=second["nonce"]))
+        assert accepted["ok"] and accepted["cmd"] == "unlock_console"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    board.wait_for_output('"console": "open"', since=0, after="SW_CPU_RESET")

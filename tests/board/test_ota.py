@@ -13,6 +13,7 @@ import pytest
 
 from sbd_harness.boards.serial_board import SerialBoard
 from sbd_harness.device.contract import is_ota_event
+from sbd_harness.identity.commands import mqtt_challenge
 from sbd_harness.paths import firmware_dir
 from sbd_harness.release import ota
 from sbd_harness.release.bundle import FirmwareBundle
@@ -103,7 +104,8 @@ def test_a_file_changed_on_the_flash_is_caught_at_boot(lab, tmp_path):
     # An update, then someone with the console edits one of its files.
     assert lab.push(stream_for(release(tmp_path, "0.9.0"), lab.key, 9))["event"] == "installed"
     lab.runs_committed("0.9.0")
-    lab.watcher.publish(lab.topic.cmd, lab.ca.sign_command(lab.device_id, "unlock_console"))
+    challenge = mqtt_challenge(lab.watcher, lab.ca, lab.device_id)
+    lab.watcher.publish(lab.topic.cmd, lab.ca.sign_command(lab.device_id, "unlock_console", challenge=challenge))
     time.sleep(3)
     # ... and locks the console again, so the board goes online after its reset and reports
     code = ("import json\nfrom sbd import slots, store\nd = slots.slot_dir(slots.running())\n"

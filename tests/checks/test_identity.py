@@ -19,6 +19,7 @@ from sbd_harness.boards.flashing import flash_firmware
 from sbd_harness.boards.serial_board import SerialBoard
 from sbd_harness.checks.leaks import find_key
 from sbd_harness.emulator.nvs_reader import read_store
+from sbd_harness.identity.commands import console_command
 from sbd_harness.identity.pki import LabCA, PKIError
 from sbd_harness.identity.provisioning import provision
 from sbd_harness.release.bundle import FirmwareBundle
@@ -101,6 +102,8 @@ def _verify(board, ca, tmp_path, *extra: str) -> tuple[int, dict[str, str], dict
     ("open-console", "console-locked", ()),
     ("late-lock", "console-locked", ()),
     ("unsigned-commands", "commands-need-a-valid-signature", ()),
+    ("stale-commands", "commands-need-a-valid-signature", ()),
+    ("challenge-kept-across-reset", "commands-need-a-valid-signature", ()),
     ("shallow-factory-reset", "factory-reset-erases-identity", ("--destructive",)),
 ])
 def test_verify_fails_a_variant_broken_for_an_identity_check(make_board, ca, tmp_path, variant, failing, extra):
@@ -138,18 +141,50 @@ def test_signed_commands_unlock_and_factory_reset_a_locked_board(make_board, ca)
     board, result = _ready(make_board, ca)
     device_id = result.device_id
     old_sk = _sk(board)
-    assert board.console_request(ca.sign_command(device_id, "unlock_console"))["ok"]
+    unlocked = _sbd("command", "--board", board.name, "--pki", str(ca.dir), "unlock_console")
+    assert unlocked.returncode == 0 and '"ok": true' in unlocked.stdout, unlocked.stderr
     board.wait_for_output('"console": "open"', since=0, after="SW_CPU_RESET")
     assert SerialBoard(board.port).exec("print(6*7)").strip() == "42"  # the REPL is back, identity kept
     assert _sk(board) == old_sk
     # lock again, then reset to factory by command: a new key, nothing of the old one left
     SerialBoard(board.port).exec("from sbd import store\nstore.put_int('locked', 1)")
     board.reset("hard")
-    assert board.console_request(ca.sign_command(device_id, "factory_reset"))["ok"]
+    assert console_command(board, ca, device_id, "factory_reset")["ok"]
     board.wait_for_output('"provisioned": false', since=0, after='"done": true')
     image = board.flash_image().read(0, board.flash_image().size)
     assert old_sk not in image and result.issued.der not in image
     assert _sk(board) != old_sk
+
+
+def test_a_held_back_or_pre_reset_unlock_is_refused_and_a_fresh_one_accepted_once(make_board, ca):
+    board, result = _ready(make_board, ca)
+    device_id = result.device_id
+
+    def challenge() -> str:
+        reply = board.console_request("SBD-CHALLENGE")
+        assert reply["ok"] and reply["device"] == device_id and reply["cert"] == result.issued.fingerprint
+        return reply["nonce"]
+
+    held = ca.sign_command(device_id, "unlock_console")  # signed, kept, sent later: its seq is the highest yet
+    assert board.console_request(held) == {"sbd": "cmd", "ok": False, "error": "no challenge"}
+    first = challenge()
+    assert board.console_request(held) == {"sbd": "cmd", "ok": False, "error": "no challenge"}
+    earlier = ca.sign_command(device_id, "unlock_console", challenge=first)
+    assert challenge() != first  # the operator asks again: the line signed for the first is stale
+    assert board.console_request(earlier) == {"sbd": "cmd", "ok": False, "error": "stale challenge"}
+    # signed for the challenge the device holds now, then held back across a reset
+    before_reset = ca.sign_command(device_id, "unlock_console", challenge=challenge())
+    board.reset("hard")
+    assert board.console_request(before_reset) == {"sbd": "cmd", "ok": False, "error": "stale challenge"}
+    challenge()  # a new challenge after the reset does not revive the old one
+    assert board.console_request(before_reset) == {"sbd": "cmd", "ok": False, "error": "stale challenge"}
+    # the device is still locked, and a command with the current challenge works
+    status = board.console_request(ca.sign_command(device_id, "status"), follow="status")
+    assert status["ok"] and status["result"]["security"]["console"] == "locked"
+    nonce = challenge()
+    fresh = ca.sign_command(device_id, "unlock_console", challenge=nonce)
+    assert board.console_request(fresh)["ok"]
+    board.wait_for_output('"console": "open"', since=0, after="SW_CPU_RESET")
 
 
 def _sbd(*args: str) -> subprocess.CompletedProcess:
@@ -161,7 +196,7 @@ def test_a_command_recorded_before_a_factory_reset_is_refused_after_reprovisioni
     recorded = ca.sign_command(result.device_id, "unlock_console", seq=10**6)
     status = board.console_request(ca.sign_command(result.device_id, "status"), follow="status")
     assert status["ok"] and status["result"]["security"]["console"] == "locked"
-    assert board.console_request(ca.sign_command(result.device_id, "factory_reset"))["ok"]
+    assert console_command(board, ca, result.device_id, "factory_reset")["ok"]
     board.wait_for_output('"provisioned": false', since=0, after='"done": true')
     # The ID still has a valid certificate: provisioning it again needs --reissue, and refusing loses nothing
     refused = _sbd("provision", "--board", board.name, "--pki", str(ca.dir))

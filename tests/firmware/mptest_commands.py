@@ -99,3 +99,67 @@ def test_attest_takes_exactly_one_nonce_of_32_lower_case_hex_digits():
             body["args"] = args
         refused(line(body), "bad args")
 
+
+
+NONCE = "00112233445566778899aabbccddeeff"
+
+
+def parse_fresh(text, challenge):
+    return commands.parse(text, CA_PK, DEVICE, 10, CERT, challenge)
+
+
+def refused_fresh(text, challenge, reason):
+    try:
+        parse_fresh(text, challenge)
+    except commands.CommandError as e:
+        assert str(e) == reason, (str(e), reason)
+        return
+    raise AssertionError("accepted: %r" % text[:60])
+
+
+def test_unlock_and_factory_reset_need_the_current_challenge():
+    for name in ("unlock_console", "factory_reset"):
+        body = {"cmd": name, "device": DEVICE, "seq": 11}
+        # held back: signed with a valid, newer sequence number but no challenge
+        refused_fresh(line(body), NONCE, "no challenge")
+        refused_fresh(line(body), None, "no challenge")
+        # signed for a challenge the device no longer holds (an earlier one, or none since a reset)
+        refused_fresh(line(dict(body, challenge="ff" * 16)), NONCE, "stale challenge")
+        refused_fresh(line(dict(body, challenge=NONCE)), None, "stale challenge")
+        for wrong in (NONCE.upper(), NONCE[:-1], 0, None, [NONCE]):
+            refused_fresh(line(dict(body, challenge=wrong)), NONCE, "stale challenge")
+        assert parse_fresh(line(dict(body, challenge=NONCE)), NONCE) == (name, {}, 11)
+
+
+def test_other_commands_need_no_challenge_but_a_named_one_must_be_current():
+    assert parse_fresh(line({"cmd": "status", "device": DEVICE, "seq": 11}), None) == ("status", {}, 11)
+    body = {"cmd": "set_interval", "device": DEVICE, "seq": 11, "args": {"seconds": 5}}
+    assert parse_fresh(line(dict(body, challenge=NONCE)), NONCE)[0] == "set_interval"
+    refused_fresh(line(dict(body, challenge=NONCE)), None, "stale challenge")
+
+
+def test_the_sequence_number_is_still_checked_with_a_current_challenge():
+    refused_fresh(line({"cmd": "unlock_console", "device": DEVICE, "seq": 10, "challenge": NONCE}), NONCE,
+                  "replayed")
+
+
+def test_a_challenge_is_random_used_once_and_forgotten_after_its_time():
+    import time
+    c = commands.Challenge()
+    assert c.current(0) is None  # a fresh boot holds none
+    first = c.issue(1000)
+    assert len(first) == commands.NONCE_HEX and all(ch in "0123456789abcdef" for ch in first)
+    assert c.current(1000 + commands.CHALLENGE_MS) == first
+    second = c.issue(2000)
+    assert second != first and c.current(2000) == second  # a new one replaces the old
+    c.spend()
+    assert c.current(2000) is None
+    third = c.issue(5000)
+    assert c.current(time.ticks_add(5000, commands.CHALLENGE_MS + 1)) is None
+    assert c.current(5000) is None  # once forgotten, gone
+    assert len({commands.Challenge().issue(0) for _ in range(20)}) == 20
+    # the tick counter wraps: the age is taken with ticks_diff
+    near_wrap = time.ticks_add(0, -500)
+    c.issue(near_wrap)
+    assert c.current(time.ticks_add(near_wrap, 1000)) is not None
+    assert third

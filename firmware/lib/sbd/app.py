@@ -7,6 +7,7 @@
 import binascii
 import json
 import machine
+import time
 from sbd import commands, console, device, identity, state, store
 
 # The watchdog's timeout: longer than the longest pass of the main loop. That
@@ -52,18 +53,26 @@ def run_locked():
 
     import gc
     links = []  # the network link, once there is one
+    fresh = commands.Challenge()  # one for the console and MQTT; a reset forgets it
 
     def handle(line, from_console=True):
         """One signed command line, from the console or from MQTT: its reply."""
+        if line.strip() == commands.CHALLENGE:  # unsigned: it only hands out a nonce
+            nonce = fresh.issue(time.ticks_ms())
+            return {"sbd": "cmd", "ok": True, "cmd": "challenge", "device": device_id,
+                    "cert": cert_sha256, "nonce": nonce}
         if not line.startswith(commands.PREFIX):
             return None  # noise: ignored, and nothing disclosed
         gc.collect()
         try:
-            name, args, seq = commands.parse(line, ca_key, device_id, store.get_int("cmd_seq", 0), cert_sha256)
+            name, args, seq = commands.parse(line, ca_key, device_id, store.get_int("cmd_seq", 0), cert_sha256,
+                                             fresh.current(time.ticks_ms()))
         except commands.CommandError as e:
             return {"sbd": "cmd", "ok": False, "error": str(e)}
         if name in commands.CONSOLE_ONLY and not from_console:
             return {"sbd": "cmd", "ok": False, "error": "serial console only"}
+        if name in commands.FRESH:
+            fresh.spend()  # accepted once
         store.put_int("cmd_seq", seq)
         reply = {"sbd": "cmd", "ok": True, "cmd": name, "seq": seq}
         if name == "status":

@@ -3,14 +3,26 @@
 # current certificate (so nothing recorded before a factory reset and
 # re-provisioning is valid after it), and carries a sequence number higher
 # than any accepted before (no replay).
+# Freshness: a command signed and held back (never delivered, delivered
+# later) is still newer than the last one the device saw. So the commands
+# that hand over the device (FRESH) must also carry the device's current
+# challenge: a random nonce it hands out on request (an unsigned
+# "SBD-CHALLENGE" line, on the console or the command topic), keeps in RAM
+# only, accepts once and forgets after CHALLENGE_MS by the monotonic tick
+# count (not the clock, which NTP or an attacker can move), at the next
+# challenge and at every reset. A command signed before the challenge it
+# names was issued cannot exist.
 # The signature is checked before the command is even parsed, and every field
 # is validated; anything else is refused and changes nothing.
 # Provisions: ETSI EN 303 645 5.5-5 (security-relevant configuration only
 # after authentication), 5.13-1A/5.13-1B (input validation); NIST IR 8259A 2
-# (configuration only by authorised entities); EU CRA Annex I (2)(d).
+# (configuration only by authorised entities); EU CRA Annex I (2)(d), (2)(f)
+# (integrity of commands).
 import binascii
 import hashlib
 import json
+import os
+import time
 
 PREFIX = b"SBD-CMD "
 MAX_LINE = 1024
@@ -29,6 +41,12 @@ COMMANDS = {
 # file) is larger than the packets the device's MQTT client takes
 # (sbd.link.MAX_PACKET, 1536 bytes), and that limit keeps its receive buffer small.
 CONSOLE_ONLY = ("attest",)
+# Need the current challenge: they unlock the console or wipe the device.
+# status and attest change nothing (attest carries the verifier's own nonce);
+# set_interval only moves the telemetry pace within its bounds.
+FRESH = ("factory_reset", "unlock_console")
+CHALLENGE = b"SBD-CHALLENGE"
+CHALLENGE_MS = 300000  # a challenge not used within 5 minutes is forgotten
 _HEX = "0123456789abcdef"
 
 
@@ -63,8 +81,31 @@ def _valid_arg(rule, value):
     return True
 
 
-def parse(line, ca_public_key, device_id, last_seq, cert_sha256):
-    """Returns (name, args, seq) of a valid command, or raises CommandError."""
+class Challenge:
+    """The one challenge outstanding, in RAM only: a reset forgets it."""
+
+    def __init__(self):
+        self.nonce = None
+        self.issued = 0
+
+    def issue(self, now_ms):
+        # os.urandom: the chip's hardware RNG (ports/esp32/mphalport.c)
+        self.nonce = binascii.hexlify(os.urandom(NONCE_HEX // 2)).decode()
+        self.issued = now_ms
+        return self.nonce
+
+    def current(self, now_ms):
+        if self.nonce is not None and time.ticks_diff(now_ms, self.issued) > CHALLENGE_MS:
+            self.nonce = None
+        return self.nonce
+
+    def spend(self):
+        self.nonce = None
+
+
+def parse(line, ca_public_key, device_id, last_seq, cert_sha256, challenge=None):
+    """Returns (name, args, seq) of a valid command, or raises CommandError.
+    challenge: the device's current one (Challenge.current), or None."""
     from sbd import p256
     if len(line) > MAX_LINE:
         raise CommandError("too long")
@@ -84,7 +125,7 @@ def parse(line, ca_public_key, device_id, last_seq, cert_sha256):
     if not isinstance(cmd, dict):
         raise CommandError("not an object")
     for key in cmd:
-        if key not in ("cmd", "device", "cert", "seq", "args"):
+        if key not in ("cmd", "device", "cert", "seq", "args", "challenge"):
             raise CommandError("unknown field")
     if cmd.get("device") != device_id:
         raise CommandError("not for this device")
@@ -107,4 +148,10 @@ def parse(line, ca_public_key, device_id, last_seq, cert_sha256):
     for key, value in args.items():
         if key not in schema or not _valid_arg(schema[key], value):
             raise CommandError("bad args")
+    # freshness: checked whenever a challenge is named, required for FRESH
+    if name in FRESH or "challenge" in cmd:
+        if "challenge" not in cmd:
+            raise CommandError("no challenge")
+        if challenge is None or cmd["challenge"] != challenge:
+            raise CommandError("stale challenge")
     return name, args, seq

@@ -6,6 +6,7 @@ import pytest
 
 from sbd_harness.checks.common import boot_line_or_skip, flash_store, reads_flash, require_provisioned
 from sbd_harness.device.bootline import last_boot_line
+from sbd_harness.identity.commands import console_command
 
 
 @pytest.mark.sbd_check(
@@ -31,7 +32,7 @@ def check_factory_reset(sbd_board, sbd_boot, sbd_ca, sbd_evidence, sbd_destructi
         text = sbd_board.wait_for_output('"provisioned": false', since, timeout=30, after='"done": true')
         trigger = "BOOT button held at power-on"
     else:
-        reply = sbd_board.console_request(sbd_ca.sign_command(device_id, "factory_reset"))
+        reply = console_command(sbd_board, sbd_ca, device_id, "factory_reset")  # with the device's challenge
         assert reply.get("ok"), f"the signed factory-reset command was refused: {reply}"
         trigger = "signed factory_reset command"
         text = ""

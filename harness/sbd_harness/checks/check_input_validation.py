@@ -1,6 +1,8 @@
 """Commands: on the serial console and on the MQTT command topic, only a
 command signed by the lab CA for this device is accepted; forged, replayed,
-misdirected, malformed and out-of-range ones are refused and change nothing."""
+held-back (signed without the device's current challenge, or before its last
+reset), misdirected, malformed and out-of-range ones are refused and change
+nothing."""
 from __future__ import annotations
 
 import tempfile
@@ -8,9 +10,10 @@ import time
 
 import pytest
 
+from sbd_harness.boards.base import BoardError
 from sbd_harness.checks.common import boot_line_or_skip
 from sbd_harness.checks.online import FastTelemetry, locked_device_id, signed_command, wait_online
-from sbd_harness.device.contract import COMMAND_TIMEOUT_S, topics
+from sbd_harness.device.contract import CHALLENGE_REQUEST, COMMAND_TIMEOUT_S, topics
 from sbd_harness.identity.pki import LabCA
 from sbd_harness.lab.watch import Watcher, on_topic
 
@@ -20,8 +23,8 @@ OVERSIZED_DEFAULT = 1100  # the parts of an over-long command line: just past th
 
 @pytest.mark.sbd_check(
     id="commands-need-a-valid-signature",
-    title="Forged, replayed, misdirected or malformed commands are refused and change nothing",
-    etsi_en_303_645=["5.5-5", "5.13-1A"], nist_ir_8259a=["2"], eu_cra=["I(2)(d)"])
+    title="Forged, replayed, held-back, misdirected or malformed commands are refused and change nothing",
+    etsi_en_303_645=["5.5-5", "5.13-1A"], nist_ir_8259a=["2"], eu_cra=["I(2)(d)", "I(2)(f)"])
 def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence, sbd_soak):
     boot = boot_line_or_skip(sbd_boot)
     if boot.get("security", {}).get("console") != "locked":
@@ -53,11 +56,62 @@ def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence, sbd_
         replies["valid"] = sbd_board.console_request(good)
         replies["replayed"] = sbd_board.console_request(good)
         replies["still-serving"] = sbd_board.console_request(sbd_ca.sign_command(device_id, "status"))
+        replies.update(_stale_commands(sbd_board, sbd_ca, device_id))
     sbd_evidence["replies"] = replies
-    accepted = [n for n in replies if n in must_refuse or n == "replayed" if replies[n].get("ok")]
+    accepted = [n for n in replies if n in must_refuse or n in STALE if replies[n].get("ok")]
     assert not accepted, f"accepted what it must refuse: {accepted}"
     assert replies["valid"].get("ok"), f"a valid signed command was refused: {replies['valid']}"
     assert replies["still-serving"].get("ok"), "the device stopped serving commands after the refused ones"
+    assert replies["fresh"].get("ok"), f"a command with the device's current challenge was refused: {replies['fresh']}"
+
+
+# Each an unlock_console with the highest sequence number yet, so only its freshness can stop it.
+STALE = ("replayed", "held-back", "earlier-challenge", "across-reboot")
+
+
+def _stale_commands(board, ca: LabCA, device_id: str) -> dict[str, dict]:
+    """unlock_console signed without the device's current challenge: signed before the challenge
+    (held back), for the challenge before it, or before the device's last reset. A device that
+    accepts one unlocks its console and resets; it is locked again here, for the checks after."""
+    replies: dict[str, dict] = {}
+
+    def challenge() -> str:
+        try:
+            reply = board.console_request(CHALLENGE_REQUEST, timeout=COMMAND_TIMEOUT_S)
+        except BoardError:
+            reply = None
+        assert reply and reply.get("ok") and isinstance(reply.get("nonce"), str), \
+            f"the device hands out no challenge: {reply}"
+        return reply["nonce"]
+
+    for name in ("held-back", "earlier-challenge"):
+        if name == "held-back":
+            line = ca.sign_command(device_id, "unlock_console")  # signed, kept, sent later
+        else:
+            line = ca.sign_command(device_id, "unlock_console", challenge=challenge())
+            challenge()  # the operator's next request: the device now holds one the line does not carry
+        replies[name] = board.console_request(line)
+        if replies[name].get("ok"):
+            _lock_again(board)
+            return replies
+    line = ca.sign_command(device_id, "unlock_console", challenge=challenge())
+    board.reset("hard")
+    replies["across-reboot"] = board.console_request(line)
+    if replies["across-reboot"].get("ok"):
+        _lock_again(board)
+        return replies
+    replies["fresh"] = board.console_request(ca.sign_command(device_id, "status", challenge=challenge()))
+    return replies
+
+
+def _lock_again(board) -> None:
+    """After a wrongly accepted unlock_console the device resets into the REPL: lock it again
+    (the check fails anyway; the checks after it expect the locked board they were given)."""
+    try:
+        board.exec("from sbd import store, state\nstore.put_int(state.LOCKED, 1)")
+        board.reset("hard")
+    except BoardError:
+        pass  # a board left unlocked shows in console-locked
 
 
 INVALID_COMMANDS = [

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from sbd_harness.boards.base import BoardError, SerialLog, has
-from sbd_harness.device.contract import (COMMAND_TIMEOUT_S, NET_CONNECTED, ONLINE_TIMEOUT_S, READY_TIMEOUT_S, Topics, is_birth,
+from sbd_harness.device.contract import (COMMAND_TIMEOUT_S, FRESH_COMMANDS, NET_CONNECTED, ONLINE_TIMEOUT_S, READY_TIMEOUT_S, Topics, is_birth,
                                          is_command_result, is_ota_event, telemetry_body, topics)
+from sbd_harness.identity.commands import mqtt_challenge
 from sbd_harness.lab.watch import Message, Watcher, on_topic
 
 NEVER_ONLINE = "the device never connected to the lab broker earlier in this run"
@@ -150,9 +151,11 @@ def serial_tail(board, size: int = 1500) -> str:
 
 def signed_command(watcher: Watcher, ca, device_id: str, cmd: str, args: dict | None = None,
              timeout: float = COMMAND_TIMEOUT_S) -> dict[str, Any] | None:
-    """A command signed by the lab CA, sent on the device's command topic; its result."""
+    """A command signed by the lab CA, sent on the device's command topic; its result. Those that
+    need the device's challenge (FRESH_COMMANDS) carry the one it hands out just before."""
     topic = topics(device_id)
-    watcher.publish(topic.cmd, ca.sign_command(device_id, cmd, args))
+    challenge = mqtt_challenge(watcher, ca, device_id, timeout) if cmd in FRESH_COMMANDS else None
+    watcher.publish(topic.cmd, ca.sign_command(device_id, cmd, args, challenge=challenge))
     reply = watcher.wait_for(is_command_result(topic, cmd), timeout)
     return reply.json() if reply else None
 

@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 
-from sbd_harness.boards.base import Board
 from sbd_harness.cli.common import CliError, add_pki, lab_ca, print_json, target, add_target
 from sbd_harness.errors import EXIT_FAIL
 
@@ -68,20 +67,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_command(args: argparse.Namespace) -> int:
+    from sbd_harness.identity.commands import console_command, recorded_device_id
     board = target(args)
     ca = lab_ca(args)
-    device_id = args.device or _device_id_of(board)
-    line = ca.sign_command(device_id, args.name)
-    reply = board.console_request(line, follow="status" if args.name == "status" else None)
+    device_id = recorded_device_id(board, args.device)
+    reply = console_command(board, ca, device_id, args.name, follow="status" if args.name == "status" else None)
     print_json(reply)
     return 0 if reply.get("ok") else EXIT_FAIL
-
-
-def _device_id_of(board: Board) -> str:
-    capture = board.capture_boot("hard")
-    if capture.boot_line is None:
-        raise CliError(f"no boot line from {board.name}: give --device ID")
-    return str(capture.boot_line["device_id"])
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -112,7 +104,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("command", help="send a command signed by the lab CA to a locked board")
     add_target(p)
     p.add_argument("name", choices=["status", "factory_reset", "unlock_console"])
-    p.add_argument("--device", help="the device ID (default: read from its boot line)")
+    p.add_argument("--device", help="the device ID on record (required for a real board; an emulated board's is "
+                   "its own). A board that says it is another device is refused")
     add_pki(p)
     p.set_defaults(func=cmd_command)
 

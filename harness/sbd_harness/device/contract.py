@@ -22,6 +22,14 @@ COMMIT_TIMEOUT_S = 180
 PUSH_TIMEOUT_S = 60
 COMMAND_TIMEOUT_S = 15  # one signed command's result: a P-256 verify on the device, well under a second on a chip
 
+# The device's challenge (sbd/commands.py): this unsigned line, on the console or the command topic,
+# gets {"sbd": "cmd", "ok": true, "cmd": "challenge", "device": ID, "cert": SHA256, "nonce": HEX}.
+# The commands in FRESH_COMMANDS are accepted only with that nonce as their `challenge`, once, before
+# the next challenge, a reset, or CHALLENGE_LIFETIME_S on the device's own tick count.
+CHALLENGE_REQUEST = "SBD-CHALLENGE"
+FRESH_COMMANDS = ("factory_reset", "unlock_console")
+CHALLENGE_LIFETIME_S = 300
+
 # What the firmware prints on serial about its connection (sbd/link.py `log`): one JSON line per
 # event, {"sbd": "net", "event": "connected"} once subscribed, {"sbd": "net", "event": "disconnected",
 # "reason": ..., "detail": ..., "retry_ms": N} for every failure, N being its backoff before the next try.

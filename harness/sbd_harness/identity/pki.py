@@ -412,11 +412,13 @@ class LabCA:
 
     # operator commands ----------------------------------------------------------------
     def sign_command(self, device_id: str, cmd: str, args: dict[str, Any] | None = None,
-                     seq: int | None = None) -> str:
+                     seq: int | None = None, challenge: str | None = None) -> str:
         """An `SBD-CMD <payload> <signature>` line the device accepts (commands.py).
 
         The CA keeps one sequence counter per device, so every command it signs
-        is newer than the last; `seq` overrides it (tests of replay use that)."""
+        is newer than the last; `seq` overrides it (tests of replay use that).
+        `challenge`: the nonce the device handed out (identity/commands.py asks for it),
+        which `unlock_console` and `factory_reset` must carry."""
         with self._locked():
             index = self.index()
             entry = index["devices"].get(device_id)
@@ -429,6 +431,8 @@ class LabCA:
         body: dict[str, Any] = {"cmd": cmd, "device": device_id, "cert": entry["fingerprint"], "seq": seq}
         if args:
             body["args"] = args
+        if challenge is not None:
+            body["challenge"] = challenge
         return self.sign_payload(body)
 
     def sign_payload(self, body: dict[str, Any]) -> str:

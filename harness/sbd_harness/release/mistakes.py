@@ -292,6 +292,27 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              '                    print("wifi:", self.cfg["wifi_ssid"], self.cfg["wifi_psk"])  # broken: debug output\n                    self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])\n'),
         )),
     Mistake(
+        'stale-commands',
+        'Signed commands are accepted without the device\'s current challenge: a held-back unlock_console works',
+        checks=('commands-need-a-valid-signature',),
+        patches=(
+            ('lib/sbd/commands.py', '    if name in FRESH or "challenge" in cmd:\n',
+             '    if False:  # broken: no freshness check\n'),
+        )),
+    Mistake(
+        'challenge-kept-across-reset',
+        'The device keeps its challenge on flash: a command signed before a reset is accepted after it',
+        checks=('commands-need-a-valid-signature',),
+        patches=(
+            ('lib/sbd/commands.py', '    def __init__(self):\n        self.nonce = None\n        self.issued = 0\n',
+             '    def __init__(self):\n        from sbd import store  # broken: the challenge outlives a reset\n'
+             '        kept = store.get("chal", 64)\n        self.nonce = kept.decode() if kept else None\n'
+             '        self.issued = time.ticks_ms()\n'),
+            ('lib/sbd/commands.py', '        self.issued = now_ms\n        return self.nonce\n',
+             '        self.issued = now_ms\n        from sbd import store\n        store.put("chal", self.nonce.encode())\n'
+             '        return self.nonce\n'),
+        )),
+    Mistake(
         'no-support-period',
         'The birth message no longer says until when the device gets security fixes',
         checks=('support-period-declared',),

@@ -17,6 +17,7 @@ from sbd_harness.boards.serial_board import read_boot
 from sbd_harness.device.bootline import last_boot_line
 from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.boards.flashing import flash_firmware
+from sbd_harness.identity.commands import mqtt_challenge
 from sbd_harness.identity.pki import LabCA
 from sbd_harness.lab.watch import Watcher
 
@@ -119,10 +120,12 @@ def lock_console(board: EmulatedBoard, timeout: float = 30) -> None:
 
 def unlock_console(board: EmulatedBoard, watcher: Watcher, ca: LabCA, device_id: str,
                    timeout: float = 30) -> None:
-    """The signed unlock_console command over MQTT; the device answers, then reboots unlocked."""
+    """The signed unlock_console command over MQTT, with the challenge the device hands out just
+    before; the device answers, then reboots unlocked."""
     topic = topics(device_id)
     since = board.log_size()
-    watcher.publish(topic.cmd, ca.sign_command(device_id, "unlock_console"))
+    challenge = mqtt_challenge(watcher, ca, device_id)
+    watcher.publish(topic.cmd, ca.sign_command(device_id, "unlock_console", challenge=challenge))
     reply = watcher.wait_for(lambda m: m.topic == topic.result
                              and (m.json() or {}).get("cmd") == "unlock_console", timeout)
     if reply is None or not reply.json().get("ok"):
