@@ -41,7 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "instead of the shortest form that can still fail")
     g.addoption("--sbd-broker", default=os.environ.get("SBD_BROKER"),
                 help="ADDR:PORT where the board was provisioned to find its broker; the checks run the lab "
-                     "broker there (default: $SBD_BROKER, or for emulated boards the lab address, port 8883)")
+                     "broker there (default: $SBD_BROKER, or for an emulated board the lab address and its own port, "
+                     "as `sbd board list` shows)")
     g.addoption("--sbd-broker-flaws", default="",
                 help="comma-separated deliberate broker misconfigurations, for labs and the harness's own "
                      "tests: " + ", ".join(sorted(BROKER_FLAWS)))
@@ -228,14 +229,11 @@ def sbd_ca(pytestconfig: pytest.Config):
 
 
 def _broker_endpoint(config: pytest.Config, board: Board) -> tuple[str, int] | None:
-    from sbd_harness.lab.broker import free_port, lab_address
+    from sbd_harness.lab.broker import lab_address
     given = config.getoption("--sbd-broker")
     if given is None:
-        if getattr(board, "kind", "") != "emulated":
-            return None
-        if config.stash.get(OWN_BOARD_KEY, False):  # a fresh board: a broker of its own (xdist workers,
-            return lab_address(), free_port(lab_address())  # other users' runs), provisioned for it (sbd_online)
-        return lab_address(), 8883
+        port = getattr(board, "broker_port", None)  # an emulated board's own lab broker port
+        return (lab_address(), port) if port else None
     addr, sep, port = given.rpartition(":")
     if not sep or not addr or not port.isdigit() or not 0 < int(port) < 65536:
         raise pytest.UsageError(f"--sbd-broker {given!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")

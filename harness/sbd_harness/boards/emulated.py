@@ -62,6 +62,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+LAB_BROKER_PORTS = range(20000, 30000)  # below Linux's ephemeral ports (32768-60999): no client takes one
+
+
+def _free_lab_broker_port(taken: set[int | None]) -> int:
+    """A port for a new board's lab broker: not another board's of this user, and free now on every
+    address (another user's board would hold it with a running broker or show it in use)."""
+    import random
+    for _ in range(200):
+        port = random.choice(LAB_BROKER_PORTS)
+        if port in taken:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("", port))
+            return port
+        except OSError:
+            continue
+    raise BoardError(f"no free port for a lab broker in {LAB_BROKER_PORTS.start}-{LAB_BROKER_PORTS.stop - 1}")
+
+
 def _random_unique_id() -> str:
     """Six bytes, like the ESP32's base MAC, locally administered and unicast."""
     raw = bytearray(secrets.token_bytes(6))
@@ -104,8 +124,27 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
             "machine_name": spec["machine_name"] + " (sbd emulated)",
             "lab_ssid": f"sbd-lab-{self.name}",
             "lab_psk": secrets.token_urlsafe(18),
+            "broker_port": _free_lab_broker_port(self._ports_of_other_boards()),
         }
         self.state.save(conf)
+
+    def _ports_of_other_boards(self) -> set[int | None]:
+        taken = set()
+        for board in self.all():
+            try:
+                if board.name != self.name:
+                    taken.add(board.conf.get("broker_port"))
+            except (BoardError, OSError, ValueError):  # being removed right now
+                continue
+        return taken
+
+    @property
+    def broker_port(self) -> int:
+        """The port of this board's lab broker on the lab address. Each board has its own, chosen when
+        it is made, so that two boards (one user's or several users') never meet each other's broker,
+        and `sbd provision`, `sbd verify` and `sbd ota push` agree on it without being told. A board
+        made before boards had their own port keeps the lab's old shared 8883."""
+        return int(self.conf.get("broker_port", 8883))
 
     def is_running(self) -> bool:
         status = self.state.read_status()
@@ -170,20 +209,22 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
 
     def describe(self) -> dict[str, Any]:
         conf = self.conf
-        net = conf.get("net") or {}
+        running = self.is_running()
+        net = (conf.get("net") or {}) if running else {}  # a stopped board holds no address: another may have it now
         return {
             "name": self.name,
             "kind": self.kind,
-            "serial": conf.get("serial") if self.is_running() else None,
+            "serial": conf.get("serial") if running else None,
             "serial_link": str(self.state.serial_link),
             "address": net.get("address"),
             "network": net.get("mode"),
             "netns": net.get("netns"),
+            "broker_port": self.broker_port,
             "flash": str(self.state.flash_path),
             "unique_id": conf["unique_id"],
-            "running": self.is_running(),
+            "running": running,
             "cpu_pid": self.state.read_status().get("cpu_pid"),
-            "weakened_by_loopback": netlab.LOOPBACK_WEAKENS if net.get("mode") == "loopback" else [],
+            "weakened_by_loopback": netlab.LOOPBACK_WEAKENS if (conf.get("net") or {}).get("mode") == "loopback" else [],
         }
 
     @property

@@ -39,7 +39,7 @@ def provisioned(board: Board, ca: LabCA, *, lock: bool = True, broker_port: int 
                 settings: dict | None = None, release_keys: list[bytes] | None = None,
                 reissue: bool = False) -> ProvisionResult:
     """The flashed board certified by `ca`; locked unless lock=False. An emulated board gets the
-    lab's Wi-Fi and the lab broker at `broker_port` (default 8883) unless `settings` are given.
+    lab's Wi-Fi and the lab broker at `broker_port` (default: the board's own) unless `settings` are given.
     reissue=True for a board factory-reset since `ca` last certified it (its old certificate is revoked)."""
     if settings is None and broker_port is not None:
         settings = lab_settings(board, broker_port)

@@ -35,7 +35,8 @@ def cmd_board_list(args: argparse.Namespace) -> int:
         print("no emulated boards (sbd board start NAME)")
     for b in boards:
         state = "running" if b["running"] else "stopped"
-        print(f"{b['name']:<20} {state:<8} {b['serial'] or '-':<14} {b['address'] or '-':<15} id {b['unique_id']}")
+        print(f"{b['name']:<20} {state:<8} {b['serial'] or '-':<14} {b['address'] or '-':<15} "
+              f"broker port {b['broker_port']:<5}  id {b['unique_id']}")
     return 0
 
 

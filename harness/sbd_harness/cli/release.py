@@ -163,7 +163,7 @@ def cmd_ota_push(args: argparse.Namespace) -> int:
             raise CliError(f"--broker {args.broker!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")
         address, port_no = addr, int(port)
     elif board.kind == "emulated":
-        address, port_no = lab_address(), 8883
+        address, port_no = lab_address(), board.broker_port
     else:
         raise CliError("a real board: give --broker ADDR:PORT, the broker address it was provisioned with")
     device_id = args.device or _online_device_id(board)
@@ -222,7 +222,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_target(p)
     p.add_argument("--update", required=True, help="the update file (sbd ota build)")
     p.add_argument("--broker", help="ADDR:PORT the board was provisioned with (default for emulated boards: "
-                                    "the lab address, port 8883)")
+                                    "the lab address and the board's own port)")
     p.add_argument("--device", help="the device ID (default: read from its boot line)")
     p.add_argument("--timeout", type=float, default=120, help="seconds for the transfer and the verdict")
     p.add_argument("--no-wait-commit", action="store_true",

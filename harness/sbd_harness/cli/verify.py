@@ -225,7 +225,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                               "is reported beside the full run, as report.selected.json, and fails if a "
                               "selected check is not tested)")
     p.add_argument("--broker", help="ADDR:PORT the board was provisioned with; the checks run the lab broker "
-                                    "there (default for emulated boards: the lab address, port 8883)")
+                                    "there (default for an emulated board: the lab address and its own port, as "
+                                    "`sbd board list` shows)")
     p.add_argument("--broker-flaws", default="",
                    help="run the lab broker with deliberate flaws, for labs: comma-separated, from "
                         "open-acl, no-crl, anonymous, weak-tls")

@@ -54,15 +54,16 @@ def _declared_mud_url(run) -> str | None:
     return None if url == "-" else url
 
 
-def lab_settings(board: Board, broker_port: int = 8883) -> dict | None:
-    """Settings for an emulated board: the lab's Wi-Fi and the lab broker."""
+def lab_settings(board: Board, broker_port: int | None = None) -> dict | None:
+    """Settings for an emulated board: the lab's Wi-Fi and the lab broker (default: at the board's own
+    lab broker port, `EmulatedBoard.broker_port`)."""
     from sbd_harness.boards.emulated import EmulatedBoard
     from sbd_harness.lab.broker import lab_address
     if not isinstance(board, EmulatedBoard):
         return None
     conf = board.conf
     return {"wifi_ssid": conf["lab_ssid"], "wifi_psk": conf["lab_psk"], "broker_addr": lab_address(),
-            "broker_port": broker_port}
+            "broker_port": broker_port or board.broker_port}
 
 
 def lab_release_keys() -> tuple[list[bytes], Path | None]:

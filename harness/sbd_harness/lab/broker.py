@@ -18,6 +18,7 @@ EU CRA Annex I (2)(d), (e); OWASP ISVS 4.1.1, 4.1.2, 4.2.3.
 from __future__ import annotations
 
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -90,6 +91,29 @@ def free_port(address: str) -> int:
     with socket.socket() as s:
         s.bind((address, 0))
         return s.getsockname()[1]
+
+
+def port_holder(port: int) -> str:
+    """Who listens on TCP `port`, for an "Address already in use": the process (and its user), so that
+    the person who hit it knows whose run it is and what to do, not just that something is there."""
+    try:
+        out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    found = re.search(r'users:\(\("([^"]+)",pid=(\d+)', out)
+    if not found:
+        return f"port {port} is held by another process (ss shows no owner: another user's, or a socket in TIME_WAIT)"
+    name, pid = found.group(1), int(found.group(2))
+    try:
+        user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+    except (OSError, KeyError):
+        user = "?"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmdline = name
+    return (f"port {port} is held by {name} (pid {pid}, user {user}: {cmdline[:160]}); wait for that run to end, "
+            f"or give this board a port of its own (each emulated board has one: sbd board list)")
 
 
 RUN_ROOT = Path("/run/sbd-lab/brokers")
@@ -304,7 +328,11 @@ class Broker:
             log = self.log_path.read_text(errors="replace").strip().splitlines()[-2:]
         except OSError:
             log = []
-        return (err or " / ".join(log))[-500:] or "no reason given"
+        reason = (err or " / ".join(log))[-500:] or "no reason given"
+        if "in use" in reason:
+            reason += f"; {port_holder(self.port)}"
+        return reason
+
 
     def monitor(self, persistent: bool = False):
         """The harness's monitor: a paho-mqtt client on the lab port with the lab identity
