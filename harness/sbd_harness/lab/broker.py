@@ -333,7 +333,6 @@ class Broker:
             reason += f"; {port_holder(self.port)}"
         return reason
 
-
     def monitor(self, persistent: bool = False):
         """The harness's monitor: a paho-mqtt client on the lab port with the lab identity
         `sbd-monitor` (a lab subject), which reads and writes every device's topics.
