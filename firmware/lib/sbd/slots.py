@@ -18,10 +18,11 @@
 # fallback (an incident, kept in NVS until it is published).
 # A slot on trial that boots twice without committing is reverted.
 # An update belongs to the factory image it was installed over: NVS keeps
-# that image's fingerprint (FACTORY_KEY, written before the record names the
-# slot), and a slot recorded over another one (the files flashed anew, by `sbd flash` or any other tool) is
-# not run: the record is reset, reported, and while the factory image runs
-# no update is kept in /ota.
+# that image's fingerprint (IMAGE_NVS, written before the record names the
+# slot), and a slot recorded over another one (files flashed anew by a tool
+# that left /ota and NVS alone) does not run: the record is reset and a
+# "foreign" incident reported. While the factory image runs, no update is
+# kept in /ota (the record names none, so none could run).
 # Provisions: ETSI EN 303 645 5.7-1, 5.7-2 (software integrity, report
 # anomalies), 5.3-7, 5.3-10 (secure update mechanism, installation
 # robust); NIST IR 8259A 5, 6; EU CRA Annex I (2)(c), (f); OWASP ISVS 3.4.4,
@@ -52,7 +53,7 @@ COUNTER_FILE = "/rollback_floor"
 # The factory image: its files under this root (tests move it).
 FACTORY_ROOT = ""
 FACTORY = ("/boot.py", "/main.py", "/lib")
-FACTORY_KEY = "ota_fac"  # factory_id() of the image the slots were installed over
+IMAGE_NVS = "ota_fac"  # factory_id() of the image the slots were installed over
 
 
 def slot_dir(slot):
@@ -264,8 +265,8 @@ def factory_id():
 def bind_to_factory():
     """Before a slot is recorded: the slots in /ota belong to this factory image."""
     fid = factory_id()
-    if store.get(FACTORY_KEY, 16) != fid:
-        store.put(FACTORY_KEY, fid)
+    if store.get(IMAGE_NVS, 16) != fid:
+        store.put(IMAGE_NVS, fid)
 
 
 def incident(event, slot, error, runs=None, other=None):
@@ -307,7 +308,7 @@ def _runnable(slot, floor, fallback):
 
 def _choose():
     st = state()
-    if running(st) and store.get(FACTORY_KEY, 16) != factory_id():
+    if running(st) and store.get(IMAGE_NVS, 16) != factory_id():
         incident("foreign", running(st), "installed over another factory image", "")
         st = {"act": "", "try": "", "prev": "", "boots": 0}
         save(st)

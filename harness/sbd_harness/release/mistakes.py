@@ -166,7 +166,7 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         'Updates left in /ota by an earlier image are kept, and one recorded over another factory image runs',
         checks=('firmware-matches-build',),
         patches=(
-            ('lib/sbd/slots.py', '    if running(st) and store.get(FACTORY_KEY, 16) != factory_id():\n',
+            ('lib/sbd/slots.py', '    if running(st) and store.get(IMAGE_NVS, 16) != factory_id():\n',
              '    if False:  # broken: an update installed over another factory image runs\n'),
             ('lib/sbd/slots.py', '        rmtree(incoming_dir() if chosen else ROOT)\n',
              '        rmtree(incoming_dir())  # broken: updates are kept under the factory image\n'),
