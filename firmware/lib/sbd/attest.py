@@ -4,7 +4,7 @@
 # certified at provisioning): its ID from the chip, the nonce, its
 # certificate's SHA-256, the model, the firmware version, the slot it runs,
 # the anti-rollback security counter, and the size and SHA-256 of every file
-# that can run. The nonce makes the answer fresh (no replay of an old
+# on its filesystem but user data (below). The nonce makes the answer fresh (no replay of an old
 # statement); the device key makes it this device's. The verifier compares the
 # files with the build (harness: sbd_harness/attest.py).
 # Provisions: NIST IR 8259A 1 (device identification: the chip's ID, read
@@ -60,8 +60,9 @@ def running_slot(root=""):
     return ""
 
 
-def covered(path, slot):
-    """True when the file at device path `path` belongs in the statement (the rule above)."""
+def covered(path, slot=""):
+    """True when the file at device path `path` belongs in the statement (the rule
+    above; the same whichever slot runs)."""
     return not path.startswith(USER_DATA + "/") or path.endswith(MODULES[0]) or path.endswith(MODULES[1])
 
 
