@@ -9,6 +9,18 @@ try:
 except BaseException:
     import micropython
     micropython.kbd_intr(-1)
+# Code is imported only from where the firmware verifies it: the factory image
+# in /lib and the update slot sbd.slots puts before it. MicroPython starts with
+# sys.path ["", ".frozen", "/lib"] (py/runtime.c, ports/esp32/main.c); "" is the
+# filesystem's root, where anyone with a REPL can write a /sbd package that
+# shadows /lib/sbd or a json.py that shadows the built-in. ".frozen" is the
+# MicroPython image itself.
+try:
+    import sys
+    sys.path[:] = [".frozen", "/lib"]
+except BaseException:
+    import sys
+    sys.path[:] = [".frozen", "/lib"]
 try:
     # The factory image verifies the update slot that will run (sbd.slots).
     from sbd import slots

@@ -1,7 +1,8 @@
 """Attestation on emulated boards, end to end: a locked board passes
 device-id-from-hardware and firmware-matches-build by attestation (not a
-skip); firmware-matches-build fails on a board that runs a package shadowing
-/lib/sbd, and on one with a /lib file that is not the build's; attest is
+skip); firmware-matches-build fails on a board that holds a package that
+would shadow /lib/sbd (locked or not), on one with a /lib file that is not the
+build's, and on one that keeps an update left in /ota by an earlier image; attest is
 refused over MQTT, where its reply does not fit, and the device keeps serving;
 a board running an update attests to its slot, compared with the update's build."""
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sbd_harness.boards.serial_board import read_boot
 from sbd_harness.device.bootline import last_boot_line
 from sbd_harness.lab.broker import Broker
 from sbd_harness.release.bundle import FirmwareBundle, compile_mpy
+from sbd_harness.release.mistakes import build_variant
 from sbd_harness.boards.flashing import flash_firmware
 from sbd_harness.identity.provisioning import lab_settings, provision
 from sbd_harness.lab.watch import Watcher
@@ -28,8 +30,9 @@ from sbd_harness.paths import firmware_dir
 FIRMWARE = firmware_dir()
 
 CHECKS = ("device-id-from-hardware", "firmware-matches-build")
-# A package that shadows /lib/sbd (sys.path is "", ".frozen", "/lib" from "/"): its own code runs first
-# at every boot, then every import of sbd.* is handed on to /lib/sbd, so the board works as before.
+# A package that would shadow /lib/sbd where the filesystem's root is on sys.path (MicroPython's default
+# "", ".frozen", "/lib"): its own code first, then every import of sbd.* handed on to /lib/sbd, so the
+# board works as before. The firmware takes "" off sys.path before it imports any of its own code.
 SHADOW = b'print("shadow package ran")\n__path__ = "/lib/sbd"\n'
 
 
@@ -79,7 +82,7 @@ def test_a_package_shadowing_lib_sbd_fails_firmware_matches_build(make_board, ca
     board.put_files({"/sbd/__init__.py": SHADOW})
     since = board.log_size()
     _lock(board)
-    assert "shadow package ran" in board.serial_log()[since:]  # it does run, at every boot
+    assert "shadow package ran" not in board.serial_log()[since:]  # never imported
     checks = _verify(board, ca, tmp_path)
     assert checks["device-id-from-hardware"]["status"] == "pass", checks["device-id-from-hardware"]
     matches = checks["firmware-matches-build"]
@@ -87,6 +90,32 @@ def test_a_package_shadowing_lib_sbd_fails_firmware_matches_build(make_board, ca
     assert (matches["evidence"]["missing"], matches["evidence"]["changed"], matches["evidence"]["extra"]) \
         == ([], [], ["/sbd/__init__.py"])
     assert "extra ['/sbd/__init__.py']" in matches["message"]
+
+
+def test_a_package_beside_the_firmware_fails_firmware_matches_build_over_the_repl(make_board, ca, bundle, tmp_path):
+    board, _ = _provisioned_open(make_board, ca, bundle)
+    board.put_files({"/sbd/__init__.py": SHADOW, "/notes.txt": b"no module, yet not the build's"})
+    matches = _verify(board, ca, tmp_path)["firmware-matches-build"]
+    assert matches["status"] == "fail", matches
+    assert (matches["evidence"]["missing"], matches["evidence"]["changed"], matches["evidence"]["extra"]) \
+        == ([], [], ["/notes.txt", "/sbd/__init__.py"])
+
+
+def test_an_update_left_from_an_earlier_image_fails_firmware_matches_build(make_board, ca, tmp_path):
+    """A firmware that keeps what an earlier image left in /ota (as a flash that
+    erased nothing did): the board runs its factory image, the old update lies beside it."""
+    fw = build_variant("foreign-updates-kept", tmp_path / "fw")
+    variant = FirmwareBundle.from_dir(fw)
+    board, _ = _provisioned_open(make_board, ca, variant)
+    stale = {"/ota/slot_a/manifest.json": b'{"format": 1}', "/ota/slot_a/manifest.sig": b"\x01" * 72,
+             "/ota/slot_a/lib/sbd/version.mpy": variant.files["/lib/sbd/version.mpy"]}
+    board.put_files(stale)
+    _lock(board)
+    matches = _verify(board, ca, tmp_path, "--firmware", str(fw))["firmware-matches-build"]
+    assert matches["status"] == "fail", matches
+    assert matches["evidence"]["attestation"]["slot"] == "factory"
+    assert matches["evidence"]["stale_updates"] == sorted(stale), matches
+    assert "stale updates" in matches["message"]
 
 
 def test_a_lib_file_that_is_not_the_builds_fails_firmware_matches_build(make_board, ca, bundle, tmp_path):

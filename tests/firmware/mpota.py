@@ -215,6 +215,7 @@ def fw():
     from sbd import ota, slots, store
     slots.ROOT = MOUNT + "/ota"
     slots.COUNTER_FILE = MOUNT + "/rollback_floor"
+    slots.FACTORY_ROOT = MOUNT
     return ota, slots, store
 
 

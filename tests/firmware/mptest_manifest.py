@@ -21,6 +21,8 @@ OTHER_SK = binascii.unhexlify("519b423d715f8b581f4fa8ee59f4771a5b44c8130b4e3eacc
 FILES = {"lib/sbd/a.py": b"print('a')\n", "lib/sbd/b.py": b"B = 2\n"}
 slots.ROOT = "/tmp/mptest-ota-%d" % (hashlib.sha256(os.urandom(8)).digest()[0] * 1000 + os.urandom(1)[0])
 slots.COUNTER_FILE = slots.ROOT + "-floor"
+slots.FACTORY_ROOT = slots.ROOT + "-factory"  # no factory files here: its fingerprint is the empty image's
+slots.bind_to_factory()  # the slots these tests record belong to it
 
 
 def build(counter=1, files=FILES, sk=SK, **extra):
@@ -183,7 +185,9 @@ def test_select_refuses_a_slot_below_the_rollback_floor():
     incident = slots.pending_incident()
     assert incident["slot"] == "a" and incident["runs"] == "", incident
     assert incident["other"] == "b: below the rollback floor", incident
-    # the active slot itself below the floor (the record set back by hand, say)
+    # the active slot itself below the floor (the record set back by hand, say); the
+    # fallback to the factory image above removed the slots, so "b" is put back first
+    _install("b", FILES, *build(1))
     slots.save({"act": "b", "try": "", "prev": "", "boots": 0})
     chosen = _select()
     assert chosen == "", chosen
@@ -272,3 +276,38 @@ def test_the_rollback_floor_only_rises_and_outlives_an_nvs_erase():
     assert slots.counter() == 5
     os.remove(slots.COUNTER_FILE)
     assert slots.counter() == 0
+
+
+def test_select_refuses_a_slot_installed_over_another_factory_image():
+    # The update in "a" was installed over the factory image as it is now: it runs.
+    store.put(slots.KEYS_KEY, PK)
+    _floor(2)
+    _install("a", FILES, *build(2))
+    slots.save({"act": "a", "try": "", "prev": "", "boots": 0})
+    assert _select() == "a"
+    # The factory image is flashed anew (other files): the slot and its record are
+    # left over from the old one, and an old update must not run over the new image.
+    factory = slots.FACTORY_ROOT + "/lib"
+    os.mkdir(slots.FACTORY_ROOT)
+    os.mkdir(factory)
+    try:
+        with open(factory + "/new.py", "w") as f:
+            f.write("NEW = 1\n")
+        chosen = _select()
+        assert chosen == "", "ran slot %r, installed over another factory image" % chosen
+        assert slots.state()["act"] == "" and not slots.state()["try"]
+        incident = slots.pending_incident()
+        assert incident["event"] == "foreign" and incident["slot"] == "a" and incident["runs"] == "", incident
+        try:
+            os.stat(slots.ROOT)
+            raise AssertionError("the foreign slot is still in " + slots.ROOT)
+        except OSError:
+            pass
+        # an update installed from now on belongs to the new image, and runs
+        slots.bind_to_factory()
+        _install("a", FILES, *build(2))
+        slots.save({"act": "a", "try": "", "prev": "", "boots": 0})
+        assert _select() == "a"
+    finally:
+        _rmtree(slots.FACTORY_ROOT)
+        slots.bind_to_factory()

@@ -252,6 +252,24 @@ def test_on_a_running_update_its_slot_is_the_image_compared():
     board["/ota/slot_b/evil.py"] = b"x"
     diff = attest.compare_with_bundle(_attestation(board, slot="b"), bundle)
     assert diff.changed == ["/lib/sbd/app.mpy"] and diff.extra == ["/ota/slot_b/evil.py"]
-    # the same board, said to run its factory image: the slots are not the image, /lib is
+    # the same board, said to run its factory image: /lib is the image, and no running image owns
+    # what is in /ota (the firmware keeps no update then; a flash or a factory reset erases them)
     diff = attest.compare_with_bundle(_attestation(board), bundle)
-    assert diff.changed == ["/lib/sbd/app.mpy"] and "/ota/slot_b/evil.py" in diff.inactive
+    assert diff.changed == ["/lib/sbd/app.mpy"] and not diff.inactive and not diff.ok
+    assert diff.stale == sorted(p for p in board if p.startswith("/ota/")), diff
+
+
+def test_every_file_outside_the_build_counts_but_the_devices_own_data():
+    bundle = FirmwareBundle(dict(BUILD))
+    board = {**BUILD, "/rollback_floor": b"3", "/data/outbox/00000001.log": b"telemetry"}
+    assert attest.compare_with_bundle(_attestation(board), bundle).ok
+    board.update({"/notes.txt": b"no module", "/lib/sbd/ca.der": b"0\x82", "/ota/slot_a/manifest.json": b"{}"})
+    diff = attest.compare_with_bundle(_attestation(board), bundle)
+    assert (diff.extra, diff.stale) == (["/lib/sbd/ca.der", "/notes.txt"], ["/ota/slot_a/manifest.json"])
+    assert "stale updates ['/ota/slot_a/manifest.json']" in diff.summary()
+
+
+def test_the_running_slot_is_read_from_sys_path():
+    assert attest.running_slot([".frozen", "/lib"]) == "factory"
+    assert attest.running_slot(["/ota/slot_b/lib", ".frozen", "/lib"]) == "b"
+    assert attest.running_slot(["/ota/slot_bb/lib", "/ota/slot_a/libx"]) == "factory"

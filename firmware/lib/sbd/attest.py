@@ -4,7 +4,7 @@
 # certified at provisioning): its ID from the chip, the nonce, its
 # certificate's SHA-256, the model, the firmware version, the slot it runs,
 # the anti-rollback security counter, and the size and SHA-256 of every file
-# that can run. The nonce makes the answer fresh (no replay of an old
+# on its filesystem but user data (below). The nonce makes the answer fresh (no replay of an old
 # statement); the device key makes it this device's. The verifier compares the
 # files with the build (harness: sbd_harness/attest.py).
 # Provisions: NIST IR 8259A 1 (device identification: the chip's ID, read
@@ -13,22 +13,16 @@
 # a changed or added file shows); ETSI EN 303 645 5.6-2 (told only to whoever
 # signs the request with the provisioning CA's key).
 #
-# Which files the statement lists (device paths, from "/"):
-#   1. /boot.py and /main.py: MicroPython runs them at every boot;
-#   2. every file under /lib, whatever its name: the factory image, which
-#      verifies the update slot at every boot and runs when no update does;
-#   3. every file in the running update slot's folder (/ota/slot_a or
-#      /ota/slot_b, its manifest and signature included), when one runs;
-#   4. every other file anywhere on the filesystem whose name ends in .py or
-#      .mpy: what import can load from a folder on sys.path or from a package
-#      folder. sys.path is ["", ".frozen", "/lib"] with the current folder "/",
-#      so a top-level /sbd package would shadow /lib/sbd; the inactive update
-#      slot's modules are listed by this rule too.
-# Left out: every other file outside /lib and the running slot. They cannot
-# run as code: MicroPython imports only .py and .mpy files and runs boot.py and
-# main.py at boot, and this firmware passes no file to exec, eval or compile.
-# These are data: the telemetry outbox (/data/outbox/*.log), the anti-rollback
-# floor (/rollback_floor), the inactive slot's manifest and signature.
+# Which files the statement lists (device paths, from "/"): every file on the
+# filesystem except the user data under /data (the telemetry outbox, which a
+# factory reset erases and nothing imports), and there too every .py or .mpy
+# (a module is never user data). That is the firmware (/boot.py,
+# /main.py, /lib), the update slots in /ota, the anti-rollback floor
+# (/rollback_floor), and whatever else anyone put there: a top-level /sbd
+# package, a stray module, a file that is no module. boot.py imports only from
+# /lib and the verified slot, so a file elsewhere does not run; it is listed
+# all the same, for the verifier to see a filesystem that is not the build's
+# (what a factory reset or a flash should have left), not only what runs.
 # Not covered: the MicroPython image itself and its frozen modules (secure boot
 # covers those, docs/identity.md), and code that is already compromised: it
 # runs with the device key at hand and could sign a false statement.
@@ -50,7 +44,8 @@ import machine
 from sbd import identity, slots, version
 
 FORMAT = "sbd-attest-1"
-RUNNABLE = (".py", ".mpy")
+USER_DATA = "/data"  # sbd.outbox
+MODULES = (".py", ".mpy")
 _DIR = 0x4000
 _CHUNK = 384  # statement bytes gathered before a piece of base64 is written
 
@@ -65,13 +60,10 @@ def running_slot(root=""):
     return ""
 
 
-def covered(path, slot):
-    """True when the file at device path `path` belongs in the statement (the rules above)."""
-    if path in ("/boot.py", "/main.py") or path.startswith("/lib/"):
-        return True
-    if slot and path.startswith(slots.slot_dir(slot) + "/"):
-        return True
-    return path.endswith(RUNNABLE[0]) or path.endswith(RUNNABLE[1])
+def covered(path, slot=""):
+    """True when the file at device path `path` belongs in the statement (the rule
+    above; the same whichever slot runs)."""
+    return not path.startswith(USER_DATA + "/") or path.endswith(MODULES[0]) or path.endswith(MODULES[1])
 
 
 def _walk(root, path, slot, found):

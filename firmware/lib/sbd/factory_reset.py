@@ -1,5 +1,9 @@
 # Factory reset: erases keys, certificates, settings (the whole NVS
-# partition) and user data files, then reboots into the unprovisioned state.
+# partition), user data files, installed updates and every other file outside
+# the firmware's own (KEEP), then reboots into the unprovisioned state: what
+# anyone put on the filesystem (a package at the root, a stray module) does
+# not outlive it. Files inside /lib are the factory image and stay: a change
+# there shows in the attestation, and only a re-flash undoes it (docs/identity.md).
 # Triggered by holding BOOT (GPIO0) right after reset, or by a signed
 # command. Provisions: ETSI EN 303 645 5.11-1 (simple erasure of user data);
 # EU CRA Annex I (2)(m) (secure removal of all data and settings) and (2)(b)
@@ -10,7 +14,6 @@ import time
 import machine
 from sbd import store
 
-USER_DATA = "/data"
 BOOT_BUTTON = 0
 HOLD_MS = 3000
 
@@ -29,23 +32,17 @@ def button_held(hold_ms=HOLD_MS):
     return True
 
 
-def _remove_tree(path):
-    try:
-        mode = os.stat(path)[0]
-    except OSError:
-        return
-    if mode & 0x4000:
-        for name in os.listdir(path):
-            _remove_tree(path + "/" + name)
-        os.rmdir(path)
-    else:
-        os.remove(path)
+# What a factory reset keeps: the firmware (MicroPython runs boot.py and
+# main.py, boot.py imports only from /lib) and the anti-rollback floor (an
+# erased device still refuses old releases, sbd.slots).
+KEEP = ("boot.py", "main.py", "lib", "rollback_floor")
 
 
 def erase_and_reset():
-    _remove_tree(USER_DATA)
-    _remove_tree("/ota")  # installed updates: back to the factory image
-    # /rollback_floor stays: an erased device still refuses old releases (sbd.slots)
+    from sbd import slots  # only now: boot keeps no update code in memory
+    for name in os.listdir("/"):
+        if name not in KEEP:  # /data, /ota (back to the factory image) and anything planted
+            slots.rmtree("/" + name)
     store.erase_partition()
     print(json.dumps({"sbd": "factory_reset", "done": True}))
     machine.reset()

@@ -279,6 +279,7 @@ class Receiver:
         except (manifest.ManifestError, OSError, ValueError) as e:
             self._reject("verify after write: %s" % e)
             return
+        slots.bind_to_factory()  # the image this update was installed over
         st = slots.state()
         st["prev"], st["try"], st["boots"] = slots.running(st), self.target, 0
         slots.save(st)  # the switch: one NVS commit

@@ -17,6 +17,12 @@
 # above it never committed), else to the factory image, and reports every
 # fallback (an incident, kept in NVS until it is published).
 # A slot on trial that boots twice without committing is reverted.
+# An update belongs to the factory image it was installed over: NVS keeps
+# that image's fingerprint (IMAGE_NVS, written before the record names the
+# slot), and a slot recorded over another one (files flashed anew by a tool
+# that left /ota and NVS alone) does not run: the record is reset and a
+# "foreign" incident reported. While the factory image runs, no update is
+# kept in /ota (the record names none, so none could run).
 # Provisions: ETSI EN 303 645 5.7-1, 5.7-2 (software integrity, report
 # anomalies), 5.3-7, 5.3-10 (secure update mechanism, installation
 # robust); NIST IR 8259A 5, 6; EU CRA Annex I (2)(c), (f); OWASP ISVS 3.4.4,
@@ -44,6 +50,10 @@ FINISH = "fin"
 # leaves alone: an erased device must not take back an old signed release
 # (ESP-IDF keeps its secure_version in eFuse, which nothing lowers).
 COUNTER_FILE = "/rollback_floor"
+# The factory image: its files under this root (tests move it).
+FACTORY_ROOT = ""
+FACTORY = ("/boot.py", "/main.py", "/lib")
+IMAGE_NVS = "ota_fac"  # factory_id() of the image the slots were installed over
 
 
 def slot_dir(slot):
@@ -230,6 +240,35 @@ def verify_dir(d):
     return m
 
 
+def factory_id():
+    """The fingerprint of the factory image: SHA-256 over every file's path,
+    size and SHA-256, 16 hex digits. Another flash of other files changes it."""
+    paths = []
+    for p in FACTORY:
+        p = FACTORY_ROOT + p
+        try:
+            mode = os.stat(p)[0]
+        except OSError:
+            continue
+        if mode & 0x4000:
+            _walk(p, paths)
+        else:
+            paths.append(p)
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        size = os.stat(p)[6]
+        h.update(("%s %d\n" % (p[len(FACTORY_ROOT):], size)).encode())
+        h.update(file_sha256(p, size))
+    return binascii.hexlify(h.digest()[:8])
+
+
+def bind_to_factory():
+    """Before a slot is recorded: the slots in /ota belong to this factory image."""
+    fid = factory_id()
+    if store.get(IMAGE_NVS, 16) != fid:
+        store.put(IMAGE_NVS, fid)
+
+
 def incident(event, slot, error, runs=None, other=None):
     """Reported at once on the serial line, and kept for the broker (sbd.link
     publishes it). `runs`: the slot this boot runs instead ("": the factory
@@ -269,6 +308,10 @@ def _runnable(slot, floor, fallback):
 
 def _choose():
     st = state()
+    if running(st) and store.get(IMAGE_NVS, 16) != factory_id():
+        incident("foreign", running(st), "installed over another factory image", "")
+        st = {"act": "", "try": "", "prev": "", "boots": 0}
+        save(st)
     if st["try"]:
         st["boots"] += 1
         if st["boots"] > MAX_TRIAL_BOOTS:  # the trial never committed: go back
@@ -318,7 +361,9 @@ def select():
         except Exception:
             pass  # NVS unusable: the line on the console is all there is
     try:
-        rmtree(incoming_dir())  # an update a reset cut short: never resumed
+        # An update a reset cut short is never resumed; under the factory image
+        # no slot can run (the record names none): none is kept.
+        rmtree(incoming_dir() if chosen else ROOT)
     except OSError:
         pass
     if chosen:

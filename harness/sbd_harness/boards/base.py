@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -11,6 +12,21 @@ import serial
 from sbd_harness.errors import SbdError
 
 Progress = Callable[[int, int], None]
+
+
+# Runs on the device: every file under "/" (folders are walked, not listed) and sys.path.
+_LIST_FILES_CODE = """
+import json, os, sys
+def _walk(p, out):
+    for e in os.ilistdir(p or '/'):
+        q = p + '/' + e[0]
+        if e[1] & 0x4000:
+            _walk(q, out)
+        else:
+            out.append(q)
+    return out
+print(json.dumps({'files': _walk('', []), 'path': sys.path}))
+"""
 
 
 class BoardError(SbdError, RuntimeError):
@@ -83,6 +99,13 @@ class Board(abc.ABC):
     @abc.abstractmethod
     def trigger_reset(self, port: serial.Serial, kind: str) -> None:
         """Starts a reset through an open port (or the board's own means) and returns at once."""
+
+    def list_files(self) -> tuple[list[str], list[str]]:
+        """(every file on the board's filesystem, sorted; its sys.path) through the REPL:
+        what a check needs to see files the build does not have. Fails on a locked console."""
+        out = self.exec(_LIST_FILES_CODE, timeout=30)
+        found = json.loads(out.strip().splitlines()[-1])
+        return sorted(found["files"]), list(found["path"])
 
     def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20,
                         follow: str | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from sbd_harness.boards.base import BoardError
 from sbd_harness.checks.common import attested, locked
 from sbd_harness.device.bootline import missing_keys
-from sbd_harness.identity.attest import compare_with_bundle
+from sbd_harness.identity.attest import classify, compare_with_bundle, running_slot
 
 
 @pytest.mark.sbd_check(
@@ -32,7 +32,7 @@ def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
 
 @pytest.mark.sbd_check(
     id="firmware-matches-build",
-    title="Every firmware file on the board has the SHA-256 of the build",
+    title="The board holds the build's files, each with the build's SHA-256, and no other code or leftover update",
     eu_cra=["I(2)(f)"])
 def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_ca, sbd_evidence):
     expected = sbd_bundle.file_hashes()
@@ -41,16 +41,24 @@ def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_ca, sbd_ev
         att = attested(sbd_board, sbd_ca, sbd_boot.boot_line, sbd_evidence)
         diff = compare_with_bundle(att, sbd_bundle)
         sbd_evidence.update({"files": len(expected), "missing": diff.missing, "changed": diff.changed,
-                             "extra": diff.extra, "inactive_slot": diff.inactive,
+                             "extra": diff.extra, "stale_updates": diff.stale, "inactive_slot": diff.inactive,
                              "factory_not_compared": diff.not_compared, "bundle_sha256": sbd_bundle.sha256})
         assert diff.ok, f"the attested files differ from the build: {diff.summary()}"
         return
     try:
         actual = sbd_board.file_sha256(list(expected))
+        present, sys_path = sbd_board.list_files()
     except BoardError as exc:
         pytest.skip(f"no REPL, files unreadable: {str(exc).splitlines()[0]}")
+    # Every file on the board, not only the build's: what else is there is sorted as the
+    # attestation's files are (extra, stale updates, the other slot, the device's data).
+    slot = running_slot(sys_path)
+    image, diff = classify(present, slot)
     missing = sorted(p for p, h in actual.items() if h is None)
     changed = sorted(p for p, h in actual.items() if h is not None and h != expected[p])
-    sbd_evidence.update({"files": len(expected), "missing": missing, "changed": changed,
+    extra = sorted(diff.extra + [p for p in image if p not in expected])
+    sbd_evidence.update({"files": len(expected), "slot": slot, "missing": missing, "changed": changed,
+                         "extra": extra, "stale_updates": diff.stale, "inactive_slot": diff.inactive,
                          "bundle_sha256": sbd_bundle.sha256})
-    assert not missing and not changed, f"missing {missing}, changed {changed}"
+    assert not (missing or changed or extra or diff.stale), \
+        f"missing {missing}, changed {changed}, extra {extra}, stale updates {diff.stale}"

@@ -48,7 +48,7 @@ def backoff_ceiling_ms(failures: int) -> int:
 
 # The `event` values of the device's update results ({"sbd": "ota", "event": ...}).
 OTA_VERDICTS = ("installed", "rejected")
-OTA_OUTCOMES = ("committed", "reverted", "integrity")
+OTA_OUTCOMES = ("committed", "reverted", "integrity", "foreign")  # foreign: a slot recorded over another factory image
 
 
 @dataclass(frozen=True)

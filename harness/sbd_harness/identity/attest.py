@@ -22,7 +22,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -41,6 +41,10 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 SLOTS = ("factory", "a", "b")
 SLOT_DIR = "/ota/slot_"  # + slot letter: an update slot's folder on the device
 SLOT_METADATA = ("/manifest.json", "/manifest.sig")
+UPDATES = "/ota"  # the update slots' folder, and where an update is received
+DEVICE_DATA = ("/rollback_floor",)  # the firmware's own data files outside /data (sbd.slots)
+USER_DATA = "/data/"  # user data (sbd.outbox); a factory reset erases it
+MODULES = (".py", ".mpy")  # what import loads: never user data
 FIELDS = {"format": str, "device_id": str, "nonce": str, "cert_sha256": str, "model": str, "fw_version": str,
           "profile": str, "slot": str, "counter": int, "files": dict}
 DEFAULT_TIMEOUT = 60.0  # a real ESP32 hashes every file and signs in pure Python
@@ -83,26 +87,28 @@ class Attestation:
 
 @dataclass
 class FileComparison:
-    """How the attested files differ from a build. `ok` when nothing is missing,
-    changed or extra; `inactive` (the other update slot: it runs only after a
-    fallback, and only if it verifies against a release key) and `not_compared`
-    (the factory image under a running update, when no factory build is given)
-    do not count against it."""
+    """How the files on a board differ from a build. `ok` when nothing is
+    missing, changed, extra or stale; `inactive` (the other update slot: it runs
+    only after a fallback, and only if it verifies against a release key) and
+    `not_compared` (the factory image under a running update, when no factory
+    build is given) do not count against it."""
 
     missing: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
     inactive: list[str] = field(default_factory=list)
     not_compared: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when the board runs exactly the build."""
-        return not (self.missing or self.changed or self.extra)
+        """True when the board holds exactly the build (and its data)."""
+        return not (self.missing or self.changed or self.extra or self.stale)
 
     def summary(self) -> str:
         """The differences that count, for a message."""
-        return f"missing {self.missing}, changed {self.changed}, extra {self.extra}"
+        text = f"missing {self.missing}, changed {self.changed}, extra {self.extra}"
+        return text + (f", stale updates {self.stale}" if self.stale else "")
 
 
 def new_nonce() -> str:
@@ -232,37 +238,78 @@ def _parse(statement: bytes) -> dict[str, Any]:
     return s
 
 
-def _image(att: Attestation) -> tuple[dict[str, AttestedFile], FileComparison]:
-    """The running image as build paths (the running slot's lib/ as /lib/), and
-    the files outside it: extra (code anywhere else), inactive, not_compared."""
-    image: dict[str, AttestedFile] = {}
+def classify(paths: Iterable[str], slot: str) -> tuple[list[str], FileComparison]:
+    """Sorts the device paths of a board running `slot` ("factory", "a", "b"):
+    the running image as build paths (boot.py, main.py, and /lib, or the running
+    slot's lib/ as /lib/), first; then what does not belong to it. The rules
+    (docs/ota.md, "Checks in sbd verify"):
+    - the running slot's manifest and signature and the anti-rollback floor
+      are the device's own data; user data under /data is too, its modules
+      excepted;
+    - the other slot under a running update is `inactive` (its fallback);
+    - any file in /ota while the factory image runs is `stale`: the firmware
+      keeps no update then, and a flash or a factory reset erases them, so they
+      are an update left over from another image;
+    - the factory image under a running update is `not_compared`;
+    - anything else (a top-level /sbd package, a stray module, any file
+      that is not the build's) is `extra`.
+    Raises AttestationError for a device path that is not absolute."""
+    image: list[tuple[str, str]] = []
     result = FileComparison()
-    running = SLOT_DIR + att.slot + "/" if att.slot != "factory" else None
-    for path, f in att.files.items():
+    running = SLOT_DIR + slot + "/" if slot != "factory" else None
+    for path in paths:
+        if not path.startswith("/"):
+            raise AttestationError(f"malformed file path {path!r}")
         if path in ("/boot.py", "/main.py"):
-            image[path] = f
+            image.append((path, path))
+        elif path in DEVICE_DATA or (path.startswith(USER_DATA) and not path.endswith(MODULES)):
+            continue
         elif running and path.startswith(running):
             rest = path[len(running) - 1:]
             if rest.startswith("/lib/"):
-                image[rest] = f
+                image.append((rest, path))
             elif rest not in SLOT_METADATA:  # the device checks these two at every boot
                 result.extra.append(path)
         elif path.startswith("/lib/"):
             if running:
                 result.not_compared.append(path)  # the factory image, under a running update
             else:
-                image[path] = f
-        elif path.startswith(SLOT_DIR):
-            result.inactive.append(path)
+                image.append((path, path))
+        elif path.startswith(UPDATES + "/"):
+            if running and path.startswith(SLOT_DIR) and not path.startswith(running):
+                result.inactive.append(path)
+            else:
+                result.stale.append(path)  # no running image owns it
         else:
-            result.extra.append(path)  # code outside the image: a shadowing package, a stray module
+            result.extra.append(path)  # a shadowing package, a stray module, any file not the build's
+    for names in (result.extra, result.stale, result.inactive, result.not_compared):
+        names.sort()
+    return [build_path for build_path, _ in image], result
+
+
+def running_slot(sys_path: Iterable[str]) -> str:
+    """The slot a board runs ("factory", "a", "b"), from its sys.path, where the
+    firmware puts the verified slot's lib/ (firmware/lib/sbd/slots.py)."""
+    for entry in sys_path:
+        for slot in SLOTS[1:]:
+            if entry == f"{SLOT_DIR}{slot}/lib":
+                return slot
+    return "factory"
+
+
+def _image(att: Attestation) -> tuple[dict[str, AttestedFile], FileComparison]:
+    """The running image as build paths (the running slot's lib/ as /lib/), and
+    the files outside it (classify)."""
+    order, result = classify(att.files, att.slot)
+    running = SLOT_DIR + att.slot if att.slot != "factory" else ""
+    image = {p: att.files[p if p in ("/boot.py", "/main.py") else running + p] for p in order}
     return image, result
 
 
 def compare_with_bundle(att: Attestation, bundle: FirmwareBundle) -> FileComparison:
     """The attested files against a build: missing (in the build, not running),
-    changed (another size or SHA-256) and extra (files that can run but are not
-    in the build). On a board running an update slot, the slot's lib/ is
+    changed (another size or SHA-256), extra (files on the board outside the
+    build and the device's data) and stale (updates no running image owns). On a board running an update slot, the slot's lib/ is
     compared with the build's /lib (the build is the update's), and the
     factory image under /lib is listed as not compared."""
     image, result = _image(att)
@@ -271,6 +318,4 @@ def compare_with_bundle(att: Attestation, bundle: FirmwareBundle) -> FileCompari
     result.missing = sorted(p for p in expected if p not in image)
     result.changed = sorted(p for p in expected if p in image and image[p] != expected[p])
     result.extra = sorted(result.extra + [p for p in image if p not in expected])
-    result.inactive.sort()
-    result.not_compared.sort()
     return result

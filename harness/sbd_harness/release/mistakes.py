@@ -162,6 +162,16 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
 # Mistakes the project's tests make, one check each, without a lab page.
 TEST_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
+        'foreign-updates-kept',
+        'Updates left in /ota by an earlier image are kept, and one recorded over another factory image runs',
+        checks=('firmware-matches-build',),
+        patches=(
+            ('lib/sbd/slots.py', '    if running(st) and store.get(IMAGE_NVS, 16) != factory_id():\n',
+             '    if False:  # broken: an update installed over another factory image runs\n'),
+            ('lib/sbd/slots.py', '        rmtree(incoming_dir() if chosen else ROOT)\n',
+             '        rmtree(incoming_dir())  # broken: updates are kept under the factory image\n'),
+        )),
+    Mistake(
         'no-boot-line',
         'The firmware prints no boot line: the board says nothing of what it runs',
         checks=('boot-line-identifies-firmware', 'device-id-from-hardware'),
