@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sbd_harness.boards.base import Board
-from sbd_harness.cli.common import CliError, add_pki, firmware_bundle, safe_name, target, add_target
+from sbd_harness.cli.common import CliError, add_pki, firmware_bundle, safe_name, target
 from sbd_harness.errors import EXIT_FAIL
 
 
@@ -65,8 +65,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from sbd_harness.cli.progress import for_terminal
     from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
     from sbd_harness.release.sbom import SBOMError
-    board = target(args)
+    from sbd_harness.cli import fleet
     bundle = firmware_bundle(args)  # a clear error for a bad firmware folder, before any check runs
+    boards = fleet.members(args)
+    if len(boards) > 1 or args.boards:
+        return fleet.run(args, boards)
+    if args.jobs is not None:
+        raise CliError("--jobs is for several boards")
+    kind = boards[0].args[0] if boards else None  # one board (a pattern may have matched just one)
+    args.board = boards[0].name if kind == "--board" else None
+    args.port = boards[0].name if kind == "--port" else None
+    board = target(args)
     paths = _verify_paths(args, board)
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +218,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_checks)
 
     p = sub.add_parser("verify", help="run the conformance checks and write the report")
-    add_target(p)
+    p.add_argument("--board", action="append", metavar="NAME",
+                   help="an emulated board's name; repeat it, or give a pattern (class-*), to verify several "
+                        "boards side by side with one combined report (fleet.json, fleet.md, fleet.junit.xml)")
+    p.add_argument("--port", action="append", help="a real board's serial port or rfc2217:// URL (repeatable)")
+    p.add_argument("--chip", default="esp32", help="real board type, a folder under boards/ (default esp32)")
+    p.add_argument("--baud", type=int, default=115200, help="console baud rate of a real board")
+    p.add_argument("--boards", metavar="FILE",
+                   help="a file naming the boards, one per line: an emulated board's name, or a real board's "
+                        "PORT [CHIP] [BROKER]")
+    p.add_argument("--jobs", type=int, help="with several boards: how many are verified at once (default: all)")
     p.add_argument("--firmware", help="the build to compare with (default: the project's firmware/)")
     p.add_argument("--docs", help="the lab's copy of the documents the device points to: SECURITY.md, "
                                   "support.md (default: $SBD_DOCS_DIR or the project's docs/)")
