@@ -24,7 +24,7 @@ import time
 import tty
 from pathlib import Path
 
-from sbd_harness.emulator.micropython import micropython_command
+from sbd_harness.emulator.micropython import cpu_command
 from sbd_harness.emulator.board_state import BoardState
 
 # The chip's ROM, bootloader and port start-up, as MicroPython modules (package data).
@@ -46,8 +46,8 @@ def _cpu_tty_attrs(fd: int) -> None:
     cc = attrs[6]
     cc[termios.VMIN] = 1
     cc[termios.VTIME] = 0
-    cc[termios.VINTR] = b"\x03"
-    cc[termios.VQUIT] = b"\x00"
+    cc[termios.VINTR] = b"\x00"   # the ROM sets VQUIT: SIGQUIT makes Ctrl-C pending (emulator/cpu.py)
+    cc[termios.VQUIT] = b"\x03"
     cc[termios.VSUSP] = b"\x00"
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
@@ -133,7 +133,7 @@ class Supervisor:
             "SBD_BOARD_CONF": json.dumps(conf),
             "HOME": str(self.state.dir),
         }
-        cmd = micropython_command(self.conf["heap_bytes"]) + [str(ROM_DIR / "_rom.py")]
+        cmd = cpu_command(self.conf["heap_bytes"]) + [str(ROM_DIR / "_rom.py")]
         if self.conf["net"].get("netns"):
             cmd = ["ip", "netns", "exec", self.conf["net"]["netns"]] + cmd
 
