@@ -100,6 +100,7 @@ def _verify(board, ca, tmp_path, *extra: str) -> tuple[int, dict[str, str], dict
     ("leaky-key", "no-private-key-on-serial", ()),
     ("open-console", "console-locked", ()),
     ("late-lock", "console-locked", ()),
+    ("unchecked-lock", "console-locked", ()),
     ("unsigned-commands", "commands-need-a-valid-signature", ()),
     ("shallow-factory-reset", "factory-reset-erases-identity", ("--destructive",)),
 ])

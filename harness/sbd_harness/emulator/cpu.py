@@ -15,6 +15,12 @@ handler of SIGQUIT, without SA_RESTART so that a blocking read or sleep wakes
 and handles it, as the chip's waits do. The ROM (`rom/_repl.py`) makes the
 CPU's tty send SIGQUIT for the interrupt character while it is enabled; the
 unix port never touches SIGQUIT, so nothing replaces this handler.
+
+SIGTSTP gets the same handler, with SA_RESTART: the supervisor sends it while
+the ROM waits for its answer (`_board.uart_isr()`), for a Ctrl-C that was still
+in the UART's FIFO when pyexec enables the interrupt character; the ROM's wait
+must go on, not end in the KeyboardInterrupt, which belongs to the code about
+to run.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ class CpuStartError(SbdError, RuntimeError):
     pass
 
 
-def install_pending_keyboard_interrupt(signum: int = signal.SIGQUIT) -> None:
+def install_pending_keyboard_interrupt(signum: int = signal.SIGQUIT, restart: bool = False) -> None:
     """Makes `signum` schedule a KeyboardInterrupt, as the chip's UART handler does."""
     try:
         import micropython_run
@@ -46,12 +52,13 @@ def install_pending_keyboard_interrupt(signum: int = signal.SIGQUIT) -> None:
     if libc.signal(signum, handler) == ctypes.c_void_p(-1).value:
         raise CpuStartError(f"cannot install the Ctrl-C handler (errno {ctypes.get_errno()})")
     # glibc's signal() sets SA_RESTART; the chip's waits see the interrupt at once.
-    signal.siginterrupt(signum, True)
+    signal.siginterrupt(signum, not restart)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    install_pending_keyboard_interrupt()
+    install_pending_keyboard_interrupt(signal.SIGQUIT)
+    install_pending_keyboard_interrupt(signal.SIGTSTP, restart=True)
     import micropython_run
     return int(micropython_run.run_main(["micropython", *argv]) or 0)
 

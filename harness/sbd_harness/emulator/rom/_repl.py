@@ -67,6 +67,9 @@ def _run(code, g):
     try:
         try:
             kbd_char[0] = CTRL_C
+            # The UART handler's run that sees Ctrl-C enabled: what waits in its
+            # FIFO may already be a Ctrl-C (the worst instant the chip allows).
+            _board.uart_isr()
             set_intr(CTRL_C)
             exec(code, g)
         finally:
