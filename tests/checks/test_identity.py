@@ -226,3 +226,15 @@ def test_signed_commands_are_not_lost_while_the_firmware_waits_on_the_network(ma
         for conn in held:
             conn.close()
         server.close()
+
+
+def test_the_reference_lock_holds_under_a_ctrl_c_storm_and_commands_get_through(make_board, ca, tmp_path):
+    """The same checks that fail on unchecked-lock and unsigned-commands pass on the reference,
+    with the emulated UART's pending Ctrl-C, its FIFO and its 259-byte buffer."""
+    board, _ = _ready(make_board, ca)
+    code, status, report = _verify(board, ca, tmp_path, "--check", "console-locked",
+                                   "--check", "commands-need-a-valid-signature")
+    assert status == {"console-locked": "pass", "commands-need-a-valid-signature": "pass"}, report
+    assert code == 0
+    # the storms' Ctrl-Cs were pending as boot.py or main.py began (six starts), and the lock held
+    assert board.control({"cmd": "status"})["fifo_interrupts"] >= 3

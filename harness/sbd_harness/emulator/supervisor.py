@@ -79,9 +79,10 @@ class Supervisor:
         self.pending_input = b""
         self.cpu_slave = -1
         self.ack_write = -1
-        self.fifo = b""          # input from the first Ctrl-C the handler has not taken yet
-        self.fifo_since = 0.0
+        # Input from a Ctrl-C on that the handler has not taken yet: (arrival, bytes), oldest first.
+        self.fifo: list[tuple[float, bytes]] = []
         self.rx_dropped = 0   # bytes the emulated UART dropped with its buffer full, since start
+        self.fifo_interrupts = 0  # Ctrl-Cs from the FIFO made pending as pyexec started code
         self.reset_cause = PWRON_RESET
         self.cold = True
         self.repl_mode = "friendly"
@@ -208,14 +209,14 @@ class Supervisor:
             self.reset_cause, self.cold = self.requested
             self.requested = None
             self.repl_mode = "friendly"
-            self.pending_input = self.fifo = b""
+            self.pending_input, self.fifo = b"", []
         elif code in (EXIT_SOFT_FRIENDLY, EXIT_SOFT_RAW):
             self.cold = False
             self.repl_mode = "raw" if code == EXIT_SOFT_RAW else "friendly"
         elif code == -signal.SIGKILL:
             # killed from outside: a power cut; the board powers up again
             self.reset_cause, self.cold, self.repl_mode = PWRON_RESET, True, "friendly"
-            self.pending_input = self.fifo = b""
+            self.pending_input, self.fifo = b"", []
             self.wdt_deadline = self.wdt_timeout = None
             time.sleep(0.05)
         else:
@@ -294,19 +295,30 @@ class Supervisor:
         if self.fifo or (intr is None and CTRL_C in data):
             # Input from a Ctrl-C on waits in the FIFO until the handler takes it (release_fifo).
             at = 0 if self.fifo else data.index(CTRL_C)
-            if not self.fifo:
-                self.fifo_since = time.monotonic()
-            self.fifo += data[at:]
+            self.fifo.append((time.monotonic(), data[at:]))
             data = data[:at]
         self.to_ring(data, intr)
+
+    def release_aged(self) -> None:
+        """The handler's runs that a stream at line rate brings: what has waited
+        FIFO_HOLD_S leaves the FIFO as it came, in order."""
+        now = time.monotonic()
+        while self.fifo and now - self.fifo[0][0] >= FIFO_HOLD_S:
+            _, data = self.fifo.pop(0)
+            try:
+                intr = self.interrupt_char()
+            except OSError:
+                return
+            self.to_ring(data, intr)
 
     def release_fifo(self, as_interrupt: bool = False) -> None:
         """The receive handler's run over what waits in the FIFO. With `as_interrupt`
         (pyexec is about to enable Ctrl-C: the handler's next run sees it enabled),
         the Ctrl-Cs there become one KeyboardInterrupt, scheduled at once."""
-        data, self.fifo = self.fifo, b""
+        data, self.fifo = b"".join(chunk for _, chunk in self.fifo), []
         if as_interrupt and CTRL_C in data and self.child is not None:
             data = data.replace(bytes([CTRL_C]), b"")
+            self.fifo_interrupts += 1
             try:
                 # SIGTSTP: the CPU's launcher runs mp_sched_keyboard_interrupt() for it.
                 os.killpg(self.child.pid, signal.SIGTSTP)
@@ -422,7 +434,7 @@ class Supervisor:
             return {"ok": True, "cpu_pid": self.child.pid if self.child else None,
                     "boots": self.boots, "reset_cause": self.reset_cause, "serial": self.conf["serial"],
                     "wdt_ms": round(self.wdt_timeout * 1000) if self.wdt_timeout else None,
-                    "rx_dropped": self.rx_dropped}
+                    "rx_dropped": self.rx_dropped, "fifo_interrupts": self.fifo_interrupts}
         if cmd == "reset":
             kind = req.get("kind", "hard")
             if kind == "hard":
@@ -453,7 +465,7 @@ class Supervisor:
         self.boot()
         self.state.mark_ready()
         while self.running or self.child is not None:
-            timeout = 0.2 if not self.fifo else FIFO_HOLD_S / 2
+            timeout = 0.2 if not self.fifo else max(0.0, self.fifo[0][0] + FIFO_HOLD_S - time.monotonic())
             if self.wdt_deadline is not None:
                 timeout = max(0.0, min(timeout, self.wdt_deadline - time.monotonic()))
             for key, _ in self.sel.select(timeout):
@@ -464,8 +476,8 @@ class Supervisor:
                 self.reset(WDT_RESET)
             if self.pending_input:
                 self.flush_pending_input()
-            if self.fifo and time.monotonic() - self.fifo_since >= FIFO_HOLD_S:
-                self.release_fifo()
+            if self.fifo:
+                self.release_aged()
             if self.child is not None and self.child.poll() is not None:
                 self.on_cpu_exit()
         self.state.mark_stopped()
