@@ -2,9 +2,11 @@
 
 It owns what survives a reset on a real board: the serial port (a PTY whose
 path never changes), the flash image, the watchdog, the buttons. The CPU is a
-MicroPython unix-port process it starts for every boot. User bytes go from the
-outer PTY to the CPU's own PTY (where the line discipline turns the interrupt
-character into SIGINT, like the UART driver does), and the CPU's output comes
+MicroPython unix-port process it starts for every boot (emulator/cpu.py). User
+bytes go from the outer PTY through the emulated UART (its FIFO and its 259-byte
+receive buffer, which drops what does not fit) to the CPU's own PTY, where the
+line discipline turns the interrupt character into SIGQUIT, which makes a
+KeyboardInterrupt pending, as the UART driver does. The CPU's output comes
 back, is appended to serial.log, and goes out on the outer PTY; when nobody
 has the port open, output that does not fit is dropped, as on a UART.
 """
