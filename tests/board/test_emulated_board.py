@@ -114,6 +114,50 @@ def test_ctrl_c_interrupts_running_code_unless_disabled(module_board):
         assert b"GOT b'\\x03'" in read_until(port, b">>> ")
 
 
+# Long work in C with no check point of the VM in it: about a second at host speed.
+LONG_C_WORK = "n = str(7 ** 20000)"
+
+
+def test_ctrl_c_is_pending_until_the_next_check_point_as_on_the_chip(module_board):
+    """ports/esp32/uart.c only schedules the KeyboardInterrupt; py/vm.c raises it at the next jump.
+    A Ctrl-C during C work inside a try is raised at the jump that leaves the try, outside it."""
+    code = ("print('GO')\ntry:\n    " + LONG_C_WORK + "\nexcept KeyboardInterrupt:\n    print('CAUGHT')\n"
+            "print('AFTER')\n")
+    with serial.Serial(module_board.port, timeout=0.2) as port:
+        port.write(b"\r\x03\x03\x01")
+        read_until(port, b"raw REPL; CTRL-B to exit\r\n>")
+        port.write(code.encode() + b"\x04")
+        read_until(port, b"GO")
+        port.write(b"\x03")
+        out = read_until(port, b"\x04>")
+        port.write(b"\x02")
+    assert b"KeyboardInterrupt" in out, out
+    assert b"CAUGHT" not in out and b"AFTER" not in out, out
+
+
+def test_the_console_uart_keeps_259_bytes_and_drops_the_rest_as_on_the_chip(module_board):
+    """ports/esp32/mphalport.c: stdin_ringbuf_array[260], one slot kept free (py/ringbuf.h); the
+    UART handler (ports/esp32/uart.c) drops what arrives while the buffer is full."""
+    board = module_board
+    dropped_before = board.control({"cmd": "status"})["rx_dropped"]
+    code = (b"import micropython, select, sys, time\nmicropython.kbd_intr(-1)\nprint('SLEEP')\ntime.sleep(1)\n"
+            b"p = select.poll()\np.register(sys.stdin, select.POLLIN)\nn = 0\n"
+            b"while p.poll(50):\n    n += len(sys.stdin.buffer.read(1))\nprint('KEPT', n)\n")
+    with serial.Serial(board.port, timeout=0.2) as port:
+        port.write(b"\r\x03\x03\x01")
+        read_until(port, b"raw REPL; CTRL-B to exit\r\n>")
+        for at in range(0, len(code), 64):  # paced: the REPL reads as it comes
+            port.write(code[at:at + 64])
+            time.sleep(0.02)
+        port.write(b"\x04")
+        read_until(port, b"SLEEP")
+        port.write(bytes(range(0x20, 0x7F)) * 4)  # 380 bytes while nobody reads
+        out = read_until(port, b"\x04>")
+        port.write(b"\x02")
+    assert b"KEPT 259" in out, out
+    assert board.control({"cmd": "status"})["rx_dropped"] - dropped_before == 380 - 259
+
+
 def test_raw_paste_mode_and_errors_follow_the_protocol(module_board):
     with serial.Serial(module_board.port, timeout=0.2) as port:
         port.write(b"\r\x03\x03\x01")

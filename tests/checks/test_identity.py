@@ -3,9 +3,12 @@ signed commands and factory reset; each check shown failing on a variant."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 from helpers import OFFLINE_CHECKS, only, verify_report
 
 import pytest
@@ -101,6 +104,7 @@ def _verify(board, ca, tmp_path, *extra: str) -> tuple[int, dict[str, str], dict
     ("leaky-key", "no-private-key-on-serial", ()),
     ("open-console", "console-locked", ()),
     ("late-lock", "console-locked", ()),
+    ("unchecked-lock", "console-locked", ()),
     ("unsigned-commands", "commands-need-a-valid-signature", ()),
     ("stale-commands", "commands-need-a-valid-signature", ()),
     ("challenge-kept-across-reset", "commands-need-a-valid-signature", ()),
@@ -217,3 +221,55 @@ def test_a_revoked_device_fails_its_identity_check(make_board, ca, tmp_path):
     ca.revoke(result.device_id)
     code, status, report = _verify(board, ca, tmp_path, *only("identity-certified-by-lab-ca"))
     assert status["identity-certified-by-lab-ca"] == "fail" and code == 1
+
+
+def test_signed_commands_are_not_lost_while_the_firmware_waits_on_the_network(make_board, ca):
+    """The console UART keeps 259 bytes (the emulated board drops the rest, as the chip does), a
+    signed line is longer, and here every TLS handshake blocks the firmware for its timeout: a
+    broker address that accepts TCP and never answers. No command line may be lost."""
+    from sbd_harness.lab.broker import free_port, lab_address
+    address = lab_address()
+    port = free_port(address)
+    server = socket.create_server((address, port))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # and never a byte back
+            except OSError:
+                pass
+
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    try:
+        board = make_board("id")
+        lifecycle.flashed(board)
+        result = lifecycle.provisioned(board, ca, lock=True, broker_port=port)
+        deadline = time.monotonic() + 30
+        while not held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held, "the firmware never tried its broker"
+        for _ in range(3):
+            reply = board.console_request(ca.sign_command(result.device_id, "status"), timeout=30)
+            assert reply["ok"], reply
+    finally:
+        stop.set()
+        acceptor.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_the_reference_lock_holds_under_a_ctrl_c_storm_and_commands_get_through(make_board, ca, tmp_path):
+    """The same checks that fail on unchecked-lock and unsigned-commands pass on the reference,
+    with the emulated UART's pending Ctrl-C, its FIFO and its 259-byte buffer."""
+    board, _ = _ready(make_board, ca)
+    code, status, report = _verify(board, ca, tmp_path, "--check", "console-locked",
+                                   "--check", "commands-need-a-valid-signature")
+    assert status == {"console-locked": "pass", "commands-need-a-valid-signature": "pass"}, report
+    assert code == 0
+    # the storms' Ctrl-Cs were pending as boot.py or main.py began (six starts), and the lock held
+    assert board.control({"cmd": "status"})["fifo_interrupts"] >= 3

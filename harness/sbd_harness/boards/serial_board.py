@@ -22,6 +22,14 @@ from sbd_harness.device.bootline import last_boot_line
 from sbd_harness.boards.base import Board, BoardError, BootCapture, Progress
 
 WRITE_CHUNK = 1024  # bytes per raw-REPL call when copying files
+# The ESP32's console UART keeps 259 bytes (ports/esp32/mphalport.c, stdin_ringbuf)
+# and drops what arrives while they are unread; a signed command line is longer.
+RX_BUFFER_BYTES = 259
+PACED_CHUNK = 64                          # bytes per write, well within the buffer
+PACED_GAP_S = PACED_CHUNK * 10 / 115200   # a chunk's time on the wire at 115200 baud
+# A line the firmware answers (an error: no valid command) and that changes nothing:
+# its answer shows the firmware at its console, reading, before the real line goes out.
+PING = b"SBD-CMD ping"
 
 _SHA256_CODE = """
 import hashlib, json
@@ -234,18 +242,38 @@ class SerialBoard(Board):
             text = read_boot(port, timeout, settle, need_reset=kind != "soft", until=until)
         return BootCapture(text, last_boot_line(text), time.monotonic() - start)
 
+    @staticmethod
+    def write_paced(port: serial.Serial, data: bytes) -> None:
+        """Writes `data` in chunks no faster than the wire at 115200 baud, so that a
+        device reading its console never finds its 259-byte buffer overrun."""
+        for at in range(0, len(data), PACED_CHUNK):
+            port.write(data[at:at + PACED_CHUNK])
+            port.flush()
+            time.sleep(PACED_GAP_S)
+
     def console_request(self, line: str, reply_key: str = "cmd", timeout: float = 20,
                         follow: str | None = None) -> dict:
         """Writes one line to the console of a running (locked) firmware and
         returns its JSON answer: the first {"sbd": reply_key, ...} line; with
-        `follow`, an accepted command's {"sbd": follow} line goes under "result"."""
+        `follow`, an accepted command's {"sbd": follow} line goes under "result".
+
+        The device's console buffer holds 259 bytes, less than a signed line, and the
+        firmware may be busy (a TLS handshake) for seconds: a short line goes first,
+        and the real one, paced, only once the firmware has answered it."""
         from sbd_harness.device.bootline import parse_json_lines
         data = bytearray()
         with self.open_port() as port:
             port.reset_input_buffer()
-            # A newline first ends whatever partial line noise left in the device's buffer.
-            port.write(b"\r\n" + line.encode() + b"\r\n")
             deadline = time.monotonic() + timeout
+            # A newline first ends whatever partial line noise left in the device's buffer.
+            port.write(b"\r\n" + PING + b"\r\n")
+            while not any(o.get("sbd") == "cmd" for o in parse_json_lines(data.decode(errors="replace"))):
+                if time.monotonic() > deadline:
+                    raise BoardError(f"{self.name} did not answer on its console within {timeout}s: "
+                                     f"{bytes(data[-300:])!r}")
+                data += port.read(port.in_waiting or 1)
+            data = bytearray()
+            self.write_paced(port, line.encode() + b"\r\n")
             while time.monotonic() < deadline:
                 data += port.read(port.in_waiting or 1)  # what has arrived; never wait for a full buffer
                 found = parse_json_lines(data.decode(errors="replace"))

@@ -42,3 +42,10 @@ def micropython_command(heap_bytes: int | None = None) -> list[str]:
     """Command line for MicroPython with a device-sized heap."""
     heap = emulated_heap_bytes() if heap_bytes is None else heap_bytes
     return [micropython_binary(), "-X", f"heapsize={heap}"]
+
+
+def cpu_command(heap_bytes: int | None = None) -> list[str]:
+    """Command line of the emulated board's CPU: the same interpreter, with Ctrl-C
+    made pending as on the chip (`sbd_harness.emulator.cpu`)."""
+    heap = emulated_heap_bytes() if heap_bytes is None else heap_bytes
+    return [sys.executable, "-I", "-m", "sbd_harness.emulator.cpu", "-X", f"heapsize={heap}"]

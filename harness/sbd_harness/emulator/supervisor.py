@@ -2,9 +2,11 @@
 
 It owns what survives a reset on a real board: the serial port (a PTY whose
 path never changes), the flash image, the watchdog, the buttons. The CPU is a
-MicroPython unix-port process it starts for every boot. User bytes go from the
-outer PTY to the CPU's own PTY (where the line discipline turns the interrupt
-character into SIGINT, like the UART driver does), and the CPU's output comes
+MicroPython unix-port process it starts for every boot (emulator/cpu.py). User
+bytes go from the outer PTY through the emulated UART (its FIFO and its 259-byte
+receive buffer, which drops what does not fit) to the CPU's own PTY, where the
+line discipline turns the interrupt character into SIGQUIT, which makes a
+KeyboardInterrupt pending, as the UART driver does. The CPU's output comes
 back, is appended to serial.log, and goes out on the outer PTY; when nobody
 has the port open, output that does not fit is dropped, as on a UART.
 """
@@ -17,6 +19,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import termios
@@ -24,7 +27,7 @@ import time
 import tty
 from pathlib import Path
 
-from sbd_harness.emulator.micropython import micropython_command
+from sbd_harness.emulator.micropython import cpu_command
 from sbd_harness.emulator.board_state import BoardState
 
 # The chip's ROM, bootloader and port start-up, as MicroPython modules (package data).
@@ -34,6 +37,17 @@ PWRON_RESET, HARD_RESET, WDT_RESET, SOFT_RESET = 1, 2, 3, 5
 EXIT_SOFT_FRIENDLY, EXIT_SOFT_RAW = 3, 4
 SERIAL_LOG_MAX = 8 * 1024 * 1024
 PENDING_INPUT_MAX = 64 * 1024
+# The console UART's receive buffer on the chip: ports/esp32/mphalport.c has
+# `stdin_ringbuf_array[260]`, and py/ringbuf.h keeps one slot free. The UART
+# handler (ports/esp32/uart.c) drops what arrives while it is full.
+RX_RING_BYTES = 259
+RX_SETTLE_S = 0.002  # how long to wait for the tty to take in what was just written
+# The longest a byte waits in the UART's hardware FIFO before the receive handler
+# takes it: the FIFO-full threshold (ports/esp32/uart.c: SOC_UART_FIFO_LEN - 8, 120
+# bytes) at 115200 baud. A Ctrl-C still there when pyexec enables the interrupt
+# character becomes a KeyboardInterrupt at the handler's next run.
+FIFO_HOLD_S = 120 * 10 / 115200
+CTRL_C = 3
 
 
 def _cpu_tty_attrs(fd: int) -> None:
@@ -46,8 +60,8 @@ def _cpu_tty_attrs(fd: int) -> None:
     cc = attrs[6]
     cc[termios.VMIN] = 1
     cc[termios.VTIME] = 0
-    cc[termios.VINTR] = b"\x03"
-    cc[termios.VQUIT] = b"\x00"
+    cc[termios.VINTR] = b"\x00"   # the ROM sets VQUIT: SIGQUIT makes Ctrl-C pending (emulator/cpu.py)
+    cc[termios.VQUIT] = b"\x03"
     cc[termios.VSUSP] = b"\x00"
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
@@ -65,6 +79,12 @@ class Supervisor:
         self.cpu_master = -1
         self.ctl_read = -1
         self.pending_input = b""
+        self.cpu_slave = -1
+        self.ack_write = -1
+        # Input from a Ctrl-C on that the handler has not taken yet: (arrival, bytes), oldest first.
+        self.fifo: list[tuple[float, bytes]] = []
+        self.rx_dropped = 0   # bytes the emulated UART dropped with its buffer full, since start
+        self.fifo_interrupts = 0  # Ctrl-Cs from the FIFO made pending as pyexec started code
         self.reset_cause = PWRON_RESET
         self.cold = True
         self.repl_mode = "friendly"
@@ -110,6 +130,7 @@ class Supervisor:
         master, slave = os.openpty()
         _cpu_tty_attrs(slave)
         ctl_r, ctl_w = os.pipe()
+        ack_r, ack_w = os.pipe()
         conf = {
             "name": self.conf["name"],
             "unique_id": self.conf["unique_id"],
@@ -119,6 +140,7 @@ class Supervisor:
             "pins": str(self.state.pins_path),
             "link_state": self.conf["net"].get("link_state"),
             "ctl_fd": ctl_w,
+            "ack_fd": ack_r,
             "reset_cause": self.reset_cause,
             "cold": self.cold,
             "repl_mode": self.repl_mode,
@@ -133,7 +155,7 @@ class Supervisor:
             "SBD_BOARD_CONF": json.dumps(conf),
             "HOME": str(self.state.dir),
         }
-        cmd = micropython_command(self.conf["heap_bytes"]) + [str(ROM_DIR / "_rom.py")]
+        cmd = cpu_command(self.conf["heap_bytes"]) + [str(ROM_DIR / "_rom.py")]
         if self.conf["net"].get("netns"):
             cmd = ["ip", "netns", "exec", self.conf["net"]["netns"]] + cmd
 
@@ -142,10 +164,14 @@ class Supervisor:
 
         self.child = subprocess.Popen(
             cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(self.state.dir),
-            start_new_session=True, preexec_fn=claim_tty, pass_fds=(ctl_w,),
+            start_new_session=True, preexec_fn=claim_tty, pass_fds=(ctl_w, ack_r),
         )
-        os.close(slave)
+        # The supervisor keeps the CPU's side of the tty too: it reads the fill of
+        # the receive buffer (TIOCINQ) and whether Ctrl-C is enabled from it.
+        self.cpu_slave = slave
         os.close(ctl_w)
+        os.close(ack_r)
+        self.ack_write = ack_w
         _nonblocking(master)
         self.cpu_master = master
         self.ctl_read = ctl_r
@@ -175,7 +201,9 @@ class Supervisor:
             except (KeyError, ValueError):
                 pass
             os.close(fd)
-        self.cpu_master = self.ctl_read = -1
+        os.close(self.cpu_slave)
+        os.close(self.ack_write)
+        self.cpu_master = self.ctl_read = self.cpu_slave = self.ack_write = -1
         self.child = None
         if not self.running:
             return
@@ -183,14 +211,14 @@ class Supervisor:
             self.reset_cause, self.cold = self.requested
             self.requested = None
             self.repl_mode = "friendly"
-            self.pending_input = b""
+            self.pending_input, self.fifo = b"", []
         elif code in (EXIT_SOFT_FRIENDLY, EXIT_SOFT_RAW):
             self.cold = False
             self.repl_mode = "raw" if code == EXIT_SOFT_RAW else "friendly"
         elif code == -signal.SIGKILL:
             # killed from outside: a power cut; the board powers up again
             self.reset_cause, self.cold, self.repl_mode = PWRON_RESET, True, "friendly"
-            self.pending_input = b""
+            self.pending_input, self.fifo = b"", []
             self.wdt_deadline = self.wdt_timeout = None
             time.sleep(0.05)
         else:
@@ -244,16 +272,101 @@ class Supervisor:
         self.pending_input = (self.pending_input + data)[-PENDING_INPUT_MAX:]
         self.flush_pending_input()
 
+    def rx_queued(self) -> int:
+        """Bytes in the emulated UART's receive buffer: written, not yet read by the CPU."""
+        return struct.unpack("i", fcntl.ioctl(self.cpu_slave, termios.TIOCINQ, b"\0\0\0\0"))[0]
+
+    def interrupt_char(self) -> int | None:
+        """The character the UART handler turns into a KeyboardInterrupt now (None: off)."""
+        attrs = termios.tcgetattr(self.cpu_slave)
+        if not attrs[3] & termios.ISIG:
+            return None
+        quit_char = attrs[6][termios.VQUIT]
+        return quit_char[0] if isinstance(quit_char, bytes) else int(quit_char)
+
     def flush_pending_input(self) -> None:
+        """Input reaches the UART. While Ctrl-C is off, input from a Ctrl-C on waits in
+        the FIFO (release_fifo); the rest goes to the receive buffer (to_ring)."""
         if self.cpu_master < 0 or not self.pending_input:
             return
+        data, self.pending_input = self.pending_input, b""
         try:
-            n = os.write(self.cpu_master, self.pending_input)
-            self.pending_input = self.pending_input[n:]
-        except BlockingIOError:
-            pass
+            intr = self.interrupt_char()
         except OSError:
-            pass
+            return
+        if self.fifo or (intr is None and CTRL_C in data):
+            # Input from a Ctrl-C on waits in the FIFO until the handler takes it (release_fifo).
+            at = 0 if self.fifo else data.index(CTRL_C)
+            self.fifo.append((time.monotonic(), data[at:]))
+            data = data[:at]
+        self.to_ring(data, intr)
+
+    def release_aged(self) -> None:
+        """The handler's runs that a stream at line rate brings: what has waited
+        FIFO_HOLD_S leaves the FIFO as it came, in order."""
+        now = time.monotonic()
+        while self.fifo and now - self.fifo[0][0] >= FIFO_HOLD_S:
+            _, data = self.fifo.pop(0)
+            try:
+                intr = self.interrupt_char()
+            except OSError:
+                return
+            self.to_ring(data, intr)
+
+    def release_fifo(self, as_interrupt: bool = False) -> None:
+        """The receive handler's run over what waits in the FIFO. With `as_interrupt`
+        (pyexec is about to enable Ctrl-C: the handler's next run sees it enabled),
+        the Ctrl-Cs there become one KeyboardInterrupt, scheduled at once."""
+        data, self.fifo = b"".join(chunk for _, chunk in self.fifo), []
+        if as_interrupt and CTRL_C in data and self.child is not None:
+            data = data.replace(bytes([CTRL_C]), b"")
+            self.fifo_interrupts += 1
+            try:
+                # SIGTSTP: the CPU's launcher runs mp_sched_keyboard_interrupt() for it.
+                os.killpg(self.child.pid, signal.SIGTSTP)
+            except ProcessLookupError:
+                pass
+        try:
+            intr = self.interrupt_char()
+        except OSError:
+            return
+        self.to_ring(data, intr)
+
+    def to_ring(self, data: bytes, intr: int | None) -> None:
+        """The UART's receive handler: the interrupt character (while enabled) is taken
+        out, the rest goes to the 259-byte buffer while it has room and is dropped when
+        it is full, as ports/esp32/uart.c does with stdin_ringbuf."""
+        if not data:
+            return
+        try:
+            queued = self.rx_queued()
+        except OSError:
+            return
+        room = max(0, RX_RING_BYTES - queued)
+        taken = bytearray()
+        stored = 0
+        for b in data:
+            if b == intr:
+                taken.append(b)
+            elif stored < room:
+                taken.append(b)
+                stored += 1
+            else:
+                self.rx_dropped += 1
+        try:
+            os.write(self.cpu_master, taken)  # at most 259 data bytes: always fits the tty
+        except OSError:
+            return
+        # The tty takes written bytes in asynchronously; wait until the buffer shows them
+        # (or the CPU has read some), so that the next input sees the true fill.
+        deadline = time.monotonic() + RX_SETTLE_S
+        while stored and time.monotonic() < deadline:
+            try:
+                if self.rx_queued() >= queued + stored:
+                    break
+            except OSError:
+                break
+            time.sleep(0.0001)
 
     def on_cpu_control(self, fd: int) -> None:
         try:
@@ -277,6 +390,14 @@ class Supervisor:
         elif words[0] == "wdt":
             self.wdt_timeout = int(words[1]) / 1000
             self.wdt_deadline = time.monotonic() + self.wdt_timeout
+        elif words[0] == "isr":
+            # pyexec is enabling Ctrl-C for the code it runs (rom/_repl.py): run the
+            # UART handler now, then let the CPU go on.
+            self.release_fifo(as_interrupt=True)
+            try:
+                os.write(self.ack_write, b"k")
+            except OSError:
+                pass
         elif words[0] == "nvs_open":
             self.nvs_handles += 1
         elif words[0] == "ticks0":
@@ -314,7 +435,8 @@ class Supervisor:
         if cmd == "status":
             return {"ok": True, "cpu_pid": self.child.pid if self.child else None,
                     "boots": self.boots, "reset_cause": self.reset_cause, "serial": self.conf["serial"],
-                    "wdt_ms": round(self.wdt_timeout * 1000) if self.wdt_timeout else None}
+                    "wdt_ms": round(self.wdt_timeout * 1000) if self.wdt_timeout else None,
+                    "rx_dropped": self.rx_dropped, "fifo_interrupts": self.fifo_interrupts}
         if cmd == "reset":
             kind = req.get("kind", "hard")
             if kind == "hard":
@@ -345,7 +467,7 @@ class Supervisor:
         self.boot()
         self.state.mark_ready()
         while self.running or self.child is not None:
-            timeout = 0.2
+            timeout = 0.2 if not self.fifo else max(0.0, self.fifo[0][0] + FIFO_HOLD_S - time.monotonic())
             if self.wdt_deadline is not None:
                 timeout = max(0.0, min(timeout, self.wdt_deadline - time.monotonic()))
             for key, _ in self.sel.select(timeout):
@@ -356,6 +478,8 @@ class Supervisor:
                 self.reset(WDT_RESET)
             if self.pending_input:
                 self.flush_pending_input()
+            if self.fifo:
+                self.release_aged()
             if self.child is not None and self.child.poll() is not None:
                 self.on_cpu_exit()
         self.state.mark_stopped()

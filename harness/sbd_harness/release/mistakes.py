@@ -63,10 +63,15 @@ _BOOT_ANNOUNCE = "    boot_report.announce(state.summary())\n"
 LOCK_FIRST = """try:
     import micropython
     micropython.kbd_intr(-1)
+    if micropython:  # the VM's first check point after the lock (boot.py's header says why)
+        pass
 except BaseException:
     import micropython
     micropython.kbd_intr(-1)
 """
+# The lock without a check point of the VM inside its try.
+LOCK_UNCHECKED = LOCK_FIRST.replace(
+    "    if micropython:  # the VM's first check point after the lock (boot.py's header says why)\n        pass\n", "")
 
 # The mistakes of the insecure lab profile, each with its lab page (docs/labs/<name>.md).
 LAB_MISTAKES: tuple[Mistake, ...] = (
@@ -226,6 +231,15 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              'from sbd import slots\nslots.select()\n'),
             ('boot.py', 'try:\n    from sbd import boot\n    boot.run()\nexcept BaseException as e:\n    print(\'{"sbd": "boot_error", "error": %r}\' % type(e).__name__)\n',
              'from sbd import boot\nboot.run()\n'),
+        )),
+    Mistake(
+        'unchecked-lock',
+        'boot.py and main.py close Ctrl-C first, but a Ctrl-C that came just before is raised only after their try: '
+        'a Ctrl-C storm at boot reaches the REPL',
+        checks=('console-locked',),
+        patches=(
+            ('boot.py', LOCK_FIRST, LOCK_UNCHECKED),
+            ('main.py', LOCK_FIRST, LOCK_UNCHECKED),
         )),
     Mistake(
         'shallow-factory-reset',

@@ -8,6 +8,7 @@ import json
 conf = json.loads(os.getenv("SBD_BOARD_CONF"))
 _flash = open(conf["flash"], "r+b")
 _ctl = open("/dev/fd/%d" % conf["ctl_fd"], "wb")
+_ack = open("/dev/fd/%d" % conf["ack_fd"], "rb")
 _pins = open(conf["pins"], "rb")
 _link = None
 if conf.get("link_state"):
@@ -46,6 +47,14 @@ def flash_erase(offset, size):
 def tell_supervisor(line):
     # Unbuffered: one write() per line. (No flush: it would fsync a pipe.)
     _ctl.write(line.encode() + b"\n")
+
+
+def uart_isr():
+    # The UART's receive handler runs now (supervisor.py, release_fifo): a Ctrl-C
+    # waiting in its FIFO becomes a pending KeyboardInterrupt. No jump in here:
+    # nothing is raised until the caller's next check point.
+    _ctl.write(b"isr\n")
+    _ack.read(1)
 
 
 def halt():

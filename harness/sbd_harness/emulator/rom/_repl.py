@@ -7,7 +7,7 @@ import _board
 
 CTRL_A, CTRL_B, CTRL_C, CTRL_D, CTRL_E = 1, 2, 3, 4, 5
 _ISIG = 0o1
-_VINTR = 0
+_VINTR, _VQUIT = 0, 1
 
 _in = sys.stdin.buffer
 _out = sys.stdout.buffer
@@ -26,15 +26,58 @@ def read_byte():
     return b[0]
 
 
+# The CPU's tty settings, read once. The interrupt character raises SIGQUIT,
+# which the CPU's launcher (sbd_harness/emulator/cpu.py) turns into a pending
+# KeyboardInterrupt with mp_sched_keyboard_interrupt(), as the ESP32's UART
+# handler does (ports/esp32/uart.c); SIGINT (VINTR) is never sent.
+_attrs = termios.tcgetattr(0)
+_attrs[6][_VINTR] = b"\x00"
+_LFLAG = (_attrs[3] | _ISIG, _attrs[3] & ~_ISIG)   # indexed by "turned off"
+
+
 def set_intr(c):
-    # Like mp_hal_set_interrupt_char: the UART turns c into KeyboardInterrupt.
-    attrs = termios.tcgetattr(0)
-    if c < 0:
-        attrs[3] &= ~_ISIG
-    else:
-        attrs[3] |= _ISIG
-        attrs[6][_VINTR] = bytes([c])
-    termios.tcsetattr(0, termios.TCSANOW, attrs)
+    # Like mp_hal_set_interrupt_char: a single store, with no check point of
+    # the VM in it (no jump): code that turns Ctrl-C off cannot be interrupted
+    # inside the call, only before or after it, as on the chip.
+    _attrs[6][_VQUIT] = bytes((c & 0xFF,))
+    _attrs[3] = _LFLAG[c < 0]
+    termios.tcsetattr(0, termios.TCSANOW, _attrs)
+
+
+def _check_point():
+    # A jump: where the VM handles what is pending (py/vm.c, pending_exception_check).
+    if _attrs:
+        pass
+
+
+def _take_pending():
+    """mp_handle_pending(): the KeyboardInterrupt pending, if any, taken off."""
+    try:
+        _check_point()
+    except KeyboardInterrupt as e:
+        return e
+    return None
+
+
+def _run(code, g):
+    """pyexec's parse_compile_execute from the execution on: Ctrl-C is enabled
+    for the code, whatever kbd_intr() said before; when the code ends, Ctrl-C
+    is turned off and a KeyboardInterrupt still pending is raised as the code's
+    own; when the code raised, a pending one is cleared."""
+    try:
+        try:
+            kbd_char[0] = CTRL_C
+            # The UART handler's run that sees Ctrl-C enabled: what waits in its
+            # FIFO may already be a Ctrl-C (the worst instant the chip allows).
+            _board.uart_isr()
+            set_intr(CTRL_C)
+            exec(code, g)
+        finally:
+            set_intr(-1)
+            late = _take_pending()
+        return late
+    except BaseException as e:  # noqa: everything the user's code raises
+        return e
 
 
 def execute(source, mode, g, print_eof=False, filename="<stdin>"):
@@ -42,23 +85,13 @@ def execute(source, mode, g, print_eof=False, filename="<stdin>"):
     the code asked for a soft reset (machine.soft_reset())."""
     result = None
     try:
-        try:
-            # As pyexec's parse_compile_execute: the source is compiled first,
-            # then Ctrl-C is enabled for its execution, whatever kbd_intr() said
-            # before (so a Ctrl-C lands in the code's first statement at the
-            # earliest, never in the compiler).
-            if isinstance(source, bytes):
-                source = source.decode()
-            code = compile(source, filename, mode)
-            kbd_char[0] = CTRL_C
-            set_intr(CTRL_C)
-            exec(code, g)
-            err = None
-        except BaseException as e:  # noqa: everything the user's code raises
-            err = e
-        set_intr(-1)
-    except KeyboardInterrupt as e:  # a second Ctrl-C landed in the window above
-        set_intr(-1)
+        # As pyexec: compiled first, with Ctrl-C off (a Ctrl-C is a byte then).
+        if isinstance(source, bytes):
+            source = source.decode()
+        err = _run(compile(source, filename, mode), g)
+    except KeyboardInterrupt as e:  # delivered by the tty just after it was turned off
+        err = e
+    except BaseException as e:  # noqa: a syntax error
         err = e
     if print_eof:
         write(b"\x04")
