@@ -293,6 +293,13 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         ),
         requires=('open-port',)),
     Mistake(
+        'default-hostname',
+        "The firmware leaves the port's hostname: its mDNS responder answers as mpy-esp32, not as the device",
+        checks=('no-listening-ports',),
+        patches=(
+            ('lib/sbd/link.py', '        network.hostname(network_policy.hostname(device.device_id()))\n', ''),
+        )),
+    Mistake(
         'declared-connection',
         "The undeclared NTP-style query, and the firmware adds it to its own network policy",
         checks=('connections-match-mud',),
