@@ -17,6 +17,9 @@ have an address of its own (a network namespace, run as root).
   burst), which would leave nearly every port unanswered; `icmp_unlimited`
   lifts that limit inside the board's namespace for the length of a probe.
   With no filtering and no limit, silence means something holds the port.
+  Ports with a known service get a query it answers instead (`payloads`):
+  5353 an mDNS query (`mdns_probe`), so the official ESP32 build's responder
+  shows *open*, with its answer kept.
 - `FlowWatch`: captures IPv4 frames on the host side of the board's veth
   link and records each flow the board starts (TCP SYN, UDP datagram): every
   attempt, including refused ones, which sampling `ss` would miss.
