@@ -105,7 +105,7 @@ def test_each_bad_update_was_refused_for_its_own_reason(run):
 
 
 @pytest.mark.skipif(not netlab.namespaces_available(), reason="the surface checks need a network namespace (root)")
-def test_the_surface_checks_saw_one_flow_and_the_mud_url_everywhere(run):
+def test_the_surface_checks_saw_the_declared_flows_and_the_mud_url_everywhere(run):
     assert certificate_mud_url(run.cert) == REFERENCE_URL
     assert not run.cert.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.5.5.7.1.25")).critical
     assert run.mud["ietf-mud:mud"]["mud-url"] == REFERENCE_URL
