@@ -110,16 +110,19 @@ def answers(msg: bytes) -> list[tuple[str, str]]:
     if not flags & 0x8000:
         return []
     at, out = 12, []
-    for _ in range(qd):
-        _, at = read_name(msg, at)
-        at += 4
-    for _ in range(an + ns + ar):
-        name, at = read_name(msg, at)
-        rtype, _, _, length = struct.unpack("!HHIH", msg[at:at + 10])
-        data = msg[at + 10:at + 10 + length]
-        if rtype == TYPE_A and length == 4:
-            out.append((name, socket.inet_ntoa(data)))
-        at += 10 + length
+    try:
+        for _ in range(qd):
+            _, at = read_name(msg, at)
+            at += 4
+        for _ in range(an + ns + ar):
+            name, at = read_name(msg, at)
+            rtype, _, _, length = struct.unpack("!HHIH", msg[at:at + 10])
+            data = msg[at + 10:at + 10 + length]
+            if rtype == TYPE_A and length == 4 and len(data) == 4:
+                out.append((name, socket.inet_ntoa(data)))
+            at += 10 + length
+    except (ValueError, struct.error):
+        pass  # a malformed response: the records read so far
     return out
 
 

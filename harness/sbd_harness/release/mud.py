@@ -136,15 +136,21 @@ def firmware_declares(firmware: Path | None = None) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     found: dict[str, Any] = {}
-    for node in ast.parse(path.read_text()).body:
+    try:
+        tree = ast.parse(path.read_text())
+    except (SyntaxError, ValueError, OSError) as exc:
+        return {"listens": None, "mud_base": None, "error": f"{type(exc).__name__}: {exc}"}
+    for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
                 found[node.targets[0].id] = ast.literal_eval(node.value)
             except ValueError:
                 continue
-    listens = found.get("LISTENS")
-    return {"listens": sorted((p, int(n)) for p, n in listens) if listens is not None else None,
-            "mud_base": found.get("MUD_BASE")}
+    try:
+        listens = sorted((str(p), int(n)) for p, n in found["LISTENS"]) if "LISTENS" in found else None
+    except (TypeError, ValueError):
+        listens = None
+    return {"listens": listens, "mud_base": found.get("MUD_BASE")}
 
 
 def declaration(settings: dict[str, Any], firmware: Path | None = None,
