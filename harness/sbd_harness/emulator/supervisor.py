@@ -52,6 +52,14 @@ def _cpu_tty_attrs(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
+def _die_with_parent() -> None:
+    """In a child: SIGKILL when the supervisor dies, however it dies (a board's services must
+    not outlive its hardware). PR_SET_PDEATHSIG survives the exec of `ip netns exec`."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _nonblocking(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
 
@@ -300,7 +308,7 @@ class Supervisor:
             ["ip", "netns", "exec", net["netns"], sys.executable, "-m", "sbd_harness.emulator.idf_net",
              net["address"], hostname or "mpy-esp32"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent)
 
     def stop_idf_net(self) -> None:
         if self.idf_net is not None:
