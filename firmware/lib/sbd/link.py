@@ -43,6 +43,8 @@ class Link:
         self.after_reply = after_reply
         self.base = "devices/" + device.device_id()
         self.outbox = Outbox("/data/outbox")
+        # Before Wi-Fi connects: DHCP and the port's mDNS responder take the name then.
+        network.hostname(network_policy.hostname(device.device_id()))
         self.wlan = network.WLAN(network.STA_IF)
         # One client for the device's life: its receive buffer is allocated
         # once, so reconnecting does not fragment the heap.

@@ -4,9 +4,11 @@ what its locked serial console says to anyone who plugs in.
 The network checks need a board with an address of its own (an emulated
 board in its network namespace, run as root): on shared loopback a scan sees
 the host's services and the board's connections cannot be told from the
-host's, so they skip and say why. What the firmware declares comes from its
-sbd.network_policy, through the MUD file the harness writes from it
-(sbd_harness.release.mud)."""
+host's, so they skip and say why. The board is held to the reviewed network
+policy (boards/network-policy.json, through the MUD file the harness writes
+from it, sbd_harness.release.mud), never to what the firmware under test
+declares of itself: a firmware that opens a port and declares it too still
+fails, and no firmware code runs on the host."""
 from __future__ import annotations
 
 import time
@@ -18,6 +20,7 @@ from sbd_harness.boards.base import LinkControl, has
 from sbd_harness.checks.common import board_settings
 from sbd_harness.checks.online import FastTelemetry, locked_device_id, telemetry_since, wait_online
 from sbd_harness.device.contract import topics
+from sbd_harness.emulator.idf_net import answers as mdns_answers
 from sbd_harness.identity.pki import certificate_mud_url
 from sbd_harness.lab import surface
 from sbd_harness.lab.watch import Watcher
@@ -44,47 +47,73 @@ def _running(board) -> dict[str, Any]:
     made); without settings, until its boot line. What is listening then is what runs."""
     configured = board_settings(board) is not None
     capture = board.capture_boot("hard", timeout=NET_EVENT_S, until='"event": ' if configured else None)
-    return {"boot_s": round(capture.elapsed_s, 2), "net_event_seen": configured and '"event": ' in capture.transcript}
+    return {"boot_s": round(capture.elapsed_s, 2), "net_event_seen": configured and '"event": ' in capture.transcript,
+            "device_id": (capture.boot_line or {}).get("device_id")}
 
 
 @pytest.mark.sbd_check(
     id="no-listening-ports",
-    title="A scan of all 65535 TCP ports and a UDP probe of every port of the board's address find only "
-          "what the firmware declares: nothing",
+    title="A scan of all 65535 TCP ports and a UDP probe of every port of the board's address (an mDNS "
+          "query on 5353) find exactly what the reviewed network policy lists: the official ESP32 build's "
+          "mDNS responder and DHCP client",
     etsi_en_303_645=["5.6-1", "5.6-5"], nist_ir_8259a=["4"], eu_cra=["I(2)(j)"], owasp_isvs=["3.1.3"])
 def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
     net = _require_own_address(sbd_board)
     address = net["address"]
-    policy = mud.load_policy(sbd_bundle.source)
-    declared = {(proto, int(port)) for proto, port in policy.LISTENS}
+    policy = mud.load_policy()
+    declared = mud.listening(policy)
     sbd_evidence["running"] = _running(sbd_board)
+    device_id = sbd_evidence["running"]["device_id"]
+    names = surface.mdns_names([mud.hostname(policy, device_id)] if device_id else [])
     tcp = surface.scan_tcp(address)
     with surface.icmp_unlimited(net["netns"]) as lifted:
-        udp = surface.probe_udp(address)
+        udp = surface.probe_udp(address, payloads={5353: surface.mdns_probe(names)})
     inside = surface.namespace_sockets(net["netns"])
-    sbd_evidence.update({"address": address, "declared_listening": sorted(declared),
+    mdns = mdns_answers(udp.replies.get(5353, b""))
+    sbd_evidence.update({"address": address, "policy": str(mud.policy_path()),
+                         "declared_listening": sorted(declared),
+                         "firmware_declares": mud.firmware_declares(sbd_bundle.source),
+                         "mdns_names_asked": names, "mdns_answers": mdns,
                          "tcp": tcp.summary(), "udp": udp.summary(), "icmp_limits_lifted": sorted(lifted),
                          "namespace_sockets": inside})
     assert tcp.closed + len(tcp.open) > 0, \
         f"nothing at {address} answered the TCP scan: is the board on the lab network?"
     extra_tcp = [p for p in tcp.open if ("tcp", p) not in declared]
-    assert not extra_tcp, f"TCP ports open on {address} that the firmware does not declare: {extra_tcp}"
+    assert not extra_tcp, f"TCP ports open on {address} that the reviewed policy does not list: {extra_tcp}"
     assert not tcp.unanswered, (f"{len(tcp.unanswered)} TCP ports neither accepted nor refused a connection "
                                 f"(e.g. {tcp.unanswered[:10]}): the scan is inconclusive")
     extra_udp = [p for p in udp.open if ("udp", p) not in declared]
-    assert not extra_udp, f"UDP ports on {address} answered a probe, undeclared: {extra_udp}"
+    assert not extra_udp, f"UDP ports on {address} answered a probe, not in the reviewed policy: {extra_udp}"
     silent = [p for p in udp.unanswered if ("udp", p) not in declared]
     if lifted:  # no rate limit, no filter: only a bound socket keeps a port from refusing
         assert not silent, (f"UDP ports on {address} sent no port-unreachable (something holds them, "
-                            f"undeclared): {silent[:20]}")
+                            f"not in the reviewed policy): {silent[:20]}")
     else:
         sbd_evidence["udp_note"] = "ICMP rate limits could not be lifted: silent UDP ports are inconclusive"
+    if sbd_evidence["running"]["net_event_seen"]:
+        # Associated: the policy must not claim more than the scan finds either, or the MUD file lies.
+        absent = sorted(p for p in declared if p[1] != 5353 and p[1] not in
+                        (tcp.open if p[0] == "tcp" else udp.open + udp.unanswered))
+        assert not absent, f"the reviewed policy lists {absent}, the scan finds them closed: the MUD file is out of date"
+        if ("udp", 5353) in declared:
+            wanted = names[0] if device_id else None
+            for _ in range(5):  # the port's mDNS task starts at GOT_IP, beside the firmware: give it time
+                if mdns:
+                    break
+                time.sleep(1)
+                again = surface.probe_udp(address, [5353], payloads={5353: surface.mdns_probe(names)}, retries=0)
+                mdns = mdns_answers(again.replies.get(5353, b""))
+            sbd_evidence["mdns_answers"] = mdns
+            assert mdns and (wanted is None or wanted in {n for n, _ in mdns}), \
+                (f"the reviewed policy lists the mDNS responder, but UDP 5353 of {address} gave no answer for "
+                 f"{wanted or names}: {mdns or 'nothing'}")
+            assert all(a == address for _, a in mdns), f"the mDNS answer names another address: {mdns}"
 
 
 @pytest.mark.sbd_check(
     id="connections-match-mud",
     title="Every flow the board starts, captured on its own link from reset through a telemetry period "
-          "online, is one its MUD file (RFC 8520, written from the firmware's declaration) allows; "
+          "online, is one its MUD file (RFC 8520, written from the reviewed network policy) allows; "
           "it announces that MUD URL",
     etsi_en_303_645=["5.6-5"], eu_cra=["I(2)(i)", "I(2)(j)"])
 def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
@@ -97,7 +126,7 @@ def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd
         pytest.skip(f"the board is configured for the broker at {settings['broker_addr']}:{settings['broker_port']}, "
                     f"the lab broker runs at {sbd_broker.address}:{sbd_broker.port} (give --broker): "
                     "it cannot go online")
-    document = mud.build(mud.declaration(settings, sbd_bundle.source))
+    document = mud.build(mud.declaration(settings, sbd_bundle.source))  # the reviewed policy, not the firmware's
     url = document["ietf-mud:mud"]["mud-url"]
     topic = topics(device_id)
     lan = surface.local_network(net["address"], net["netmask"])

@@ -85,7 +85,7 @@ def cmd_bootline(args: argparse.Namespace) -> int:
 
 # mud --------------------------------------------------------------------------------
 def cmd_mud(args: argparse.Namespace) -> int:
-    """The board's MUD file (RFC 8520), from the firmware's sbd.network_policy."""
+    """The board's MUD file (RFC 8520), from the reviewed network policy (boards/network-policy.json)."""
     from sbd_harness.release import mud
     if bool(args.board) == bool(args.broker):
         raise CliError("give --board NAME (settings read off the emulated board's flash) "
@@ -137,10 +137,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bootline)
 
     p = sub.add_parser("mud", help="write the board's Manufacturer Usage Description (RFC 8520) "
-                                   "from the firmware's declared network behaviour")
+                                   "from the reviewed network policy (boards/network-policy.json)")
     p.add_argument("--board", help="an emulated board: its settings (broker, NTP) are read off its flash")
     p.add_argument("--broker", help="instead of --board: the ADDR:PORT a real board was provisioned with")
     p.add_argument("--ntp", help="with --broker: the NTP server the board was provisioned with, if any")
-    p.add_argument("--firmware", help="firmware folder (default: the project's firmware/)")
+    p.add_argument("--firmware", help="firmware folder, for its version (default: the project's firmware/)")
     p.add_argument("--out", help="write the MUD file here (default: print it)")
     p.set_defaults(func=cmd_mud)

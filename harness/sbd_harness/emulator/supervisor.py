@@ -66,6 +66,14 @@ def _cpu_tty_attrs(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
+def _die_with_parent() -> None:
+    """In a child: SIGKILL when the supervisor dies, however it dies (a board's services must
+    not outlive its hardware). PR_SET_PDEATHSIG survives the exec of `ip netns exec`."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _nonblocking(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
 
@@ -97,6 +105,9 @@ class Supervisor:
         # NVS handles left open, and the ticks' origin (esp_timer since boot).
         self.nvs_handles = 0
         self.ticks0: list[int] | None = None
+        # ESP-IDF's mDNS responder and DHCP client port (emulator.idf_net): started at the
+        # first GOT_IP after power-on, running until the next power-on, as on the chip.
+        self.idf_net: subprocess.Popen | None = None
 
     # serial port seen by the user -------------------------------------------------
     def open_serial(self) -> None:
@@ -229,6 +240,7 @@ class Supervisor:
         if self.cold:
             self.wdt_deadline = self.wdt_timeout = None
             self.nvs_handles, self.ticks0 = 0, None
+            self.stop_idf_net()
         self.boot()
 
     # data paths -----------------------------------------------------------------------
@@ -402,8 +414,31 @@ class Supervisor:
             self.nvs_handles += 1
         elif words[0] == "ticks0":
             self.ticks0 = [int(words[1]), int(words[2])]
+        elif words[0] == "got_ip":
+            self.start_idf_net(" ".join(words[1:]))
         elif words[0] == "feed" and self.wdt_timeout:
             self.wdt_deadline = time.monotonic() + self.wdt_timeout
+
+    def start_idf_net(self, hostname: str) -> None:
+        """mdns_init() at GOT_IP: once per power-on, with the hostname of that moment. Only in
+        the board's own namespace: on shared loopback UDP 5353 and 68 are the host's."""
+        net = self.conf["net"]
+        if self.idf_net is not None or not net.get("netns"):
+            return
+        self.idf_net = subprocess.Popen(
+            ["ip", "netns", "exec", net["netns"], sys.executable, "-m", "sbd_harness.emulator.idf_net",
+             net["address"], hostname or "mpy-esp32"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent)
+
+    def stop_idf_net(self) -> None:
+        if self.idf_net is not None:
+            try:
+                os.killpg(self.idf_net.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.idf_net.wait()
+            self.idf_net = None
 
     def reset(self, cause: int, cold: bool = True) -> None:
         self.requested = (cause, cold)
@@ -482,6 +517,7 @@ class Supervisor:
                 self.release_aged()
             if self.child is not None and self.child.poll() is not None:
                 self.on_cpu_exit()
+        self.stop_idf_net()
         self.state.mark_stopped()
 
     def stop_soon(self) -> None:

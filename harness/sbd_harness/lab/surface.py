@@ -17,6 +17,9 @@ have an address of its own (a network namespace, run as root).
   burst), which would leave nearly every port unanswered; `icmp_unlimited`
   lifts that limit inside the board's namespace for the length of a probe.
   With no filtering and no limit, silence means something holds the port.
+  Ports with a known service get a query it answers instead (`payloads`):
+  5353 an mDNS query (`mdns_probe`), so the official ESP32 build's responder
+  shows *open*, with its answer kept.
 - `FlowWatch`: captures IPv4 frames on the host side of the board's veth
   link and records each flow the board starts (TCP SYN, UDP datagram): every
   attempt, including refused ones, which sampling `ss` would miss.
@@ -47,11 +50,13 @@ class ScanResult:
     closed: int = 0
     unanswered: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    replies: dict[int, bytes] = field(default_factory=dict)  # UDP: what each open port answered
 
     def summary(self) -> dict:
         return {"protocol": self.protocol, "address": self.address, "ports_probed": self.ports,
                 "open": self.open, "closed": self.closed, "unanswered": self.unanswered[:50],
-                "unanswered_count": len(self.unanswered), "seconds": round(self.seconds, 2)}
+                "unanswered_count": len(self.unanswered), "seconds": round(self.seconds, 2),
+                **({"replies": {p: r[:64].hex() for p, r in self.replies.items()}} if self.replies else {})}
 
 
 # What one probe of one port came to.
@@ -115,10 +120,12 @@ def _probe_pass(ports: Iterable[int], in_flight: int, timeout: float, result: Sc
 
 
 def _scan(protocol: str, address: str, ports: Iterable[int], in_flight: int, retry_in_flight: int,
-          timeout: float, retries: int, start: Start, finish: Finish) -> ScanResult:
+          timeout: float, retries: int, start: Start, finish: Finish,
+          result: ScanResult | None = None) -> ScanResult:
     """A first pass, then the silent ports again, fewer at a time and more patiently."""
     ports = list(ports)
-    result = ScanResult(protocol, address, len(ports))
+    result = result or ScanResult(protocol, address)
+    result.ports = len(ports)
     started = time.monotonic()
     silent = _probe_pass(ports, in_flight, timeout, result, start, finish)
     for attempt in range(retries):
@@ -157,16 +164,36 @@ def scan_tcp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 51
     return _scan("tcp", address, ports, in_flight, 64, timeout, retries, start, finish)
 
 
+def mdns_probe(names: Iterable[str]) -> bytes:
+    """The probe for UDP 5353: a legacy-unicast mDNS query (RFC 6762 section 6.7)
+    for the A records of `names`, which a responder answers to the sender. An
+    empty datagram gets nothing from it: the port would only look silent."""
+    from sbd_harness.emulator.idf_net import query
+    return query(sorted(set(names)), ident=0x5BD0)
+
+
+def mdns_names(hostnames: Iterable[str]) -> list[str]:
+    """`<name>.local` for each hostname, and the names the official ESP32 build
+    answers to when the firmware sets none (MICROPY_PY_NETWORK_HOSTNAME_DEFAULT)."""
+    defaults = ("mpy-esp32", "mpy-esp32s2", "mpy-esp32s3", "mpy-esp32c3", "mpy-esp32c6")
+    return [h.lower() + ".local" for h in (*hostnames, *defaults)]
+
+
 def probe_udp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 256,
-              timeout: float = 1.0, retries: int = 2) -> ScanResult:
+              timeout: float = 1.0, retries: int = 2, payloads: dict[int, bytes] | None = None) -> ScanResult:
     """A datagram to each port: closed (ICMP port unreachable), open (an answer),
-    or unanswered (open|filtered: a silent service, or a lost ICMP)."""
+    or unanswered (open|filtered: a silent service, or a lost ICMP). `payloads`:
+    what to send to particular ports (a query their service answers, e.g.
+    `mdns_probe` for 5353), two bytes of CR LF elsewhere. The answers are kept
+    in `ScanResult.replies`."""
+    payloads = payloads or {}
+
     def start(port: int) -> tuple[socket.socket, int] | str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
         sock.connect((address, port))  # a connected socket receives the ICMP error
         try:
-            sock.send(b"\r\n")
+            sock.send(payloads.get(port, b"\r\n"))
         except ConnectionRefusedError:
             sock.close()
             return CLOSED
@@ -174,14 +201,16 @@ def probe_udp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 2
 
     def finish(sock: socket.socket) -> str:
         try:
-            sock.recv(2048)
+            port = sock.getpeername()[1]
+            result.replies[port] = sock.recv(2048)
             return OPEN  # something answered the probe
         except ConnectionRefusedError:
             return CLOSED
         except OSError:
             return SILENT
 
-    return _scan("udp", address, ports, in_flight, 16, timeout, retries, start, finish)
+    result = ScanResult("udp", address)
+    return _scan("udp", address, ports, in_flight, 16, timeout, retries, start, finish, result)
 
 
 def _netns(netns: str, *cmd: str) -> subprocess.CompletedProcess:

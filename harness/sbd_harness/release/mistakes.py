@@ -308,6 +308,32 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              '            import socket  # broken: a flow the device never declared\n            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n            probe.sendto(b"\\x1b" + bytes(47), socket.getaddrinfo(self.cfg["broker_addr"], 123)[0][-1])\n            probe.close()\n            stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])\n'),
         )),
     Mistake(
+        'declared-backdoor',
+        'The debug shell on TCP 2323, and the firmware declares it in its own network policy',
+        checks=('no-listening-ports',),
+        patches=(
+            ('lib/sbd/network_policy.py', 'LISTENS = (("udp", 5353), ("udp", 68))',
+             'LISTENS = (("udp", 5353), ("udp", 68), ("tcp", 2323))  # broken: declares its own backdoor'),
+        ),
+        requires=('open-port',)),
+    Mistake(
+        'default-hostname',
+        "The firmware leaves the port's hostname: its mDNS responder answers as mpy-esp32, not as the device",
+        checks=('no-listening-ports',),
+        patches=(
+            ('lib/sbd/link.py', '        network.hostname(network_policy.hostname(device.device_id()))\n', ''),
+        )),
+    Mistake(
+        'declared-connection',
+        "The undeclared NTP-style query, and the firmware adds it to its own network policy",
+        checks=('connections-match-mud',),
+        patches=(
+            ('lib/sbd/network_policy.py', '    ntp = settings.get("ntp_host")\n',
+             '    out.append(("ntp", "udp", settings["broker_addr"], 123, False))  # broken: declares its own flow\n'
+             '    ntp = settings.get("ntp_host")\n'),
+        ),
+        requires=('undeclared-connection',)),
+    Mistake(
         'serial-secret',
         'A debug print of the Wi-Fi settings on the locked console',
         checks=('serial-discloses-nothing-after-lock',),

@@ -1,11 +1,17 @@
 """The device's Manufacturer Usage Description (RFC 8520), written from the
-firmware's own declaration of its network behaviour.
+reviewed network policy.
 
-One source of truth: `firmware/lib/sbd/network_policy.py`, the module the
-device itself runs (it puts `mud_url()` in its birth message). The harness
-loads that file, from the firmware folder under test, and evaluates it with
-the device's settings (broker address and port, NTP server), which for an
-emulated board it reads off the board's flash, where the device keeps them.
+The source of truth is data, not the firmware under test: the reviewed policy
+`boards/network-policy.json` (`SBD_NETWORK_POLICY` names another), checked
+into the repository and changed only by review. A firmware that opens a port
+and also declares it in its own `sbd/network_policy.py` is still held to the
+reviewed file, and nothing of the firmware is imported or run on the host
+(where the checks run as root). The firmware's own module stays: the device
+puts `mud_url()` in its birth message and sets its hostname from it; a test
+compares it with the reviewed file (`firmware_declares`, read with `ast`, never
+executed). The policy is filled in with the device's settings (broker address
+and port, NTP server), which for an emulated board the harness reads off its
+flash, and the firmware's version (read as text from `lib/sbd/version.py`).
 The birth message carries only the URL, not the whole policy: the device's
 heap stays small, the MUD file can be written before a device ever connects,
 and the checks compare the two (the URL in the birth message must be the
@@ -14,80 +20,158 @@ file's `mud-url`).
 The file: an `ietf-mud:mud` container (mud-version 1, mud-url, last-update,
 cache-validity, is-supported, systeminfo, the from-device and to-device
 policies) and the `ietf-access-control-list:acls` they name. Outbound flows
-are allowed only as initiated by the device; nothing may open a connection to
-it, because it declares no listening port.
+are allowed only as initiated by the device; inbound, only to the ports the
+policy lists (the official build's mDNS responder and DHCP client, UDP).
 """
 from __future__ import annotations
 
+import ast
 import datetime as dt
-import importlib.util
 import ipaddress
 import json
-import sys
-import types
+import os
 from pathlib import Path
 from typing import Any
 
 from sbd_harness.errors import SbdError
-from sbd_harness.paths import firmware_dir
+from sbd_harness.paths import boards_dir, firmware_dir
 
 PROTOCOLS = {"tcp": 6, "udp": 17}
 CACHE_VALIDITY_HOURS = 48  # RFC 8520's default
 MUD_URL_OID = "1.3.6.1.5.5.7.1.25"  # id-pe-mud-url, RFC 8520 section 10
+CONDITIONS = ("ntp_host", "ntp_host is a name")  # the `when` a reviewed flow may have
 
 
 class MudError(SbdError, ValueError):
-    """A declaration or settings the MUD file cannot be written from."""
+    """A policy, declaration or settings the MUD file cannot be written from."""
 
 
-def load_policy(firmware: Path | None = None) -> types.ModuleType:
-    """The firmware's sbd.network_policy module, loaded from its source.
+def policy_path() -> Path:
+    """The reviewed policy: boards/network-policy.json, or the file SBD_NETWORK_POLICY names."""
+    return Path(os.environ.get("SBD_NETWORK_POLICY", boards_dir() / "network-policy.json"))
 
-    It imports `sbd.version` (the model name); both are loaded under a
-    package name of their own, so nothing of the host's is shadowed."""
-    lib = Path(firmware or firmware_dir()) / "lib" / "sbd"
-    path = lib / "network_policy.py"
-    if not path.is_file():
-        raise MudError(f"{path} does not exist: this firmware declares no network behaviour")
-    saved = {name: sys.modules.get(name) for name in ("sbd", "sbd.version", "sbd.network_policy")}
-    package = types.ModuleType("sbd")
-    package.__path__ = [str(lib)]  # type: ignore[attr-defined]
+
+def _port(value: Any, where: str) -> Any:
+    if isinstance(value, str) and value.startswith("{"):
+        return value
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise MudError(f"{where}: port {value!r} is not 1..65535")
+    return value
+
+
+def load_policy(path: Path | None = None) -> dict[str, Any]:
+    """The reviewed policy, read as JSON data and checked for shape (never code)."""
+    path = Path(path or policy_path())
     try:
-        sys.modules["sbd"] = package
-        for name in ("version", "network_policy"):
-            spec = importlib.util.spec_from_file_location(f"sbd.{name}", lib / f"{name}.py")
-            if spec is None or spec.loader is None:
-                raise MudError(f"cannot load {lib / (name + '.py')}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[f"sbd.{name}"] = module
-            setattr(package, name, module)
+        policy = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MudError(f"{path} does not exist: no reviewed network policy to hold the device to") from None
+    except (OSError, ValueError) as exc:
+        raise MudError(f"{path}: not a JSON policy: {exc}") from exc
+    if not isinstance(policy, dict):
+        raise MudError(f"{path}: not a JSON object")
+    for key in ("model", "mud_url", "hostname", "listens", "outbound"):
+        if key not in policy:
+            raise MudError(f"{path}: no {key!r}")
+    for i, item in enumerate(policy["listens"]):
+        if item.get("protocol") not in PROTOCOLS or not item.get("why"):
+            raise MudError(f"{path}: listens[{i}] needs a protocol (tcp or udp) and a reason (why)")
+        _port(item.get("port"), f"{path}: listens[{i}]")
+    for i, flow in enumerate(policy["outbound"]):
+        if flow.get("protocol") not in PROTOCOLS or "host" not in flow or not flow.get("purpose"):
+            raise MudError(f"{path}: outbound[{i}] needs a purpose, a protocol (tcp or udp) and a host")
+        if flow.get("when") not in (None, *CONDITIONS):
+            raise MudError(f"{path}: outbound[{i}]: unknown condition {flow['when']!r}")
+        _port(flow.get("port"), f"{path}: outbound[{i}]")
+    return policy
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _fill(value: Any, settings: dict[str, Any]) -> Any:
+    """A policy value with its {placeholders} taken from the settings."""
+    if isinstance(value, str) and "{" in value:
+        try:
+            filled = value.format(**settings)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise MudError(f"the settings have no value for {value!r}: {exc}") from exc
+        return int(filled) if filled.isdigit() else filled
+    return value
+
+
+def listening(policy: dict[str, Any]) -> set[tuple[str, int]]:
+    """The (protocol, port) pairs the reviewed policy lets the device listen on."""
+    return {(item["protocol"], int(item["port"])) for item in policy["listens"]}
+
+
+def hostname(policy: dict[str, Any], device_id: str) -> str:
+    """The name the device's mDNS responder answers for, per the reviewed policy."""
+    return str(policy["hostname"]).format(device_id=device_id)
+
+
+def firmware_version(firmware: Path | None = None) -> str:
+    """VERSION from the firmware's lib/sbd/version.py, read as text (the file is not run)."""
+    from sbd_harness.release.bundle import VERSION_RE
+    path = Path(firmware or firmware_dir()) / "lib" / "sbd" / "version.py"
+    try:
+        m = VERSION_RE.search(path.read_text())
+    except OSError as exc:
+        raise MudError(f"{path}: {exc}") from exc
+    if not m:
+        raise MudError(f"{path} holds no VERSION = \"...\" line")
+    return m.group(1)
+
+
+def firmware_declares(firmware: Path | None = None) -> dict[str, Any] | None:
+    """What the firmware's own sbd/network_policy.py says it listens on and its MUD URL
+    base, read with `ast` (literal assignments only; nothing of it runs). None without
+    the module. Evidence, and a test keeps it equal to the reviewed policy."""
+    path = Path(firmware or firmware_dir()) / "lib" / "sbd" / "network_policy.py"
+    if not path.is_file():
+        return None
+    found: dict[str, Any] = {}
+    try:
+        tree = ast.parse(path.read_text())
+    except (SyntaxError, ValueError, OSError) as exc:
+        return {"listens": None, "mud_base": None, "error": f"{type(exc).__name__}: {exc}"}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
-                spec.loader.exec_module(module)
-            except Exception as exc:  # a broken firmware file: say which
-                raise MudError(f"{lib / (name + '.py')}: {type(exc).__name__}: {exc}") from exc
-        return module
-    finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    try:
+        listens = sorted((str(p), int(n)) for p, n in found["LISTENS"]) if "LISTENS" in found else None
+    except (TypeError, ValueError):
+        listens = None
+    return {"listens": listens, "mud_base": found.get("MUD_BASE")}
 
 
-def declaration(settings: dict[str, Any], firmware: Path | None = None) -> dict[str, Any]:
-    """What the firmware declares it does with these settings."""
-    policy = load_policy(firmware)
-    version = policy.version
+def declaration(settings: dict[str, Any], firmware: Path | None = None,
+                policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the reviewed policy lets the device do with these settings."""
+    policy = policy if policy is not None else load_policy()
     for key in ("broker_addr", "broker_port"):
         if key not in settings:
             raise MudError(f"the settings have no {key}: is the board provisioned with a broker?")
-    outbound = [{"purpose": p, "protocol": proto, "host": host, "port": int(port), "tls": bool(tls)}
-                for p, proto, host, port, tls in policy.outbound(settings)]
-    for flow in outbound:
-        if flow["protocol"] not in PROTOCOLS:
-            raise MudError(f"declared flow {flow}: protocol must be tcp or udp")
-    return {"mud_url": policy.mud_url(), "model": version.MODEL, "fw_version": version.VERSION,
-            "listens": [{"protocol": proto, "port": int(port)} for proto, port in policy.LISTENS],
+    ntp = settings.get("ntp_host") or ""
+    holds = {"ntp_host": bool(ntp), "ntp_host is a name": bool(ntp) and not _is_ipv4(ntp)}
+    values = dict(settings, ntp_host=ntp)
+    outbound = []
+    for flow in policy["outbound"]:
+        if flow.get("when") and not holds[flow["when"]]:
+            continue
+        outbound.append({"purpose": flow["purpose"], "protocol": flow["protocol"],
+                         "host": _fill(flow["host"], values), "port": int(_fill(flow["port"], values)),
+                         "tls": bool(flow.get("tls", False))})
+    return {"mud_url": policy["mud_url"], "model": policy["model"], "fw_version": firmware_version(firmware),
+            "listens": [{"protocol": proto, "port": port} for proto, port in sorted(listening(policy))],
             "outbound": outbound}
 
 

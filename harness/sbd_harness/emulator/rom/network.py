@@ -2,6 +2,10 @@
 # The "access point" is the lab: the board's network namespace with one link
 # to the lab bridge. WLAN reports the link's real state, so cutting the link
 # from the host (ip link set ... down) is a Wi-Fi outage for the firmware.
+# As on the official build (ports/esp32/network_wlan.c), the first GOT_IP after
+# power-on starts ESP-IDF's mDNS responder with the hostname set at that moment,
+# and the station runs a DHCP client: the supervisor runs both beside the CPU
+# (sbd_harness.emulator.idf_net); Python cannot stop them.
 import binascii
 import _board
 
@@ -18,7 +22,8 @@ STAT_HANDSHAKE_TIMEOUT = 204
 AUTH_OPEN = 0
 AUTH_WPA2_PSK = 3
 
-_hostname = "mpy-esp32"
+_hostname = "mpy-esp32"  # MICROPY_PY_NETWORK_HOSTNAME_DEFAULT for the ESP32 (mpconfigport.h)
+_mdns_told = False
 _net = _board.conf["net"]
 
 
@@ -26,7 +31,7 @@ def hostname(name=None):
     global _hostname
     if name is None:
         return _hostname
-    if len(name) > 32:
+    if len(name) > 32:  # MICROPY_PY_NETWORK_HOSTNAME_MAX_LEN
         raise ValueError("hostname too long")
     _hostname = name
 
@@ -80,6 +85,14 @@ class WLAN:
     def disconnect(self):
         self._s.status = STAT_IDLE
 
+    def _got_ip(self):
+        # IP_EVENT_STA_GOT_IP: mdns_init() and mdns_hostname_set(hostname) once per
+        # power-on (the supervisor ignores the repeats a soft reset brings)
+        global _mdns_told
+        if not _mdns_told:
+            _mdns_told = True
+            _board.tell_supervisor("got_ip " + _hostname)
+
     def status(self, param=None):
         if param == "rssi":
             if not self.isconnected():
@@ -89,6 +102,8 @@ class WLAN:
             raise ValueError("unknown status param")
         if self._s.status in (STAT_CONNECTING, STAT_GOT_IP):
             self._s.status = STAT_GOT_IP if _board.link_up() else STAT_CONNECTING
+            if self._s.status == STAT_GOT_IP:
+                self._got_ip()
         return self._s.status
 
     def isconnected(self):
