@@ -75,7 +75,7 @@ def test_association_takes_seconds_and_reports_connecting_meanwhile(make_board):
     board = make_board("wifi")
     took, seen, final = ast.literal_eval(mpremote(board.port, "exec", ASSOC).strip().splitlines()[-1])
     assert seen == [1001] and final == 1010, (seen, final)  # STAT_CONNECTING, then STAT_GOT_IP
-    assert took >= 1000, took  # not at once, as before
+    assert took >= 900, took  # not at once, as before (ASSOC_MS, 1 s)
     bad = mpremote(board.port, "resume", "exec", "import network, time\nw = network.WLAN(network.STA_IF)\n"
                    "w.connect('another-ssid', 'whatever1')\na = w.status()\ntime.sleep(2.5)\n"
                    "print(repr((a, w.status())))")
@@ -98,7 +98,7 @@ def test_after_a_loss_the_station_reassociates_by_itself(make_board):
                    "while not w.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < 10000:\n"
                    "    time.sleep_ms(50)\nprint(repr((w.isconnected(), time.ticks_diff(time.ticks_ms(), t0))))")
     connected, took = ast.literal_eval(out.strip().splitlines()[-1])
-    assert connected and took >= 1000, (connected, took)
+    assert connected and took >= 900, (connected, took)
 
 
 def _net_events(text: str) -> list[dict]:

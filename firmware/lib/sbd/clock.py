@@ -11,7 +11,6 @@
 # certificates); OWASP ISVS 4.1.3 (certificate validation).
 import os
 import socket
-import struct
 import time
 
 EARLIEST_YEAR = 2025  # no genuine clock reads earlier than this firmware
@@ -48,7 +47,7 @@ def query(host, port=123, timeout_s=1):
         raise OSError("NTP: not a synchronised server's answer")
     if reply[24:32] != nonce:
         raise OSError("NTP: answer to another query")
-    secs = struct.unpack("!I", reply[40:44])[0]
+    secs = int.from_bytes(reply[40:44], "big")
     if secs < _NTP_2024:
         secs += 1 << 32
     return secs - _ntp_to_epoch()
