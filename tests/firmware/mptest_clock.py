@@ -1,13 +1,12 @@
-# MicroPython unit tests of the device's SNTP client (sbd.clock): it takes
+# MicroPython unit tests of the device's SNTP client (sbd.sntp, loaded by
+# sbd.clock only while it sets the clock): it takes
 # only a synchronised server's answer to its own query, handles NTP's 2036
 # wrap, and sets the RTC as machine.RTC().datetime() takes it (the tuple of
 # ports/esp32/machine_rtc.c). The network is a stand-in that answers with the
 # datagram each test gives it.
 import struct
+import sys
 import time
-from sbd import clock
-
-NTP_TO_EPOCH = clock._ntp_to_epoch()
 NOW_NTP = 3973000000  # 2025-11-24, as NTP seconds
 
 
@@ -47,7 +46,10 @@ class FakeSocketModule:
         return [(2, 2, 0, "", (host, port))]
 
 
-clock.socket = FakeSocketModule
+sys.modules["socket"] = FakeSocketModule  # before sbd.sntp imports it, at each load
+from sbd import clock, sntp  # noqa: E402
+
+NTP_TO_EPOCH = sntp._ntp_to_epoch()
 
 
 def reply(query, li=0, mode=4, stratum=2, echo=True, secs=NOW_NTP):
@@ -63,7 +65,7 @@ def reply(query, li=0, mode=4, stratum=2, echo=True, secs=NOW_NTP):
 def answered(**kw):
     FakeSocket.answer = lambda q: reply(q, **kw)
     try:
-        return clock.query("198.18.0.1", 10123)
+        return sntp.query("198.18.0.1", 10123)
     except OSError as e:
         return e
 
@@ -90,7 +92,7 @@ def test_answers_it_must_not_trust_are_refused():
     assert isinstance(answered(stratum=16), OSError)  # unsynchronised
     FakeSocket.answer = lambda q: reply(q)[:40]
     try:
-        clock.query("198.18.0.1", 123)
+        sntp.query("198.18.0.1", 123)
         raise AssertionError("a short answer was taken")
     except OSError:
         pass
@@ -136,3 +138,12 @@ def test_without_an_answer_the_clock_is_left_alone():
     FakeSocket.answer = lambda q: reply(q, echo=False)
     clock.sync("198.18.0.1", 10123)
     assert FakeRTC.set_to is None and clock._synced_at is None
+
+
+def test_the_sntp_code_is_unloaded_after_a_sync():
+    import sbd
+    clock._synced_at = None
+    FakeSocket.answer = lambda q: reply(q)
+    sys.modules["machine"] = FakeMachine
+    clock.sync("198.18.0.1", 10123)
+    assert "sbd.sntp" not in sys.modules and not hasattr(sbd, "sntp")
