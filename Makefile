@@ -16,7 +16,8 @@ EMBEDDED_VENV    := $(VENV)/tools/embedded
 EMBEDDED_STAMP   := $(EMBEDDED_VENV)/.installed-$(EMBEDDED_VERSION)-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
 HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
-                $(if $(shell command -v mosquitto),,mosquitto)
+                $(if $(shell command -v mosquitto),,mosquitto) \
+                $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony)
 
 .PHONY: setup system-deps demo test test-fast test-soak bench clean
 

@@ -250,6 +250,12 @@ def sbd_broker(pytestconfig: pytest.Config, sbd_board: Board, sbd_ca) -> Iterato
     if endpoint is None:
         pytest.skip("give --broker ADDR:PORT (the broker address the board was provisioned with)")
     flaws = [f for f in pytestconfig.getoption("--sbd-broker-flaws").split(",") if f]
+    if getattr(sbd_board, "kind", "") == "emulated":  # its clock starts in 2000: the lab's NTP server sets it
+        from sbd_harness.lab import ntp
+        try:
+            ntp.ensure_running()
+        except ntp.NtpError as exc:
+            raise pytest.UsageError(str(exc)) from exc
     try:
         broker = Broker(sbd_ca, address=endpoint[0], port=endpoint[1], flaws=flaws).start()
     except BrokerError as exc:

@@ -17,7 +17,9 @@ from sbd_harness.release.mistakes import build_variant
 
 CONNECT = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04" + b"abcd"
 CONNECT_CODE = """
-from sbd import tls
+from sbd import clock, config, tls
+c = config.load()
+clock.sync(c["ntp_host"], c["ntp_port"])  # the clock starts in 2000: set it as the link does, from the lab's NTP
 try:
     s = tls.connect({addr!r}, {port}, {host!r})
     s.write({connect!r})

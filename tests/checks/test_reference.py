@@ -20,6 +20,7 @@ from sbd_harness.boards import lifecycle
 from sbd_harness.boards.emulated import EmulatedBoard
 from sbd_harness.emulator import netlab
 from sbd_harness.identity.pki import certificate_mud_url
+from sbd_harness.lab import ntp
 from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.release import mud
 from sbd_harness.release.bundle import FirmwareBundle
@@ -106,18 +107,21 @@ def test_each_bad_update_was_refused_for_its_own_reason(run):
 
 @pytest.mark.skipif(not netlab.namespaces_available(), reason="the surface checks need a network namespace (root)")
 def test_the_surface_checks_saw_the_declared_flows_and_the_mud_url_everywhere(run):
+    ntp_host, ntp_port = ntp.endpoint()
     assert certificate_mud_url(run.cert) == REFERENCE_URL
     assert not run.cert.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.5.5.7.1.25")).critical
     assert run.mud["ietf-mud:mud"]["mud-url"] == REFERENCE_URL
     assert mud.allows_from_device(run.mud, "tcp", lab_address(), run.port)
+    assert mud.allows_from_device(run.mud, "udp", ntp_host, ntp_port)
     scan = run.checks["no-listening-ports"]["evidence"]
     # nothing over TCP; over UDP the official build's mDNS responder (answers) and DHCP client (silent)
     assert scan["tcp"]["closed"] == 65535 and scan["udp"]["closed"] == 65533
     assert scan["udp"]["open"] == [5353] and scan["udp"]["unanswered"] == [68]
     seen = run.checks["connections-match-mud"]["evidence"]
     assert seen["birth_mud_url"] == seen["certificate_mud_url"] == REFERENCE_URL
-    assert {(f["protocol"], f["address"], f["port"]) for f in seen["flows_started_by_board"]} == \
-        {("tcp", lab_address(), run.port), ("udp", "224.0.0.251", 5353)}
+    # after its reset: the clock from the lab's NTP server, the broker, the port's mDNS announcements
+    assert sorted((f["protocol"], f["address"], f["port"]) for f in seen["flows_started_by_board"]) == \
+        sorted([("tcp", lab_address(), run.port), ("udp", ntp_host, ntp_port), ("udp", "224.0.0.251", 5353)])
     assert run.checks["serial-discloses-nothing-after-lock"]["evidence"]["problems"] == []
 
 

@@ -215,8 +215,8 @@ def test_the_emulated_board_answers_mdns_once_associated_as_the_official_build_d
     ("open-port", "no-listening-ports", "check_no_listening", "[2323]"),
     ("declared-backdoor", "no-listening-ports", "check_no_listening", "[2323]"),
     ("default-hostname", "no-listening-ports", "check_no_listening", "mpy-esp32.local"),
-    ("undeclared-connection", "connections-match-mud", "check_connections", "'port': 123"),
-    ("declared-connection", "connections-match-mud", "check_connections", "'port': 123"),
+    ("undeclared-connection", "connections-match-mud", "check_connections", "'port': 1900"),
+    ("declared-connection", "connections-match-mud", "check_connections", "'port': 1900"),
     ("serial-secret", "serial-discloses-nothing-after-lock", "check_serial_discloses", "Wi-Fi passphrase"),
 ])
 def test_a_surface_check_fails_on_the_variant_broken_for_it(locked_board, ca, tmp_path, variant, failing,

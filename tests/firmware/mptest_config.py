@@ -22,6 +22,7 @@ def test_valid_settings_get_defaults_and_round_trip():
     config.save(GOOD)
     got = config.load()
     assert got["broker_port"] == 8883 and got["broker_host"] == "broker.sbd.lab" and got["wifi_ssid"] == "lab"
+    assert got["ntp_host"] == "" and got["ntp_port"] == 123
 
 
 def test_every_field_is_validated():
@@ -35,6 +36,9 @@ def test_every_field_is_validated():
     rejected(dict(GOOD, broker_port=True), "broker_port")
     rejected(dict(GOOD, broker_host="Evil_Host"), "broker_host")
     rejected(dict(GOOD, telemetry_s=0), "telemetry_s")
+    rejected(dict(GOOD, ntp_port=0), "ntp_port")
+    rejected(dict(GOOD, ntp_port="123"), "ntp_port")
+    rejected(dict(GOOD, ntp_host="ntp:123"), "ntp_host")
     rejected(dict(GOOD, wifi_psk="bad\x00byte!!"), "wifi_psk")
     rejected(dict(GOOD, debug=True), "unknown field")
     rejected([1, 2], "not an object")

@@ -30,3 +30,8 @@ def test_ntp_by_address_and_by_name():
     assert network_policy.outbound(by_ip)[3:] == [("ntp", "udp", "198.18.0.1", 123, False)]
     by_name = dict(LAB, ntp_host="pool.ntp.org")
     assert [f[0] for f in network_policy.outbound(by_name)] == ["mqtt", "dhcp", "mdns", "dns", "ntp"]
+
+
+def test_ntp_on_the_port_of_the_settings():
+    lab = dict(LAB, ntp_host="127.0.0.1", ntp_port=10123)
+    assert network_policy.outbound(lab)[3:] == [("ntp", "udp", "127.0.0.1", 10123, False)]

@@ -8,7 +8,8 @@ import json
 from sbd import store
 
 KEY = "config"
-DEFAULTS = {"broker_port": 8883, "broker_host": "broker.sbd.lab", "telemetry_s": 10, "ntp_host": ""}
+DEFAULTS = {"broker_port": 8883, "broker_host": "broker.sbd.lab", "telemetry_s": 10, "ntp_host": "",
+            "ntp_port": 123}
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,7 @@ FIELDS = {
     "broker_port": lambda v: _int(v, 1, 65535),
     "broker_host": lambda v: _text(v, 1, 253, HOST_CHARS),
     "ntp_host": lambda v: _text(v, 0, 253, HOST_CHARS),
+    "ntp_port": lambda v: _int(v, 1, 65535),
     "telemetry_s": lambda v: _int(v, 1, 3600),
 }
 REQUIRED = ("wifi_ssid", "wifi_psk", "broker_addr")

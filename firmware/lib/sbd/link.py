@@ -20,6 +20,11 @@ BACKOFF_MIN_MS = 1000
 BACKOFF_MAX_MS = 60000
 KEEPALIVE_S = 30
 COMMIT_RETRY_MS = 1000
+# Association (WPA2 and DHCP) takes seconds on the chip, and the port keeps
+# reassociating on its own after a loss: the link waits for it, this long at
+# most, without blocking the loop and without counting it as a failure.
+ASSOC_WAIT_MS = 15000
+ASSOC_POLL_MS = 100
 MAX_PACKET = 1536  # a signed command (at most 1024 bytes) and its topic fit
 
 
@@ -54,6 +59,7 @@ class Link:
         self.client = None
         self.inflight = None  # (packet id, outbox seq)
         self.failures = 0
+        self.assoc_since = None  # ticks when the current wait for association began
         now = time.ticks_ms()
         self.next_try = now
         self.next_sample = now
@@ -193,13 +199,9 @@ class Link:
 
     def connect(self):
         try:
-            if not self.wlan.isconnected():
-                self.wlan.active(True)
-                if self.wlan.status() not in (network.STAT_CONNECTING, network.STAT_GOT_IP):
-                    self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])
-                if not self.wlan.isconnected():
-                    raise OSError("wifi not connected")
-            if not clock.sync(self.cfg.get("ntp_host")):
+            if not self.associated():
+                return  # associating: look again shortly
+            if not clock.sync(self.cfg.get("ntp_host"), self.cfg.get("ntp_port", 123)):
                 raise OSError("clock not set")
             stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])
             client = self.mqtt
@@ -226,6 +228,24 @@ class Link:
         log("connected")
         from sbd import slots
         self.result(slots.pending_incident())
+
+    def associated(self):
+        """True once Wi-Fi has an address; False while association goes on (within
+        ASSOC_WAIT_MS); OSError when it failed or took longer."""
+        if self.wlan.isconnected():
+            self.assoc_since = None
+            return True
+        now = time.ticks_ms()
+        if self.assoc_since is None:  # a new attempt
+            self.wlan.active(True)
+            if self.wlan.status() != network.STAT_CONNECTING:  # not already reassociating by itself
+                self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])
+            self.assoc_since = now
+        if self.wlan.status() == network.STAT_CONNECTING and time.ticks_diff(now, self.assoc_since) < ASSOC_WAIT_MS:
+            self.next_try = time.ticks_add(now, ASSOC_POLL_MS)
+            return False
+        self.assoc_since = None
+        raise OSError("wifi not connected")
 
     def drop(self, error):
         if self.client is not None:

@@ -53,5 +53,5 @@ def outbound(settings):
     if ntp:
         if not _is_ipv4(ntp):
             out.append(("dns", "udp", "", 53, False))  # the resolver the network assigned
-        out.append(("ntp", "udp", ntp, 123, False))
+        out.append(("ntp", "udp", ntp, settings.get("ntp_port", 123), False))
     return out

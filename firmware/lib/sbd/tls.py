@@ -44,15 +44,19 @@ def connect(address, port, hostname, timeout_s=10):
         sock.close()
         raise TLSError("handshake failed: %s" % (e.args[0] if e.args else type(e).__name__))
     # mbedTLS checks the validity dates against the clock; where the port
-    # offers the peer certificate, check them here too.
-    getpeercert = getattr(stream, "getpeercert", None)
+    # offers the peer certificate (ESP32 builds keep it), check them here too.
+    # Any failure from here on, a certificate that does not parse included,
+    # closes the stream before it is reported.
     try:
+        getpeercert = getattr(stream, "getpeercert", None)
         peer = getpeercert(True) if getpeercert else None
         if peer:
             now = clock.asn1_now()
             if not der.cert_not_before(peer) <= now <= der.cert_not_after(peer):
                 raise TLSError("broker certificate not valid now")
-    except TLSError:
+    except Exception as e:
         stream.close()
-        raise
+        if isinstance(e, TLSError):
+            raise
+        raise TLSError("broker certificate unreadable: %s" % type(e).__name__)
     return stream

@@ -97,7 +97,9 @@ def cmd_mud(args: argparse.Namespace) -> int:
             addr, sep, port = args.broker.rpartition(":")
             if not sep or not port.isdigit() or not 0 < int(port) < 65536:
                 raise CliError(f"--broker {args.broker!r}: expected ADDR:PORT, e.g. 192.168.1.10:8883")
-            settings = {"broker_addr": addr, "broker_port": int(port), "ntp_host": args.ntp or ""}
+            from sbd_harness.cli.identity import ntp_endpoint
+            ntp_host, ntp_port = ntp_endpoint(args.ntp)
+            settings = {"broker_addr": addr, "broker_port": int(port), "ntp_host": ntp_host, "ntp_port": ntp_port}
         document = mud.build(mud.declaration(settings, Path(args.firmware) if args.firmware else None))
     except mud.MudError as exc:
         raise CliError(str(exc)) from exc
@@ -140,7 +142,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "from the reviewed network policy (boards/network-policy.json)")
     p.add_argument("--board", help="an emulated board: its settings (broker, NTP) are read off its flash")
     p.add_argument("--broker", help="instead of --board: the ADDR:PORT a real board was provisioned with")
-    p.add_argument("--ntp", help="with --broker: the NTP server the board was provisioned with, if any")
+    p.add_argument("--ntp", metavar="HOST[:PORT]",
+                   help="with --broker: the NTP server the board was provisioned with, if any")
     p.add_argument("--firmware", help="firmware folder, for its version (default: the project's firmware/)")
     p.add_argument("--out", help="write the MUD file here (default: print it)")
     p.set_defaults(func=cmd_mud)

@@ -41,6 +41,14 @@ def cmd_pki_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def ntp_endpoint(given: str | None) -> tuple[str, int]:
+    """`--ntp HOST[:PORT]` as the settings' ntp_host and ntp_port ("" for none)."""
+    host, sep, port = (given or "").partition(":")
+    if sep and not (port.isdigit() and 0 < int(port) < 65536):
+        raise CliError(f"--ntp {given!r}: expected HOST or HOST:PORT, e.g. pool.ntp.org or 192.168.1.1:123")
+    return host, int(port or 123)
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from sbd_harness.identity.provisioning import provision
     board = target(args)
@@ -52,8 +60,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
         if not (args.wifi_ssid and args.broker and os.environ.get("SBD_WIFI_PSK")):
             raise CliError("give --wifi-ssid and --broker ADDR[:PORT], and the passphrase in SBD_WIFI_PSK")
         addr, _, port = args.broker.partition(":")
+        ntp_host, ntp_port = ntp_endpoint(args.ntp)
         settings = {"wifi_ssid": args.wifi_ssid, "wifi_psk": os.environ["SBD_WIFI_PSK"], "broker_addr": addr,
-                    "broker_port": int(port or 8883), "ntp_host": args.ntp}
+                    "broker_port": int(port or 8883), "ntp_host": ntp_host, "ntp_port": ntp_port}
     result = provision(board, ca, lock=not args.no_lock, settings=settings, reissue=args.reissue)
     if result.release_key_made:
         print(f"sbd: made the lab release key {result.release_key_made} (first use); the device now trusts it "
@@ -97,8 +106,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "one it had (without it, an ID that has a valid certificate is refused)")
     p.add_argument("--wifi-ssid", help="real boards: the Wi-Fi network (passphrase in SBD_WIFI_PSK)")
     p.add_argument("--broker", help="real boards: the broker's IPv4 address[:port] (default port 8883)")
-    p.add_argument("--ntp", default="pool.ntp.org",
-                   help="real boards: the NTP server that sets the clock before TLS (default pool.ntp.org)")
+    p.add_argument("--ntp", default="pool.ntp.org", metavar="HOST[:PORT]",
+                   help="with --broker: the NTP server that sets the clock before TLS (default pool.ntp.org, "
+                        "port 123; an emulated board without --broker gets the lab's)")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("command", help="send a command signed by the lab CA to a locked board")

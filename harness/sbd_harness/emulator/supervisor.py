@@ -108,6 +108,10 @@ class Supervisor:
         # ESP-IDF's mDNS responder and DHCP client port (emulator.idf_net): started at the
         # first GOT_IP after power-on, running until the next power-on, as on the chip.
         self.idf_net: subprocess.Popen | None = None
+        # The RTC: the host time (Unix seconds) at which the board's clock read
+        # 2000-01-01 00:00:00. ESP-IDF's RTC timer runs on across every reset
+        # but a power-on one, so only a power-on sets it back to 2000.
+        self.rtc0: float | None = None
 
     # serial port seen by the user -------------------------------------------------
     def open_serial(self) -> None:
@@ -138,6 +142,8 @@ class Supervisor:
 
     # the CPU ------------------------------------------------------------------------
     def boot(self) -> None:
+        if self.rtc0 is None:  # power-on: the clock starts at the port's epoch, 2000-01-01
+            self.rtc0 = time.time()
         master, slave = os.openpty()
         _cpu_tty_attrs(slave)
         ctl_r, ctl_w = os.pipe()
@@ -159,6 +165,7 @@ class Supervisor:
             "net": self.conf["net"],
             "nvs_handles": self.nvs_handles,
             "ticks0": self.ticks0,
+            "rtc0": self.rtc0,
         }
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -241,6 +248,8 @@ class Supervisor:
             self.wdt_deadline = self.wdt_timeout = None
             self.nvs_handles, self.ticks0 = 0, None
             self.stop_idf_net()
+            if self.reset_cause == PWRON_RESET:
+                self.rtc0 = None
         self.boot()
 
     # data paths -----------------------------------------------------------------------
@@ -416,6 +425,8 @@ class Supervisor:
             self.ticks0 = [int(words[1]), int(words[2])]
         elif words[0] == "got_ip":
             self.start_idf_net(" ".join(words[1:]))
+        elif words[0] == "rtc0":
+            self.rtc0 = float(words[1])
         elif words[0] == "feed" and self.wdt_timeout:
             self.wdt_deadline = time.monotonic() + self.wdt_timeout
 

@@ -56,14 +56,17 @@ def _declared_mud_url(run) -> str | None:
 
 def lab_settings(board: Board, broker_port: int | None = None) -> dict | None:
     """Settings for an emulated board: the lab's Wi-Fi and the lab broker (default: at the board's own
-    lab broker port, `EmulatedBoard.broker_port`)."""
+    lab broker port, `EmulatedBoard.broker_port`) and the lab's NTP
+    server (started here if it is not running: the board's clock starts in 2000)."""
     from sbd_harness.boards.emulated import EmulatedBoard
+    from sbd_harness.lab import ntp
     from sbd_harness.lab.broker import lab_address
     if not isinstance(board, EmulatedBoard):
         return None
     conf = board.conf
+    ntp_host, ntp_port = ntp.ensure_running()
     return {"wifi_ssid": conf["lab_ssid"], "wifi_psk": conf["lab_psk"], "broker_addr": lab_address(),
-            "broker_port": broker_port or board.broker_port}
+            "broker_port": broker_port or board.broker_port, "ntp_host": ntp_host, "ntp_port": ntp_port}
 
 
 def lab_release_keys() -> tuple[list[bytes], Path | None]:

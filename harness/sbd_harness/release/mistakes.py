@@ -301,11 +301,11 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         )),
     Mistake(
         'undeclared-connection',
-        "An NTP-style query to the broker's host that the network policy never declared",
+        "An SSDP-style UDP datagram to the broker's host that the network policy never declared",
         checks=('connections-match-mud',),
         patches=(
             ('lib/sbd/link.py', '            stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])\n',
-             '            import socket  # broken: a flow the device never declared\n            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n            probe.sendto(b"\\x1b" + bytes(47), socket.getaddrinfo(self.cfg["broker_addr"], 123)[0][-1])\n            probe.close()\n            stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])\n'),
+             '            import socket  # broken: a flow the device never declared\n            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n            probe.sendto(b"M-SEARCH * HTTP/1.1\\r\\n\\r\\n", socket.getaddrinfo(self.cfg["broker_addr"], 1900)[0][-1])\n            probe.close()\n            stream = tls.connect(self.cfg["broker_addr"], self.cfg["broker_port"], self.cfg["broker_host"])\n'),
         )),
     Mistake(
         'declared-backdoor',
@@ -325,11 +325,11 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         )),
     Mistake(
         'declared-connection',
-        "The undeclared NTP-style query, and the firmware adds it to its own network policy",
+        "The undeclared SSDP-style datagram, and the firmware adds it to its own network policy",
         checks=('connections-match-mud',),
         patches=(
             ('lib/sbd/network_policy.py', '    ntp = settings.get("ntp_host")\n',
-             '    out.append(("ntp", "udp", settings["broker_addr"], 123, False))  # broken: declares its own flow\n'
+             '    out.append(("ssdp", "udp", settings["broker_addr"], 1900, False))  # broken: declares its own flow\n'
              '    ntp = settings.get("ntp_host")\n'),
         ),
         requires=('undeclared-connection',)),
@@ -338,8 +338,8 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         'A debug print of the Wi-Fi settings on the locked console',
         checks=('serial-discloses-nothing-after-lock',),
         patches=(
-            ('lib/sbd/link.py', '                    self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])\n',
-             '                    print("wifi:", self.cfg["wifi_ssid"], self.cfg["wifi_psk"])  # broken: debug output\n                    self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])\n'),
+            ('lib/sbd/link.py', '                self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])\n',
+             '                print("wifi:", self.cfg["wifi_ssid"], self.cfg["wifi_psk"])  # broken: debug output\n                self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_psk"])\n'),
         )),
     Mistake(
         'stale-commands',

@@ -162,7 +162,7 @@ def declaration(settings: dict[str, Any], firmware: Path | None = None,
             raise MudError(f"the settings have no {key}: is the board provisioned with a broker?")
     ntp = settings.get("ntp_host") or ""
     holds = {"ntp_host": bool(ntp), "ntp_host is a name": bool(ntp) and not _is_ipv4(ntp)}
-    values = dict(settings, ntp_host=ntp)
+    values = dict(settings, ntp_host=ntp, ntp_port=settings.get("ntp_port") or 123)
     outbound = []
     for flow in policy["outbound"]:
         if flow.get("when") and not holds[flow["when"]]:

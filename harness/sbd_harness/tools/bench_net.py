@@ -82,6 +82,16 @@ except Exception as e:
     r = 'FAIL %s %s' % (type(e).__name__, e)
 print(r)
 """
+def set_clock(board: EmulatedBoard) -> None:
+    """The board's clock starts in 2000 at each power-on, as an ESP32's: set it to the
+    host's UTC time (machine.RTC), or sbd.tls refuses to connect. Not by NTP, whose
+    client would count in the heap measured here; the RTC keeps it across soft resets."""
+    import datetime
+    t = datetime.datetime.now(datetime.timezone.utc)
+    board.exec(f"import machine\nmachine.RTC().datetime(({t.year}, {t.month}, {t.day}, 0, "
+               f"{t.hour}, {t.minute}, {t.second}, 0))", timeout=30)
+
+
 def _heap_trial(board: EmulatedBoard, code: str, heap_bytes: int) -> tuple[bool, str]:
     """From a fresh boot with `heap_bytes` of heap: did the connect, CONNACK
     and a PUBACKed publish succeed? (and what the board said)."""
@@ -91,6 +101,7 @@ def _heap_trial(board: EmulatedBoard, code: str, heap_bytes: int) -> tuple[bool,
     watchdog.start()
     try:
         boot_with_heap(board, heap_bytes)
+        set_clock(board)
         out = board.exec(code, timeout=30).strip()
     except Exception as exc:  # noqa: too small to boot, or to take the REPL's input
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
@@ -118,6 +129,7 @@ def heap_high_water_connect_bytes(board: EmulatedBoard, broker: Broker,
                              keepalive=KEEPALIVE_S, max_packet=MAX_PACKET)
     full = board.state.load()["heap_bytes"]
     boot_with_heap(board, full)
+    set_clock(board)
     # What a fresh boot holds: below it nothing more fits, a failing bound.
     idle = int(board.exec(IDLE_HEAP).split()[-1])
     said = board.exec(code, timeout=30).strip()
@@ -189,6 +201,7 @@ def run(bundle: FirmwareBundle, runs: int) -> tuple[dict, dict]:
         with Broker(ca) as broker:
             settings = dict(lab_settings(board, broker.port), telemetry_s=QUIET_TELEMETRY_S)
             device_id = provision(board, ca, lock=False, settings=settings).device_id
+            set_clock(board)
             connect = mqtt_connect_ms(board, broker, runs * 4)
             high_water, heap = heap_high_water_connect_bytes(board, broker)
             # Last: it locks the board.

@@ -4,8 +4,12 @@
 # opened here, before the device filesystem is mounted over "/".
 import os
 import json
+import time as _host_time  # the unix port's, before the ROM installs the board's
 
 conf = json.loads(os.getenv("SBD_BOARD_CONF"))
+# The host time (Unix seconds) at which the board's clock read 2000-01-01
+# 00:00:00: set at power-on by the supervisor, moved by machine.RTC.
+rtc0 = [conf.get("rtc0") or 0.0]
 _flash = open(conf["flash"], "r+b")
 _ctl = open("/dev/fd/%d" % conf["ctl_fd"], "wb")
 _ack = open("/dev/fd/%d" % conf["ack_fd"], "rb")
@@ -79,3 +83,28 @@ def link_up():
         return True
     _link.seek(0)
     return _link.read().strip() in (b"up", b"unknown")
+
+
+EPOCH_1970_TO_2000 = 946684800
+
+
+def seconds_since_2000(year, month, mday, hour, minute, second):
+    # timeutils_seconds_since_epoch (shared/timeutils/timeutils.c): days from
+    # the civil date, with month and day out of range carried over as there.
+    year += (month - 1) // 12
+    month = (month - 1) % 12 + 1
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + mday - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 730425  # 730425: days from 0000-03-01 to 2000-01-01
+    return days * 86400 + hour * 3600 + minute * 60 + second
+
+
+def set_clock(secs2000):
+    """machine.RTC: the clock reads secs2000 (a float) now; the supervisor keeps
+    it across every reset but a power-on, as ESP-IDF's RTC timer does."""
+    origin = _host_time.time() - secs2000
+    rtc0[0] = origin
+    tell_supervisor("rtc0 %r" % origin)

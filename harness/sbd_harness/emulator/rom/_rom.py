@@ -37,9 +37,13 @@ class _TimeModule:
     # chip, where they come from esp_timer (ports/esp32/mphalport.c), which a
     # soft reset does not restart. The unix port counts from the host's boot;
     # the origin is taken at a cold boot and kept by the supervisor.
+    # Wall-clock time as ports/esp32/modtime.c gives it: seconds since the
+    # port's epoch, 2000-01-01 (MICROPY_EPOCH_IS_2000), from gettimeofday(),
+    # which starts at 0 at power-on; time() is an int, localtime() is UTC (the
+    # port has no time zones), and machine.RTC().datetime() sets it.
     def __init__(self, real):
         for name in dir(real):
-            if not name.startswith("__"):
+            if not name.startswith("__") and name not in _TimeModule.__dict__:
                 setattr(self, name, getattr(real, name))
         t0 = _board.conf.get("ticks0")
         if _board.conf["cold"] or not t0:
@@ -49,6 +53,26 @@ class _TimeModule:
         # the ticks period of MicroPython's time module: 2**30
         self.ticks_ms = lambda: (real.ticks_ms() - ms0) & 0x3FFFFFFF
         self.ticks_us = lambda: (real.ticks_us() - us0) & 0x3FFFFFFF
+        self._real = real
+
+    def _now(self):
+        return self._real.time() - _board.rtc0[0]
+
+    def time(self):
+        return int(self._now() // 1)
+
+    def time_ns(self):
+        return self._real.time_ns() - int(_board.rtc0[0] * 1000000) * 1000
+
+    def gmtime(self, secs=None):
+        if secs is None:
+            secs = self.time()
+        return tuple(self._real.gmtime(int(secs) + _board.EPOCH_1970_TO_2000))[:8]
+
+    localtime = gmtime
+
+    def mktime(self, t):
+        return _board.seconds_since_2000(t[0], t[1], t[2], t[3], t[4], t[5])
 
 
 def _install_board_modules():
@@ -57,9 +81,10 @@ def _install_board_modules():
     import machine
     import esp32
     import network
+    import ntptime  # frozen in the ESP32 build (micropython-lib); sys.path loses the ROM's folder below
     sys.modules["micropython"] = _MicroPythonModule(micropython)
     sys.modules["time"] = sys.modules["utime"] = _TimeModule(time)
-    for name, mod in (("machine", machine), ("esp32", esp32), ("network", network)):
+    for name, mod in (("machine", machine), ("esp32", esp32), ("network", network), ("ntptime", ntptime)):
         sys.modules[name] = mod
 
 

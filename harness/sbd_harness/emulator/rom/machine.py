@@ -144,13 +144,25 @@ class Pin:
 
 
 class RTC:
+    # ports/esp32/machine_rtc.c: datetime() reads and settimeofday()s the
+    # system clock, seconds since 2000-01-01; init() takes the hour at index 3.
     def __init__(self, id=0):
         pass
 
     def datetime(self, dt=None):
         if dt is None:
-            t = time.localtime()
-            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
-        raise OSError(1)  # the emulated clock follows the host's (see docs)
+            import time
+            now = time.time_ns() // 1000
+            t = time.gmtime(now // 1000000)
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], now % 1000000)
+        self._set(dt, 4)
 
+    def init(self, dt):
+        self._set(dt, 3)
 
+    @staticmethod
+    def _set(dt, h):
+        if len(dt) != 8:
+            raise ValueError("requested length 8 but object has length %d" % len(dt))
+        secs = _board.seconds_since_2000(dt[0], dt[1], dt[2], dt[h], dt[h + 1], dt[h + 2])
+        _board.set_clock(secs + dt[7] / 1000000)

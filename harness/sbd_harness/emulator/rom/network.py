@@ -6,8 +6,19 @@
 # power-on starts ESP-IDF's mDNS responder with the hostname set at that moment,
 # and the station runs a DHCP client: the supervisor runs both beside the CPU
 # (sbd_harness.emulator.idf_net); Python cannot stop them.
+# Association takes ASSOC_MS, as on the chip, where connect() only starts it
+# (ports/esp32/network_wlan.c): status() is STAT_CONNECTING until the station
+# has its address, and after a loss the port reassociates on its own (no new
+# connect() needed), which takes ASSOC_MS again once the access point is back.
 import binascii
 import _board
+
+_ticks_ms = _board._host_time.ticks_ms
+_ticks_diff = _board._host_time.ticks_diff
+_ticks_add = _board._host_time.ticks_add
+# WPA2 handshake and DHCP: one to a few seconds on an ESP32; the low end here,
+# as every boot of every check pays it (docs/emulated-board.md)
+ASSOC_MS = 1000
 
 STA_IF = 0
 AP_IF = 1
@@ -46,6 +57,10 @@ class _Interface:
         self.active = False
         self.ssid = None
         self.status = STAT_IDLE
+        self.requested = False  # wifi_sta_connect_requested: reassociate after a loss
+        self.failure = None  # what the access point answers: None, or STAT_NO_AP_FOUND / STAT_WRONG_PASSWORD
+        self.started = 0  # ticks when this association attempt began
+        self.assoc_at = None  # ticks when it completes (None: link down, not yet begun)
 
 
 _interfaces = {STA_IF: _Interface(), AP_IF: _Interface()}
@@ -64,6 +79,7 @@ class WLAN:
         self._s.active = bool(is_active)
         if not self._s.active:
             self._s.status = STAT_IDLE
+            self._s.requested = False
         return None
 
     def _require_sta(self):
@@ -74,15 +90,21 @@ class WLAN:
 
     def connect(self, ssid=None, key=None, *, bssid=None):
         self._require_sta()
-        self._s.ssid = ssid
+        s = self._s
+        s.ssid = ssid
         if ssid != _net["ssid"]:
-            self._s.status = STAT_NO_AP_FOUND
+            s.failure = STAT_NO_AP_FOUND
         elif _net.get("psk") and key != _net["psk"]:
-            self._s.status = STAT_WRONG_PASSWORD
+            s.failure = STAT_WRONG_PASSWORD
         else:
-            self._s.status = STAT_CONNECTING
+            s.failure = None
+        s.requested = True
+        s.started = _ticks_ms()
+        s.assoc_at = None
+        s.status = STAT_CONNECTING
 
     def disconnect(self):
+        self._s.requested = False
         self._s.status = STAT_IDLE
 
     def _got_ip(self):
@@ -100,11 +122,25 @@ class WLAN:
             return -48
         if param is not None:
             raise ValueError("unknown status param")
-        if self._s.status in (STAT_CONNECTING, STAT_GOT_IP):
-            self._s.status = STAT_GOT_IP if _board.link_up() else STAT_CONNECTING
-            if self._s.status == STAT_GOT_IP:
-                self._got_ip()
-        return self._s.status
+        s = self._s
+        if not s.requested:
+            return s.status
+        now = _ticks_ms()
+        if s.failure is not None:
+            # the port keeps retrying; status() reports the last reason once there is one
+            if _ticks_diff(now, s.started) >= ASSOC_MS:
+                s.status = s.failure
+            return s.status
+        if not _board.link_up():  # beacon timeout: the port reassociates when the AP is back
+            s.assoc_at = None
+            s.status = STAT_CONNECTING
+        elif s.assoc_at is None:
+            s.assoc_at = _ticks_add(now, ASSOC_MS)
+            s.status = STAT_CONNECTING
+        elif _ticks_diff(now, s.assoc_at) >= 0:
+            s.status = STAT_GOT_IP
+            self._got_ip()
+        return s.status
 
     def isconnected(self):
         return self._s.active and self._if == STA_IF and self.status() == STAT_GOT_IP
