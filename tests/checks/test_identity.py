@@ -182,3 +182,30 @@ def test_a_revoked_device_fails_its_identity_check(make_board, ca, tmp_path):
     ca.revoke(result.device_id)
     code, status, report = _verify(board, ca, tmp_path, *only("identity-certified-by-lab-ca"))
     assert status["identity-certified-by-lab-ca"] == "fail" and code == 1
+
+
+POSSESSION_CHECKS = ("identity-certified-by-lab-ca", "device-keys-unique")
+
+
+@pytest.mark.parametrize("variant, lock", [(None, True), ("swapped-key", True), ("swapped-key", False)])
+def test_a_board_that_cannot_sign_for_its_certificate_fails_the_identity_checks(make_board, ca, tmp_path, variant,
+                                                                                lock):
+    """swapped-key: the boot line names the certificate the lab CA issued (its hash is right) and the
+    flash holds the certified public key, but the board signs with another key, as a clone that copied
+    the certificate and boot line would. Only the proof of possession (a signed fresh nonce) tells: by the
+    signed attest command on a locked board, through the REPL on an open one."""
+    from sbd_harness.paths import firmware_dir
+    fw = build_variant(variant, tmp_path / "fw") if variant else firmware_dir()
+    board, result = _ready(make_board, ca, FirmwareBundle.from_dir(fw), lock=lock)
+    assert result.boot_line["security"]["cert_sha256"] == result.issued.fingerprint
+    _, _, report = _verify(board, ca, tmp_path, "--firmware", str(fw), *only(*POSSESSION_CHECKS))
+    checks = {c["id"]: c for c in report["checks"]}
+    for check_id in POSSESSION_CHECKS:
+        check = checks[check_id]
+        if variant is None:
+            assert check["status"] == "pass", (check["status"], check.get("message"))
+            assert check["evidence"]["attestation"]["cert_sha256"] == result.issued.fingerprint
+        else:
+            assert check["status"] == "fail", (check["status"], check.get("message"))
+            assert "bad signature: the statement is not signed by the key the lab CA certified" in check["message"]
+            assert ("did not attest" if lock else "did not prove it holds the certified key") in check["message"]
