@@ -187,7 +187,8 @@ def test_a_revoked_device_fails_its_identity_check(make_board, ca, tmp_path):
 POSSESSION_CHECKS = ("identity-certified-by-lab-ca", "device-keys-unique")
 
 
-@pytest.mark.parametrize("variant, lock", [(None, True), ("swapped-key", True), ("swapped-key", False)])
+@pytest.mark.parametrize("variant, lock", [(None, True), (None, False), ("swapped-key", True),
+                                           ("swapped-key", False)])
 def test_a_board_that_cannot_sign_for_its_certificate_fails_the_identity_checks(make_board, ca, tmp_path, variant,
                                                                                 lock):
     """swapped-key: the boot line names the certificate the lab CA issued (its hash is right) and the

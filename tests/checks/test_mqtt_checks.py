@@ -90,7 +90,7 @@ def test_rogue_brokers_client_certificate_refused_revoked_certificate_reported(l
     assert list(seen) == ["self-signed", "other-ca", "wrong-host", "expired", "tls1.1", "client-cert", "revoked"]
     refused = {k: v for k, v in seen.items() if k != "revoked"}
     assert all(v["attempts"] >= 1 and v["bytes_sent_by_device"] == 0 for v in refused.values()), seen
-    assert seen["revoked"]["bytes_sent_by_device"] > 0 and ca.index()["revoked"] == [seen["revoked"]["revoked_serial"]]
+    assert seen["revoked"]["bytes_sent_by_device"] > 0 and seen["revoked"]["revoked_serial"] in ca.index()["revoked"]
     assert status["rogue-brokers-refused"] == "fail" and code == 1
     assert "the device talked MQTT to rogue brokers: ['revoked']" in check["message"]
     assert "does not check the revocation of the broker's certificate" in check["message"]

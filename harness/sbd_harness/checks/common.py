@@ -56,8 +56,8 @@ def attested(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, Any]
 
 
 REPL_ATTEST = ("from sbd import attest\nimport binascii\nparts, sig = attest.answer({nonce!r})\n"
-               "print(binascii.b2a_base64(b''.join(parts), False).decode())\n"
-               "print(binascii.b2a_base64(sig, False).decode())")
+               "print(binascii.b2a_base64(b''.join(parts), newline=False).decode())\n"
+               "print(binascii.b2a_base64(sig, newline=False).decode())")
 
 
 def possession(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, Any]) -> Any:
