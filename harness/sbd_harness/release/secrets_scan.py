@@ -231,7 +231,7 @@ _CODE_BYTECODE = 0  # kind_len & 3 of a raw code: 0 bytecode, 1 native Python, 2
 # opcodes (py/bc0.h)
 _LOAD_CONST_STRING, _STORE_NAME, _STORE_GLOBAL, _STORE_ATTR, _LOAD_METHOD = 0x10, 0x16, 0x17, 0x18, 0x14
 _LOAD_CONST_OBJ, _CALL_FUNCTION, _CALL_METHOD = 0x23, 0x34, 0x36
-_STORE_SUBSCR, _FORMAT_QSTR, _FORMAT_VAR_UINT, _FORMAT_OFFSET = 0x56, 1, 2, 3
+_FORMAT_QSTR, _FORMAT_VAR_UINT, _FORMAT_OFFSET = 1, 2, 3
 _STORE_MAP, _BUILD_TUPLE, _MAKE_FUNCTION_DEFARGS, _MAKE_CLOSURE_DEFARGS = 0x62, 0x2A, 0x33, 0x21
 _LOAD_NULL = 0x53
 # what may follow a constant that is an argument of its own (not a subscript, operand or receiver):
@@ -239,7 +239,8 @@ _LOAD_NULL = 0x53
 _NEXT_ARGUMENT = frozenset({0x10, 0x11, 0x12, 0x13, 0x22, 0x23, 0x24, 0x25, 0x50, 0x51, 0x52, 0x53,
                             _CALL_FUNCTION, _CALL_METHOD}) | frozenset(range(0x70, 0xC0))
 
-# MicroPython's static qstrs (py/makeqstrdata.py, static_qstr_list): a .mpy names them by index.
+# MicroPython's static qstrs (py/makeqstrdata.py, static_qstr_list, at micropython 1c3c201): a .mpy of
+# format 6 names them by index, and the list is fixed for the format.
 STATIC_QSTRS = (
     '', '__dir__', '\n', ' ', '*', '/', '<module>', '_', '__call__', '__class__', '__delitem__', '__enter__',
     '__exit__', '__getattr__', '__getitem__', '__hash__', '__init__', '__int__', '__iter__', '__len__', '__main__',
