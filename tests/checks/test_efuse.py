@@ -18,10 +18,14 @@ import pytest
 
 from sbd_harness.boards.efuse import EfuseError, espefuse_command, judge, parse_summary, read_summary
 
-BURN = {  # what a production ESP32 of each family has burned: secure boot, flash encryption, JTAG off
-    "esp32": ["ABS_DONE_1", "1", "FLASH_CRYPT_CNT", "1", "JTAG_DISABLE", "1"],
-    "esp32s3": ["SECURE_BOOT_EN", "1", "SPI_BOOT_CRYPT_CNT", "1", "DIS_PAD_JTAG", "1", "DIS_USB_JTAG", "1"],
-    "esp32c3": ["SECURE_BOOT_EN", "1", "SPI_BOOT_CRYPT_CNT", "1", "DIS_PAD_JTAG", "1", "DIS_USB_JTAG", "1"],
+BURN = {  # what a production chip of each family has burned: secure boot, flash encryption in release mode
+    # (every counter bit), the ROM download mode closed to decryption or secure, JTAG off
+    "esp32": ["ABS_DONE_1", "1", "FLASH_CRYPT_CNT", "0x7f", "JTAG_DISABLE", "1", "DISABLE_DL_ENCRYPT", "1",
+              "DISABLE_DL_DECRYPT", "1", "DISABLE_DL_CACHE", "1"],
+    "esp32s3": ["SECURE_BOOT_EN", "1", "SPI_BOOT_CRYPT_CNT", "7", "DIS_PAD_JTAG", "1", "DIS_USB_JTAG", "1",
+                "ENABLE_SECURITY_DOWNLOAD", "1"],
+    "esp32c3": ["SECURE_BOOT_EN", "1", "SPI_BOOT_CRYPT_CNT", "7", "DIS_PAD_JTAG", "1", "DIS_USB_JTAG", "1",
+                "ENABLE_SECURITY_DOWNLOAD", "1"],
 }
 
 
@@ -44,7 +48,8 @@ def entry(raw: str | None = None, value=None, efuse_type: str = "bool") -> dict:
 
 def esp32(**raw: str) -> dict:
     fields = {"ABS_DONE_0": "0x0", "ABS_DONE_1": "0x0", "FLASH_CRYPT_CNT": "0x00", "JTAG_DISABLE": "0x0",
-              "UART_DOWNLOAD_DIS": "0x0", **raw}
+              "UART_DOWNLOAD_DIS": "0x0", "DISABLE_DL_ENCRYPT": "0x0", "DISABLE_DL_DECRYPT": "0x0",
+              "DISABLE_DL_CACHE": "0x0", **raw}
     return {k: entry(v, int(v, 16)) for k, v in fields.items()}
 
 
@@ -57,16 +62,16 @@ def esp32s3(**raw: str) -> dict:
 
 # espefuse's own output --------------------------------------------------------------
 @pytest.mark.parametrize("chip, family", [("esp32", "esp32"), ("esp32s3", "esp32-s/c"), ("esp32c3", "esp32-s/c")])
-def test_a_blank_chip_as_espefuse_reports_it_fails_all_three(tmp_path, chip, family):
+def test_a_blank_chip_as_espefuse_reports_it_fails_all_four(tmp_path, chip, family):
     summary = read_summary("", chip, virtual=virtual_efuses(chip, tmp_path / "efuses.bin"))
     assert {"raw_value", "value", "efuse_type"} <= set(next(iter(summary.values())))  # esptool 5's shape
     verdict = judge(summary)
     assert (verdict.family, verdict.secure_boot, verdict.flash_encryption, verdict.jtag_disabled,
             verdict.download_mode) == (family, False, False, False, "enabled")
     problems = verdict.problems()
-    assert len(problems) == 3
+    assert len(problems) == 4
     assert problems[0].startswith("secure boot is off") and problems[1].startswith("flash encryption is off")
-    assert problems[2].startswith("JTAG is not disabled")
+    assert problems[2].startswith("JTAG is not disabled") and problems[3].startswith("UART download mode is open")
 
 
 @pytest.mark.parametrize("chip", sorted(BURN))
@@ -118,8 +123,11 @@ def test_jtag_on_newer_chips_needs_pad_and_usb_jtag_off():
     assert judge(no_usb).jtag_disabled
 
 
-def test_download_mode_is_reported():
+def test_download_mode_is_judged():
     assert judge(esp32(UART_DOWNLOAD_DIS="0x1")).download_mode == "disabled"
+    assert judge(esp32(DISABLE_DL_ENCRYPT="0x1", DISABLE_DL_DECRYPT="0x1")).download_mode == "enabled"
+    assert judge(esp32(DISABLE_DL_ENCRYPT="0x1", DISABLE_DL_DECRYPT="0x1",
+                       DISABLE_DL_CACHE="0x1")).download_mode == "restricted"
     assert judge(esp32s3(ENABLE_SECURITY_DOWNLOAD="0x1")).download_mode == "secure"
     assert judge(esp32s3(DIS_DOWNLOAD_MODE="0x1", ENABLE_SECURITY_DOWNLOAD="0x1")).download_mode == "disabled"
 
@@ -127,12 +135,15 @@ def test_download_mode_is_reported():
 def test_the_problems_name_the_fuses_they_rest_on():
     problems = judge(esp32(ABS_DONE_1="0x1", FLASH_CRYPT_CNT="0x03")).problems()
     assert problems == ["flash encryption is off (FLASH_CRYPT_CNT = 0x3: an even number of bits set)",
-                        "JTAG is not disabled (JTAG_DISABLE = 0x0)"]
+                        "JTAG is not disabled (JTAG_DISABLE = 0x0)",
+                        "UART download mode is open (UART_DOWNLOAD_DIS = 0x0, DISABLE_DL_ENCRYPT = 0x0, "
+                        "DISABLE_DL_DECRYPT = 0x0, DISABLE_DL_CACHE = 0x0)"]
 
 
 def test_an_older_esptool_without_raw_value_is_judged_by_bool_and_int_values():
     old = {name: entry(None, value) for name, value in
-           {"ABS_DONE_0": False, "ABS_DONE_1": True, "FLASH_CRYPT_CNT": 1, "JTAG_DISABLE": True}.items()}
+           {"ABS_DONE_0": False, "ABS_DONE_1": True, "FLASH_CRYPT_CNT": 127, "JTAG_DISABLE": True,
+            "UART_DOWNLOAD_DIS": True}.items()}
     assert judge(old).problems() == []
     old["FLASH_CRYPT_CNT"] = entry(None, "Enable")  # a meaning, not bits: refused, not guessed
     with pytest.raises(EfuseError, match="FLASH_CRYPT_CNT: no raw_value"):

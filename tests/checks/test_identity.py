@@ -273,3 +273,56 @@ def test_the_reference_lock_holds_under_a_ctrl_c_storm_and_commands_get_through(
     assert code == 0
     # the storms' Ctrl-Cs were pending as boot.py or main.py began (six starts), and the lock held
     assert board.control({"cmd": "status"})["fifo_interrupts"] >= 3
+
+
+POSSESSION_CHECKS = ("identity-certified-by-lab-ca", "device-keys-unique")
+
+
+@pytest.mark.parametrize("variant, lock", [(None, True), (None, False), ("swapped-key", True),
+                                           ("swapped-key", False)])
+def test_a_board_that_cannot_sign_for_its_certificate_fails_the_identity_checks(make_board, ca, tmp_path, variant,
+                                                                                lock):
+    """swapped-key: the boot line names the certificate the lab CA issued (its hash is right) and the
+    flash holds the certified public key, but the board signs with another key, as a clone that copied
+    the certificate and boot line would. Only the proof of possession (a signed fresh nonce) tells: by the
+    signed attest command on a locked board, through the REPL on an open one."""
+    from sbd_harness.paths import firmware_dir
+    fw = build_variant(variant, tmp_path / "fw") if variant else firmware_dir()
+    board, result = _ready(make_board, ca, FirmwareBundle.from_dir(fw), lock=lock)
+    if lock:  # the boot line names the certificate the CA issued: what a clone would copy
+        assert result.boot_line["security"]["cert_sha256"] == result.issued.fingerprint
+    _, _, report = _verify(board, ca, tmp_path, "--firmware", str(fw), *only(*POSSESSION_CHECKS))
+    checks = {c["id"]: c for c in report["checks"]}
+    for check_id in POSSESSION_CHECKS:
+        check = checks[check_id]
+        if variant is None:
+            assert check["status"] == "pass", (check["status"], check.get("message"))
+            assert check["evidence"]["attestation"]["cert_sha256"] == result.issued.fingerprint
+        else:
+            assert check["status"] == "fail", (check["status"], check.get("message"))
+            assert "bad signature: the statement is not signed by the key the lab CA certified" in check["message"]
+            assert ("did not attest" if lock else "did not prove it holds the certified key") in check["message"]
+
+
+def test_secrets_scan_is_tied_to_what_the_device_runs(make_board, ca, tmp_path):
+    """A locked board that runs a module the scanned build does not have (here a .mpy holding a Wi-Fi
+    password, put on the board before it was locked) fails no-default-or-shared-secrets: its attestation
+    lists a file the scan never saw, although the build passes the scan."""
+    from sbd_harness.boards.serial_board import read_boot
+    from sbd_harness.device.bootline import last_boot_line
+    from sbd_harness.release.bundle import compile_mpy
+    board, _ = _ready(make_board, ca, lock=False)
+    source = tmp_path / "fleet.py"
+    source.write_text('import network\nnetwork.WLAN(network.STA_IF).connect("net", "Sup3rS3cret!")\n')
+    board.put_files({"/lib/sbd/fleet.mpy": compile_mpy(source)})
+    with board.session() as t:
+        t.exec_raw_no_follow("from sbd import provisioning\nprovisioning.lock()")
+        boot = last_boot_line(read_boot(t.serial, 30))
+        t.in_raw_repl = False  # the board rebooted into its locked firmware
+    assert boot and boot["security"]["console"] == "locked", boot
+    _, status, report = _verify(board, ca, tmp_path, *only("no-default-or-shared-secrets"))
+    check = next(c for c in report["checks"] if c["id"] == "no-default-or-shared-secrets")
+    assert status["no-default-or-shared-secrets"] == "fail", check
+    assert check["evidence"]["literal_credentials"] == []  # the build itself is clean
+    assert check["evidence"]["device_files"]["extra"] == ["/lib/sbd/fleet.mpy"]
+    assert "the device runs files this scan did not see" in check["message"]

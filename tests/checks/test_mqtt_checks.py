@@ -76,3 +76,22 @@ def test_a_broker_whose_port_is_taken_says_so_instead_of_passing_for_it(ca):
     with socket.create_server((lab_address(), 0)) as taken:
         with pytest.raises(BrokerError, match="Address already in use"):
             Broker(ca, address=lab_address(), port=taken.getsockname()[1]).start()
+
+
+def test_rogue_brokers_client_certificate_refused_revoked_certificate_reported(locked_board, ca, tmp_path):
+    """On the reference: a lab-CA certificate for the broker's name made for clients (clientAuth) is
+    refused; a lab-CA broker certificate the lab CA revoked is accepted, since the device does not
+    check revocation, and the check fails saying so, instead of passing without trying it."""
+    port = free_port(lab_address())
+    board = locked_board(None, port)
+    code, status, report = _verify(board, ca, tmp_path, port, *only("rogue-brokers-refused"))
+    check = _check(report, "rogue-brokers-refused")
+    seen = check["evidence"]["rogue_brokers"]
+    assert list(seen) == ["self-signed", "other-ca", "wrong-host", "expired", "tls1.1", "client-cert", "revoked"]
+    refused = {k: v for k, v in seen.items() if k != "revoked"}
+    assert all(v["attempts"] >= 1 and v["bytes_sent_by_device"] == 0 for v in refused.values()), seen
+    assert seen["revoked"]["bytes_sent_by_device"] > 0 and seen["revoked"]["revoked_serial"] in ca.index()["revoked"]
+    assert status["rogue-brokers-refused"] == "fail" and code == 1
+    assert "the device talked MQTT to rogue brokers: ['revoked']" in check["message"]
+    assert "does not check the revocation of the broker's certificate" in check["message"]
+    assert set(check["evidence"]["known_gaps"]) == {"revoked"}

@@ -1,5 +1,6 @@
-"""What only the chip can tell: secure boot, flash encryption and JTAG, read
-from a real ESP32's eFuses with espefuse (sbd_harness/efuse.py).
+"""What only the chip can tell: secure boot, flash encryption in release mode,
+the ROM's UART download mode and JTAG, read from a real ESP32's eFuses with
+espefuse (sbd_harness/boards/efuse.py, which says which eFuses decide what).
 
 The official MicroPython builds burn none of these: a development board
 fails this check, as it should. Turning them on needs a MicroPython build of
@@ -23,7 +24,8 @@ from sbd_harness.boards.efuse import judge, read_summary
 
 @pytest.mark.sbd_check(
     id="chip-security-fuses",
-    title="The chip's eFuses have secure boot and flash encryption on and JTAG disabled",
+    title="The chip's eFuses have secure boot on, flash encryption in release mode, UART download mode "
+          "closed or secure, and JTAG disabled",
     etsi_en_303_645=["5.4-1", "5.6-4A", "5.7-1"], nist_ir_8259a=["3", "4"], eu_cra=["I(2)(e)", "I(2)(f)"],
     owasp_isvs=["3.1.3", "3.1.4", "5.1.1"])
 def check_chip_security_fuses(sbd_board, sbd_evidence):

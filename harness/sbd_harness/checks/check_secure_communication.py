@@ -13,7 +13,7 @@ import pytest
 from sbd_harness.checks.online import (FastTelemetry, board_address, locked_device_id, reset_board,
                                        telemetry_since, wait_online)
 from sbd_harness.device.contract import ONLINE_TIMEOUT_S, topics
-from sbd_harness.lab.rogue import KINDS, RogueBroker
+from sbd_harness.lab.rogue import KINDS, KNOWN_GAPS, RogueBroker
 from sbd_harness.lab.watch import Watcher
 
 
@@ -66,8 +66,8 @@ def _attempts_at(rogue: RogueBroker, board, wanted: int, reset: bool) -> None:
 
 @pytest.mark.sbd_check(
     id="rogue-brokers-refused",
-    title="At its broker's address the device refuses a self-signed, foreign-CA, wrong-host, expired "
-          "or TLS 1.1 broker and sends it nothing",
+    title="At its broker's address the device refuses a self-signed, foreign-CA, wrong-host, expired, "
+          "TLS 1.1, client-certificate or revoked broker and sends it nothing",
     etsi_en_303_645=["5.5-1", "5.5-7"], nist_ir_8259a=["3"], eu_cra=["I(2)(d)", "I(2)(e)"],
     owasp_isvs=["4.1.1", "4.1.3", "4.2.3"])
 def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
@@ -84,6 +84,8 @@ def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, s
                 _attempts_at(rogue, sbd_board, wanted, reset=True)
                 seen[kind] = {"attempts": rogue.attempts, "handshakes": rogue.handshakes,
                               "bytes_sent_by_device": len(rogue.received)}
+                if rogue.revoked_serial is not None:
+                    seen[kind]["revoked_serial"] = rogue.revoked_serial
             if rogue.received:  # the device already talked to a rogue: the check has failed
                 break
     finally:
@@ -92,6 +94,8 @@ def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, s
         wait_online(sbd_board, w, topic, ready=False)
     sbd_evidence["rogue_brokers"] = seen
     fooled = [k for k, v in seen.items() if v["bytes_sent_by_device"]]
-    assert not fooled, f"the device talked MQTT to rogue brokers: {fooled}"
+    sbd_evidence["known_gaps"] = {k: KNOWN_GAPS[k] for k in fooled if k in KNOWN_GAPS}
+    assert not fooled, f"the device talked MQTT to rogue brokers: {fooled}" + "".join(
+        f"; {k}: {KNOWN_GAPS[k]}" for k in fooled if k in KNOWN_GAPS)
     untried = [k for k, v in seen.items() if not v["attempts"]]
     assert not untried, f"the device never tried to connect while these stood in for its broker: {untried}"

@@ -4,7 +4,10 @@ password, key or other secret baked into the firmware image.
 
 They work on a locked board through what it exposes (boot line, attestation,
 the lab CA's records); boards whose flash the harness can read back also let
-them compare the keys held on the flash."""
+them compare the keys held on the flash. What a board says about itself (its
+boot line's ID and certificate hash) is never taken as proof: the board must
+sign a fresh nonce with the certified key (common.possession), which a clone
+printing the same boot line cannot do."""
 from __future__ import annotations
 
 import re
@@ -15,20 +18,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sbd_harness.boards.base import BoardError
-from sbd_harness.checks.common import NVS_NS, attested, locked, boot_line_or_skip, flash_store, reads_flash, require_provisioned
+from sbd_harness.checks.common import (NVS_NS, attested, locked, boot_line_or_skip, flash_store, possession,
+                                       reads_flash, require_provisioned)
 from sbd_harness.identity.names import device_id_problem
 from sbd_harness.identity.pki import fingerprint, public_point
-
-
-DEFAULT_CREDENTIALS = {"admin", "password", "passw0rd", "root", "toor", "1234", "12345", "123456", "12345678",
-                       "default", "changeme", "guest", "user", "esp32", "micropython", "secret", "letmein"}
-
-
-CREDENTIAL_NAME = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|psk|private_?key|priv_?key|_sk\b|"
-                             r"factory_?key|credential)", re.I)
-
-
-ASSIGNED_LITERAL = re.compile(r"""^\s*([A-Za-z_][\w.]*)\s*[:=]\s*[bru]*(["'])(.*?)\2""", re.M)
+from sbd_harness.release.secrets_scan import scan_files
 
 
 # IDs that betray a constant or a placeholder rather than the chip's own ID.
@@ -59,10 +53,12 @@ def check_identity_certified(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     except InvalidSignature:
         raise AssertionError("the certificate on record is not signed by the lab CA") from None
     assert cert.subject.rfc4514_string() == f"CN={device_id}"
+    assert not sbd_ca.is_revoked(device_id), "the device's certificate is revoked"
+    # the boot line's hash is what the board says; the signature over our nonce is what it can do
+    possession(sbd_board, sbd_ca, boot, sbd_evidence)
     if reads_flash(sbd_board):  # the device holds the key its certificate names
         held = flash_store(sbd_board).get((NVS_NS, "pk"), b"")
         assert held == public_point(cert.public_key()), "the device's key is not the certified one"
-    assert not sbd_ca.is_revoked(device_id), "the device's certificate is revoked"
 
 
 @pytest.mark.sbd_check(
@@ -74,6 +70,10 @@ def check_device_keys_unique(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     require_provisioned(boot)
     device_id = boot["device_id"]
     devices = sbd_ca.index()["devices"]
+    if device_id not in devices:
+        raise AssertionError(f"the lab CA never certified device {device_id}: no key on record to compare")
+    # the key compared is the one the device proves it holds, not only the one on record
+    possession(sbd_board, sbd_ca, boot, sbd_evidence)
     mine = devices[device_id]["public_key"]
     clashes = sorted(other for other, e in devices.items() if other != device_id and e["public_key"] == mine)
     sbd_evidence["devices_certified"] = len(devices)
@@ -90,27 +90,36 @@ def check_device_keys_unique(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     assert not clashes, f"the same key is held by: {clashes}"
 
 
-def _literal_credentials(files: dict[str, bytes]) -> list[str]:
-    found = []
-    for path, data in files.items():
-        if not path.endswith(".py"):
-            continue
-        for m in ASSIGNED_LITERAL.finditer(data.decode(errors="replace")):
-            name, value = m.group(1), m.group(3)
-            if CREDENTIAL_NAME.search(name) and value:
-                found.append(f"{path}: {name} = {value[:12]!r}")
-            elif value.lower() in DEFAULT_CREDENTIALS and CREDENTIAL_NAME.search(m.group(0)):
-                found.append(f"{path}: {name} = {value!r}")
-    return found
-
-
 @pytest.mark.sbd_check(
     id="no-default-or-shared-secrets",
     title="The firmware image holds no password, key or other shared secret, and no two boards share one",
     etsi_en_303_645=["5.1-1", "5.1-2", "5.4-3"], uk_psti=["Sch1(1)"], owasp_isvs=["2.1.9", "2.1.10"],
     eu_cra=["I(2)(b)"])
-def check_no_shared_secrets(sbd_board, sbd_bundle, sbd_evidence):
-    found = _literal_credentials(sbd_bundle.sources)
+def check_no_shared_secrets(sbd_board, sbd_boot, sbd_ca, sbd_bundle, sbd_evidence):
+    # what runs on the device: the build's .mpy modules and boot.py/main.py (the files), and the
+    # sources they were compiled from, where a call or a dict shows more of its context
+    found = [str(f) for f in scan_files(sbd_bundle.files)] + [str(f) for f in scan_files(
+        {p: d for p, d in sbd_bundle.sources.items() if p not in sbd_bundle.files})]
+    sbd_evidence.update({"files_scanned": len(set(sbd_bundle.files) | set(sbd_bundle.sources)),
+                         "literal_credentials": found})
+    assert not found, f"credentials in the firmware image: {found}"
+    boot = sbd_boot.boot_line
+    if locked(boot):  # the scan speaks for this device only if it runs exactly these files
+        from sbd_harness.identity.attest import compare_with_bundle
+        try:
+            att = attested(sbd_board, sbd_ca, boot, sbd_evidence)
+        except pytest.skip.Exception as exc:  # no CA to ask with: the scan stands for the build alone
+            att = None
+            sbd_evidence["device_files"] = f"not compared: {exc}"
+        if att is not None:
+            diff = compare_with_bundle(att, sbd_bundle)
+            sbd_evidence["device_files"] = {"attested": len(att.files), "changed": diff.changed, "extra": diff.extra}
+            assert not (diff.changed or diff.extra), (
+                f"the device runs files this scan did not see (changed {diff.changed}, extra {diff.extra}): "
+                "scan the build it runs (--firmware)")
+    else:
+        sbd_evidence["device_files"] = ("not compared: the console is not locked, so the board gives no "
+                                        "attestation of its files")
     shared = []
     if reads_flash(sbd_board):
         from sbd_harness.boards.emulated import EmulatedBoard
@@ -122,8 +131,7 @@ def check_no_shared_secrets(sbd_board, sbd_bundle, sbd_evidence):
             for key, value in mine.items():
                 if key[1] in ("sk",) and isinstance(value, bytes) and theirs.get(key) == value:
                     shared.append(f"{key[0]}/{key[1]} also on {other.name}")
-    sbd_evidence.update({"files_scanned": len(sbd_bundle.sources), "literal_credentials": found, "shared": shared})
-    assert not found, f"credentials in the firmware image: {found}"
+    sbd_evidence["shared"] = shared
     assert not shared, f"secrets shared between boards: {shared}"
 
 

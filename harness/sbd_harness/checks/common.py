@@ -55,6 +55,39 @@ def attested(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, Any]
     return att
 
 
+REPL_ATTEST = ("from sbd import attest\nimport binascii\nparts, sig = attest.answer({nonce!r})\n"
+               "print(binascii.b2a_base64(b''.join(parts), newline=False).decode())\n"
+               "print(binascii.b2a_base64(sig, newline=False).decode())")
+
+
+def possession(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, Any]) -> Any:
+    """Proof that the board holds the private key of the certificate the lab CA issued for the
+    boot line's device ID: a statement over a fresh nonce, signed on the device, verified with
+    that certificate's key (identity/attest.py). A clone that prints the same boot line, or a
+    board whose key was swapped, cannot give it. A locked board is asked with the signed
+    `attest` command; an open one through its REPL. An AssertionError says why not."""
+    if locked(boot):
+        return attested(board, ca, boot, evidence)
+    from sbd_harness.boards.base import BoardError
+    from sbd_harness.identity.attest import AttestationError, new_nonce, verify_statement
+    import base64
+    nonce = new_nonce()
+    try:
+        lines = [line.strip() for line in board.exec(REPL_ATTEST.format(nonce=nonce), timeout=120).splitlines()
+                 if line.strip()]
+    except BoardError as exc:
+        pytest.skip(f"the console is open but its REPL did not sign a nonce: {str(exc).splitlines()[0]}")
+    try:
+        att = verify_statement(base64.b64decode(lines[-2]), base64.b64decode(lines[-1]), ca,
+                               str(boot.get("device_id")), nonce)
+    except (AttestationError, IndexError, ValueError) as exc:
+        evidence["attestation_error"] = str(exc)
+        raise AssertionError(f"the board did not prove it holds the certified key: {exc}") from None
+    evidence["attestation"] = {"device_id": att.device_id, "nonce": att.nonce, "cert_sha256": att.cert_sha256,
+                               "via": "REPL"}
+    return att
+
+
 def flash_store(board):
     """The NVS store of a board whose flash the harness reads back (FlashReadback)."""
     from sbd_harness.emulator.nvs_reader import read_store

@@ -2,8 +2,12 @@
 
 Each one impersonates the lab broker (same address and host name where the
 attack allows it) with one flaw: a self-signed certificate, one from another
-CA, one for another host name, an expired one, or a server that speaks only
-TLS 1.1. It records whether a client completed the handshake and sent data.
+CA, one for another host name, an expired one, a server that speaks only
+TLS 1.1, a lab-CA certificate for the broker's name made for clients (extended
+key usage clientAuth only: what a stolen host-side client certificate would
+be), or a broker certificate of the lab CA that the lab CA has revoked (on
+its CRL: what a leaked broker key leads to). It records whether a client
+completed the handshake and sent data.
 """
 from __future__ import annotations
 
@@ -17,25 +21,36 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sbd_harness.lab.broker import BROKER_HOSTNAME
 from sbd_harness.lab.listener import Listener
 from sbd_harness.identity.pki import LabCA
 
-KINDS = ("self-signed", "other-ca", "wrong-host", "expired", "tls1.1")
+# "revoked" last: the device does not check revocation (docs/mqtt.md), and a rogue that got the
+# device's bytes ends the round.
+KINDS = ("self-signed", "other-ca", "wrong-host", "expired", "tls1.1", "client-cert", "revoked")
+# What the device is known not to refuse, and why: the check reports these as failures with the reason.
+KNOWN_GAPS = {
+    "revoked": "the device does not check the revocation of the broker's certificate: MicroPython's ssl "
+               "module has no CRL or OCSP support, so a revoked broker certificate works until it expires "
+               "(docs/mqtt.md, revoked broker certificates)",
+}
 
 
-def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, not_after: dt.datetime, hosts: list[str]):
+def _cert(subject_cn: str, key, issuer_cn: str, issuer_key, not_after: dt.datetime, hosts: list[str],
+          eku: list | None = None):
     now = dt.datetime.now(dt.timezone.utc)
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(min(now - dt.timedelta(days=400), not_after - dt.timedelta(days=1)))
-            .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
-            .sign(issuer_key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(min(now - dt.timedelta(days=400), not_after - dt.timedelta(days=1)))
+               .not_valid_after(not_after)
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False))
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
 
 
 class RogueBroker(Listener):
@@ -47,6 +62,7 @@ class RogueBroker(Listener):
         self.handled = 0   # ...and each one over: the handshake failed, or the device's bytes were read
         self.handshakes = 0
         self.received = b""
+        self.revoked_serial: int | None = None
         self._tmp = tempfile.TemporaryDirectory()
         self.ctx = self._context(kind, ca)
         super().__init__(address, port, only_from)
@@ -56,6 +72,12 @@ class RogueBroker(Listener):
         later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
         if kind == "self-signed":
             cert = _cert(BROKER_HOSTNAME, key, BROKER_HOSTNAME, key, later, [BROKER_HOSTNAME])
+        elif kind == "revoked":  # the lab CA's own broker certificate, then revoked by the lab CA
+            cert_pem, key_pem = ca.issue_server(BROKER_HOSTNAME, [])
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, None)
+            ca.revoke_serial(cert.serial_number)
+            self.revoked_serial = cert.serial_number
         elif kind == "other-ca":
             other = ec.generate_private_key(ec.SECP256R1())
             cert = _cert(BROKER_HOSTNAME, key, "sbd lab CA", other, later, [BROKER_HOSTNAME])
@@ -64,7 +86,8 @@ class RogueBroker(Listener):
             ca_cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
             host = "evil.example" if kind == "wrong-host" else BROKER_HOSTNAME
             not_after = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1) if kind == "expired" else later
-            cert = _cert(host, key, str(ca_cn), ca_key, not_after, [host])
+            eku = [ExtendedKeyUsageOID.CLIENT_AUTH] if kind == "client-cert" else None
+            cert = _cert(host, key, str(ca_cn), ca_key, not_after, [host], eku)
         cert_path, key_path = Path(self._tmp.name) / "c.pem", Path(self._tmp.name) / "k.pem"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -211,6 +211,19 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              '_SK, _PK, _CERT, _CA = "sk", "pk", "cert", "ca"\nFACTORY_PRIVATE_KEY = "519b423d715f8b581f4fa8ee59f4771a5b44c8130b4e3eacca54a56dda72b464"\n'),
         )),
     Mistake(
+        'swapped-key',
+        'The device signs with a key that is not the one its certificate is for: a clone that copied '
+        'the certificate (and so prints the same boot line) without the private key, or a swapped key',
+        checks=('identity-certified-by-lab-ca', 'device-keys-unique', 'device-id-from-hardware',
+                'firmware-matches-build', 'no-default-or-shared-secrets'),
+        patches=(
+            ('lib/sbd/identity.py', '    return p256.sign(store.get(_SK, 32), digest)\n',
+             '    return p256.sign(binascii.unhexlify(CLONE_KEY), digest)  # broken: not the certified key\n'),
+            ('lib/sbd/identity.py', '_SK, _PK, _CERT, _CA = "sk", "pk", "cert", "ca"\n',
+             '_SK, _PK, _CERT, _CA = "sk", "pk", "cert", "ca"\n'
+             'CLONE_KEY = "3f5b8a1c9d2e4f6071829a4b5c6d7e8f90112233445566778899aabbccddeeff"\n'),
+        )),
+    Mistake(
         'leaky-key',
         'A debug print of the device key at every boot',
         checks=('no-private-key-on-serial',),
