@@ -9,13 +9,18 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-test.txt | 
 SSLYZE_VERSION := 6.3.1
 SSLYZE_VENV    := $(VENV)/tools/sslyze
 SSLYZE_STAMP   := $(SSLYZE_VENV)/.installed-sslyze-$(SSLYZE_VERSION)
+# MicroPython's WebAssembly port (npm), a 32-bit MicroPython run by node: the
+# heap figures of `make bench` (sbd_harness/tools/heap32.py pins the same version).
+MPWASM_VERSION := 1.27.0
+MPWASM_DIR     := $(VENV)/tools/mpwasm
+MPWASM_STAMP   := $(MPWASM_DIR)/.installed-mpwasm-$(MPWASM_VERSION)
 HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
-                $(if $(shell command -v mosquitto),,mosquitto)
+                $(if $(shell command -v mosquitto),,mosquitto) $(if $(shell command -v npm),,nodejs npm)
 
 .PHONY: setup system-deps demo test test-fast test-soak bench clean
 
-setup: system-deps $(STAMP) $(SSLYZE_STAMP)
+setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(MPWASM_STAMP)
 
 system-deps:
 ifneq ($(strip $(APT_PACKAGES)),)
@@ -37,6 +42,14 @@ $(SSLYZE_STAMP):
 	$(PYTHON) -m venv $(SSLYZE_VENV)
 	$(SSLYZE_VENV)/bin/pip install -q sslyze==$(SSLYZE_VERSION)
 	rm -f $(SSLYZE_VENV)/.installed-*
+	touch $@
+
+$(MPWASM_STAMP):
+	@command -v npm >/dev/null || { echo "npm (and node 18 or newer) is needed for the 32-bit heap figures: apt-get install nodejs npm"; exit 1; }
+	mkdir -p $(MPWASM_DIR)
+	npm install --prefix $(MPWASM_DIR) --no-audit --no-fund --save-exact --loglevel=error \
+		@micropython/micropython-webassembly-pyscript@$(MPWASM_VERSION)
+	rm -f $(MPWASM_DIR)/.installed-*
 	touch $@
 
 demo: setup
