@@ -9,8 +9,9 @@ from sbd_harness.cli import main
 
 
 def test_hwcheck_measures_an_unlocked_board_through_its_serial_port(flashed_board, bundle, capsys):
-    code = main(["hwcheck", "--port", flashed_board.port, "--round-trips", "20", "--storm-resets", "1",
-                 "--p256-runs", "1", "--tcp-ports", "1-1024"])
+    address = flashed_board.address or "127.0.0.1"  # not provisioned: it has not joined Wi-Fi
+    code = main(["hwcheck", "--port", flashed_board.port, "--address", address, "--round-trips", "20",
+                 "--storm-resets", "1", "--p256-runs", "1", "--tcp-ports", "1-1024"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["console"] == "uart-bridge" and out["console_locked"] is False
@@ -24,7 +25,7 @@ def test_hwcheck_measures_an_unlocked_board_through_its_serial_port(flashed_boar
     # An unlocked board's REPL answers a Ctrl-C: the storm must see it.
     assert out["ctrl_c_storm"]["resets"] == 1 and out["ctrl_c_storm"]["repl_prompts"] == 1
     net = out["network"]
-    assert net["address"] == (flashed_board.address or "127.0.0.1")
+    assert net["address"] == address
     assert net["tcp"]["ports_probed"] == 1024
     assert {q["name"] for q in net["mdns"]["queries"]} == {"_services._dns-sd._udp.local", "mpy-esp32.local"}
     assert net["mdns"]["udp_probe"]["ports_probed"] == 1

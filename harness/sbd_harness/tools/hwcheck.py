@@ -186,6 +186,8 @@ def run(board: SerialBoard, address: str | None = None, round_trip_count: int = 
         out["round_trips"] = round_trips(board, round_trip_count)
         if address is None:
             address = board.exec(ADDRESS).split()[-1]
+            if address == "0.0.0.0":  # not associated: no address to probe
+                address = None
     seconds = max(2.0, out["boot"]["boot_s"] * 1.5)
     out["ctrl_c_storm"] = ctrl_c_storm(board, storm_resets, seconds)
     if address is None:
