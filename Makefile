@@ -14,14 +14,20 @@ SSLYZE_STAMP   := $(SSLYZE_VENV)/.installed-sslyze-$(SSLYZE_VERSION)
 EMBEDDED_VERSION := 2.9.3
 EMBEDDED_VENV    := $(VENV)/tools/embedded
 EMBEDDED_STAMP   := $(EMBEDDED_VENV)/.installed-$(EMBEDDED_VERSION)-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
+# MicroPython's WebAssembly port (npm), a 32-bit MicroPython run by node: the
+# heap figures of `make bench` (sbd_harness/tools/heap32.py pins the same version).
+MPWASM_VERSION := 1.27.0
+MPWASM_DIR     := $(VENV)/tools/mpwasm
+MPWASM_STAMP   := $(MPWASM_DIR)/.installed-mpwasm-$(MPWASM_VERSION)
 HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto) \
-                $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony)
+                $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony) \
+                $(if $(shell command -v npm),,nodejs npm)
 
 .PHONY: setup system-deps demo test test-fast test-soak bench clean
 
-setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(EMBEDDED_STAMP)
+setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(EMBEDDED_STAMP) $(MPWASM_STAMP)
 
 system-deps:
 ifneq ($(strip $(APT_PACKAGES)),)
@@ -49,6 +55,14 @@ $(EMBEDDED_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(EMBEDDED_VENV)
 	$(EMBEDDED_VENV)/bin/pip install -q -e . pytest-embedded==$(EMBEDDED_VERSION) -c constraints.txt
 	rm -f $(EMBEDDED_VENV)/.installed-*
+	touch $@
+
+$(MPWASM_STAMP):
+	@command -v npm >/dev/null || { echo "npm (and node 18 or newer) is needed for the 32-bit heap figures: apt-get install nodejs npm"; exit 1; }
+	mkdir -p $(MPWASM_DIR)
+	npm install --prefix $(MPWASM_DIR) --no-audit --no-fund --save-exact --loglevel=error \
+		@micropython/micropython-webassembly-pyscript@$(MPWASM_VERSION)
+	rm -f $(MPWASM_DIR)/.installed-*
 	touch $@
 
 demo: setup

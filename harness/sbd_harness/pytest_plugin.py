@@ -183,7 +183,7 @@ def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterat
         if not board.is_running():
             raise pytest.UsageError(f"emulated board {name!r} is not running: sbd board start {name}")
     elif port:
-        board = SerialBoard(port, chip=(kind or "esp32"))
+        board = SerialBoard.from_description(port, kind or "esp32")
     elif kind in (None, "emulated"):
         owned = EmulatedBoard(f"pytest-{os.getpid()}")
         owned.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -96,16 +97,61 @@ def read_boot(port: serial.Serial, timeout: float, settle: float = 0.3, need_res
     return data.decode(errors="replace")
 
 
+# How the console reaches the host, as a board description's "console" says:
+# - uart-bridge: a USB-UART bridge (CP210x, CH340) on UART0 with the auto-reset
+#   circuit; RTS drives EN, DTR drives IO0, and the ROM prints its rst: line here.
+# - usb-serial-jtag: the chip's USB Serial/JTAG peripheral (C3, S3, C6): RTS
+#   resets the chip inside the peripheral, the port re-enumerates at each reset.
+# - usb-otg: MicroPython's own USB CDC (TinyUSB, the S2/S3 native USB): RTS and
+#   DTR reach no pin; the port exists only while MicroPython runs, and the ROM's
+#   output goes to UART0. esptool's usb-reset makes MicroPython enter the ROM
+#   loader (MICROPY_HW_USB_CDC_DTR_RTS_BOOTLOADER, shared/tinyusb/mp_usbd_cdc.c),
+#   and its hard reset then restarts the app (a watchdog reset on the S3).
+CONSOLES = ("uart-bridge", "usb-serial-jtag", "usb-otg")
+REENUMERATE_S = 1.0  # how long a native USB port may take to go away after a reset
+
+
+def board_description(name: str) -> dict:
+    """boards/<name>/board.json, or BoardError naming the known ones."""
+    from sbd_harness.paths import boards_dir
+    path = boards_dir() / name / "board.json"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in boards_dir().glob("*/board.json"))
+        raise BoardError(f"no board description {path}; known: {', '.join(known)}")
+    return json.loads(path.read_text())
+
+
 class SerialBoard(Board):
     kind = "serial"
 
     def __init__(self, port: str, name: str | None = None, baudrate: int = 115200, chip: str = "esp32",
-                 repl_timeout: float = 10):
+                 repl_timeout: float = 10, console: str = "uart-bridge",
+                 esptool_reset: tuple[str, str] | None = None):
+        if console not in CONSOLES:
+            raise BoardError(f"unknown console {console!r}: one of {', '.join(CONSOLES)}")
         self._port = port
         self.name = name or port
         self.baudrate = baudrate
         self.chip = chip
         self.repl_timeout = repl_timeout
+        self.console = console
+        self.esptool_reset = esptool_reset  # esptool's --before, --after for this port
+
+    @classmethod
+    def from_description(cls, port: str, board: str = "esp32", baudrate: int | None = None,
+                         **kw: object) -> "SerialBoard":
+        """A board as boards/<board>/board.json describes it: its chip, its
+        console (how it resets, what its port shows of a boot), its baud rate."""
+        spec = board_description(board)
+        before, after = spec.get("esptool_before"), spec.get("esptool_after")
+        return cls(port, baudrate=baudrate or int(spec.get("baudrate", 115200)), chip=spec.get("chip", board),
+                   console=spec.get("console", "uart-bridge"),
+                   esptool_reset=(before, after) if before and after else None, **kw)  # type: ignore[arg-type]
+
+    @property
+    def native_usb(self) -> bool:
+        """The port is the chip's own USB: it goes away at each reset and shows no ROM rst: line."""
+        return self.console != "uart-bridge"
 
     @property
     def port(self) -> str:
@@ -195,11 +241,16 @@ class SerialBoard(Board):
 
     def reset(self, kind: str = "hard", timeout: float = 15) -> None:
         """Resets and returns once the new boot shows a prompt or a boot line."""
-        with self.open_port() as port:
+        deadline = time.monotonic() + timeout
+        if kind != "soft" and self.native_usb:
+            self.native_usb_reset(kind)
+            port = self.reopen_port(deadline)
+        else:
+            port = self.open_port()
             port.reset_input_buffer()
             self.trigger_reset(port, kind)
+        with port:
             seen = b""
-            deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and not any(m in seen for m in self.BOOTED_MARKERS):
                 seen = (seen + port.read(4096))[-4096:]
 
@@ -208,6 +259,40 @@ class SerialBoard(Board):
             return serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.1, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise BoardError(f"cannot open {self.port}: {exc}") from exc
+
+    def reopen_port(self, deadline: float) -> serial.Serial:
+        """The port again after a reset of a native USB board: it goes away
+        (within REENUMERATE_S) and comes back when the new boot's USB is up."""
+        path = self.port if "://" not in self.port else None
+        gone_by = min(deadline, time.monotonic() + REENUMERATE_S)
+        while path and os.path.exists(path) and time.monotonic() < gone_by:
+            time.sleep(0.02)
+        while True:
+            try:
+                return self.open_port()
+            except BoardError:
+                if time.monotonic() >= deadline:
+                    raise BoardError(f"{self.port} did not come back after the reset")
+                time.sleep(0.05)
+
+    def native_usb_reset(self, kind: str) -> None:
+        """A hard reset of a board whose console is the chip's own USB (the port closed)."""
+        if kind == "power-cut":
+            raise BoardError("the harness cannot cut a real board's power: unplug and replug it")
+        if kind != "hard":
+            raise BoardError(f"unknown reset kind {kind!r}: use soft, hard or power-cut")
+        if self.console == "usb-serial-jtag":
+            # The peripheral turns RTS into a chip reset (esptool's HardReset with
+            # uses_usb: EN held 0.2 s); DTR stays high so IO0 is not held.
+            with self.open_port() as port:
+                port.dtr = False
+                port.rts = True
+                time.sleep(0.2)
+                port.rts = False
+            return
+        before, after = self.esptool_reset or ("usb-reset", "hard-reset")
+        self._run_esptool([sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port,
+                           "--before", before, "--after", after, "read-mac"])
 
     def trigger_reset(self, port: serial.Serial, kind: str) -> None:
         if kind == "soft":
@@ -236,10 +321,17 @@ class SerialBoard(Board):
         `until`, until that text has appeared too (e.g. the firmware's first
         network event)."""
         start = time.monotonic()
-        with self.open_port() as port:
-            port.reset_input_buffer()
-            self.trigger_reset(port, kind)
-            text = read_boot(port, timeout, settle, need_reset=kind != "soft", until=until)
+        if kind != "soft" and self.native_usb:
+            # No rst: line on this port, and what it showed before the reset
+            # went with the old USB device: the reopened port shows the new boot only.
+            self.native_usb_reset(kind)
+            with self.reopen_port(start + timeout) as port:
+                text = read_boot(port, max(0.0, start + timeout - time.monotonic()), settle, until=until)
+        else:
+            with self.open_port() as port:
+                port.reset_input_buffer()
+                self.trigger_reset(port, kind)
+                text = read_boot(port, timeout, settle, need_reset=kind != "soft", until=until)
         return BootCapture(text, last_boot_line(text), time.monotonic() - start)
 
     @staticmethod
@@ -287,8 +379,9 @@ class SerialBoard(Board):
 
     # MicroPython itself ---------------------------------------------------------------
     def esptool_command(self, firmware_bin: Path, offset: int, flash_args: list[str], baud: int) -> list[str]:
+        reset = ["--before", self.esptool_reset[0], "--after", self.esptool_reset[1]] if self.esptool_reset else []
         return [sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port, "--baud", str(baud),
-                "write-flash", *flash_args, hex(offset), str(firmware_bin)]
+                *reset, "write-flash", *flash_args, hex(offset), str(firmware_bin)]
 
     def write_micropython(self, firmware_bin: Path, offset: int, flash_args: list[str], baud: int = 460800,
                           erase: bool = True) -> None:
@@ -297,7 +390,9 @@ class SerialBoard(Board):
         if not firmware_bin.is_file():
             raise BoardError(f"{firmware_bin}: no such file (download the .bin for your chip from micropython.org)")
         if erase:
-            self._run_esptool([sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port, "erase-flash"])
+            reset = ["--before", self.esptool_reset[0], "--after", self.esptool_reset[1]] if self.esptool_reset else []
+            self._run_esptool([sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port,
+                               *reset, "erase-flash"])
         self._run_esptool(self.esptool_command(firmware_bin, offset, flash_args, baud))
 
     @staticmethod

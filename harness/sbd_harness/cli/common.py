@@ -44,7 +44,7 @@ def target(args: argparse.Namespace) -> Board:
             raise CliError(f"emulated board {args.board!r} is not running: sbd board start {args.board}")
         return board
     if getattr(args, "port", None):
-        return SerialBoard(args.port, chip=getattr(args, "chip", "esp32"), baudrate=getattr(args, "baud", 115200))
+        return SerialBoard.from_description(args.port, getattr(args, "chip", "esp32"), baudrate=getattr(args, "baud", None))
     raise CliError("which board? give --board NAME (emulated) or --port PORT (real board)")
 
 
@@ -73,7 +73,7 @@ def add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", help="an emulated board's name")
     p.add_argument("--port", help="a real board's serial port or rfc2217:// URL")
     p.add_argument("--chip", default="esp32", help="real board type, a folder under boards/ (default esp32)")
-    p.add_argument("--baud", type=int, default=115200, help="console baud rate of a real board")
+    p.add_argument("--baud", type=int, help="console baud rate of a real board (default: its description's)")
 
 
 def add_pki(p: argparse.ArgumentParser) -> None:

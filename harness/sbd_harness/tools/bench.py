@@ -2,7 +2,8 @@
 
 Every figure comes from emulated boards, most as the median of several runs
 (the heap high-water mark by bisection); the network figures are in
-bench_net.py, the update figures in bench_ota.py. Nothing here asserts a
+bench_net.py, the update figures in bench_ota.py, the firmware's heap on a
+32-bit MicroPython against the 64-bit one in heap32.py. Nothing here asserts a
 threshold: the numbers are for people and for trend lines.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from sbd_harness.tools import bench_net, bench_ota, bench_verify
+from sbd_harness.tools import bench_net, bench_ota, bench_verify, heap32
 from sbd_harness.tools.bench_lab import median
 from sbd_harness.boards.emulated import EmulatedBoard
 from sbd_harness.release.bundle import FirmwareBundle
@@ -138,7 +139,9 @@ def run(runs: int) -> dict:
     results.update(ota_figures)
     verify_figures, verify_meta = bench_verify.run(bundle, runs)
     results.update(verify_figures)
-    results["_meta"] = {**net_meta, **ota_meta, **verify_meta}  # main() adds the run's own description in front
+    heap_figures, heap_meta = heap32.bench()  # no board: the two MicroPythons directly
+    results.update(heap_figures)
+    results["_meta"] = {**net_meta, **ota_meta, **verify_meta, **heap_meta}  # main() adds the run's own description in front
     return results
 
 
