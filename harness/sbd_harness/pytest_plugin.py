@@ -16,6 +16,7 @@ import pytest
 from sbd_harness.boards.base import Board, BoardError, BootCapture
 from sbd_harness.lab.broker import FLAWS as BROKER_FLAWS
 from sbd_harness.release.bundle import FirmwareBundle
+from sbd_harness.reports.claims import claims_for, normalise, problems as claim_problems
 from sbd_harness.reports.provisions import CATALOGUE, unknown_ids
 from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
 
@@ -62,15 +63,29 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def check_meta(item: pytest.Item) -> dict[str, Any] | None:
+    """A check's ID, title, subject and provision claims. The catalogue's checks take their claims from
+    `reports/claims.py` (one reviewed mapping) and may not also declare them on their marker; a user's own
+    check declares them on its marker, as claim objects or bare IDs (bare: supporting, never verified)."""
     mark = item.get_closest_marker("sbd_check")
     if mark is None:
         return None
     kw = dict(mark.kwargs)
-    provisions = {k: list(kw.get(k, [])) for k in PROVISION_KEYS}
-    bad = unknown_ids(provisions)
+    declared = {k: list(kw.get(k, [])) for k in PROVISION_KEYS}
+    bad = unknown_ids(declared)
     if bad:
         raise pytest.UsageError(f"{item.nodeid} cites unknown provisions: {bad}")
-    return {"id": kw["id"], "title": kw["title"], "provisions": provisions}
+    central = claims_for(kw["id"])
+    if central is not None:
+        if any(declared.values()):
+            raise pytest.UsageError(f"{item.nodeid}: the provisions of check {kw['id']} are declared in "
+                                    "sbd_harness/reports/claims.py, not on its marker")
+        provisions, subject = central["provisions"], central["subject"]
+    else:
+        provisions, subject = normalise(declared), kw.get("subject", "device")
+    bad = claim_problems(provisions)
+    if bad:
+        raise pytest.UsageError(f"{item.nodeid} cites unknown provisions or bad claims: {bad}")
+    return {"id": kw["id"], "title": kw["title"], "subject": subject, "provisions": provisions}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -285,7 +300,9 @@ class ReportCollector:
         board = session.config.stash.get(BOARD_INFO_KEY, {})
         firmware = session.config.stash.get(FIRMWARE_INFO_KEY, {})
         notes = session.config.stash.get(NOTES_KEY, [])
-        report = build_report(board, firmware, list(self.results.values()), notes, tier=run_tier(self.config))
+        features, context = session.config.stash.get(RUN_KEY, (None, {}))
+        report = build_report(board, firmware, list(self.results.values()), notes, tier=run_tier(self.config),
+                              features=features, context=context)
         json_path = self.config.getoption("--sbd-report")
         md_path = self.config.getoption("--sbd-markdown")
         if json_path:
@@ -300,6 +317,15 @@ class ReportCollector:
 BOARD_INFO_KEY = pytest.StashKey[dict]()
 FIRMWARE_INFO_KEY = pytest.StashKey[dict]()
 NOTES_KEY = pytest.StashKey[list]()
+RUN_KEY = pytest.StashKey[tuple]()
+
+
+def run_facts(bundle: FirmwareBundle, broker_flaws: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The firmware's feature declaration (read as data) and the run's context, for the report."""
+    from sbd_harness.reports import features as feature_decl
+    from sbd_harness.reports.provenance import run_context
+    decl = feature_decl.load(bundle.source) if bundle.source else None
+    return decl, run_context(bundle, broker_flaws, features_path=decl["path"] if decl else None)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -319,6 +345,7 @@ def _sbd_describe_run(request: pytest.FixtureRequest) -> None:
         notes.append("No network namespace (not root): the board shares the host's loopback, so "
                      + "; ".join(weakened) + ".")
     config.stash[NOTES_KEY] = notes
+    config.stash[RUN_KEY] = run_facts(bundle, [f for f in config.getoption("--sbd-broker-flaws").split(",") if f])
 
 
 def _reporting(config: pytest.Config) -> bool:

@@ -16,8 +16,7 @@ from sbd_harness.identity.attest import compare_with_bundle
 
 @pytest.mark.sbd_check(
     id="boot-line-identifies-firmware",
-    title="The boot line names the model, the firmware version built and the security state",
-    etsi_en_303_645=["5.3-16"], nist_ir_8259a=["1", "6"])
+    title="The boot line names the model, the firmware version built and the security state")
 def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
     boot = sbd_boot.boot_line
     sbd_evidence["boot_line"] = boot
@@ -32,8 +31,7 @@ def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
 
 @pytest.mark.sbd_check(
     id="firmware-matches-build",
-    title="Every firmware file on the board has the SHA-256 of the build",
-    eu_cra=["I(2)(f)"])
+    title="Every firmware file on the board has the SHA-256 of the build")
 def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_ca, sbd_evidence):
     expected = sbd_bundle.file_hashes()
     if locked(sbd_boot.boot_line):
