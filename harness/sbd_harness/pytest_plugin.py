@@ -56,8 +56,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[]): "
-        "a conformance check and the provisions it covers")
+        "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[], "
+        "subject='device'): a conformance check and the provisions it covers, each a claim "
+        "{'id': ..., 'strength': 'full'|'partial'|'supporting', 'reason': ...} or a bare ID (supporting); "
+        "the catalogue's own checks take theirs from sbd_harness/reports/claims.py")
     if _reporting(config):
         config.pluginmanager.register(ReportCollector(config), "sbd-report-collector")
 

@@ -329,3 +329,11 @@ def test_the_ixit_is_filled_from_declarations_the_mud_file_and_the_device(decl, 
     assert {m["table"] for m in doc["missing"]} == {"2-UserInfo"}
     assert "## 10-SecParam Security parameters" in ixit_markdown(doc)
     assert "| 5.3-9 |" in ics_markdown(ics(report))
+
+
+def test_the_html_page_is_laid_out_for_a_1280_pixel_window(decl, context):
+    """A static guard, not a rendering test: the page's width is bounded and every table wraps its cells."""
+    page = to_html(build_report(BOARD, FIRMWARE, ALL_PASS, features=decl, context=context))
+    assert "max-width:1240px" in page and "box-sizing:border-box" in page
+    assert "table-layout:fixed" in page and "overflow-wrap:anywhere" in page
+    assert "white-space:nowrap" not in page

@@ -238,8 +238,9 @@ def _counts_text(n: dict[str, Any]) -> str:
     return (f"{n['provisions']} provisions: {n['verified']} verified, {n['partly_verified']} partly verified, "
             f"{n['supporting_only']} with supporting evidence only, {n['inconclusive']} inconclusive, "
             f"{n['failed']} failed, {n['not_verified_on_this_board']} not verified on this board, "
-            f"{n['not_applicable']} not applicable (feature absent), {n['documentation_only']} documentation only "
-            f"({n['documented_limitation']} of them documented limitations), {n['not_covered']} not covered")
+            f"{n['not_applicable']} not applicable (feature absent), {n['documentation_only']} documentation only, "
+            f"{n['documented_limitation']} documented limitations (not met), "
+            f"{n['not_covered'] - n['documented_limitation']} not covered at all")
 
 
 def _category_text(n: dict[str, Any]) -> list[str]:
@@ -401,7 +402,8 @@ th,td{border:1px solid #d0d7de;padding:.35em .5em;text-align:left;vertical-align
 th{background:#f3f4f6}tr.row-fail td,tr.row-error td{background:#fff0f0}tr.row-skip td{background:#fff8e6}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8em;background:#f6f8fa;padding:.5em;margin:.3em 0}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dt{font-weight:700}dd{margin:0}
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2em 1em}dt{font-weight:700}
+dd{margin:0;overflow-wrap:anywhere}
 .muted{color:#57606a}
 """
 
@@ -477,7 +479,8 @@ def to_html(report: dict[str, Any]) -> str:
             ("not_verified_on_this_board", "skip", "not verified here"),
             ("not_applicable", "none", "not applicable"),
             ("documentation_only", "documentation", "documentation only"), ("not_covered", "none", "not covered"))
-    out.append("<table><thead><tr><th>Coverage</th>" + "".join(f"<th>{_badge(k, label)}</th>" for _, k, label in cols)
+    out.append('<table><colgroup><col style="width:22%"></colgroup><thead><tr><th>Coverage</th>'
+               + "".join(f"<th>{_badge(k, label)}</th>" for _, k, label in cols)
                + "<th>provisions</th></tr></thead><tbody>")
     for b, c in report["coverage"].items():
         out.append(f"<tr><td>{_h(c['title'])}</td>" + "".join(f"<td><b>{c['counts'][n]}</b></td>" for n, _, _ in cols)
@@ -487,7 +490,8 @@ def to_html(report: dict[str, Any]) -> str:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in report["notes"]) + "</ul>")
 
     out += _html_provenance(report)
-    out.append("<h2>Checks</h2><table><thead><tr><th>Status</th><th>Check</th><th>Provisions</th>"
+    out.append('<h2>Checks</h2><table><colgroup><col style="width:9em"><col style="width:28%"><col style="width:24%">'
+               "<col></colgroup><thead><tr><th>Status</th><th>Check</th><th>Provisions</th>"
                "<th>Reason and evidence</th></tr></thead><tbody>")
     for c in report["checks"]:
         prov = "<br>".join(f"{_h(SHORT[k])} {_h(', '.join(_claim_text(i) for i in ids))}"
