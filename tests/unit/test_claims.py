@@ -337,3 +337,13 @@ def test_the_html_page_is_laid_out_for_a_1280_pixel_window(decl, context):
     assert "max-width:1240px" in page and "box-sizing:border-box" in page
     assert "table-layout:fixed" in page and "overflow-wrap:anywhere" in page
     assert "white-space:nowrap" not in page
+
+
+def test_5_0_1_is_met_only_when_every_gap_carries_its_justification(decl, context, tmp_path):
+    report = build_report(BOARD, FIRMWARE, ALL_PASS, features=decl, context=context)
+    rows = {r["id"]: r for r in ics(report)["provisions"]}
+    assert rows["5.0-1"]["support"] == "N" and "5.3-5" in rows["5.0-1"]["detail"]
+    gaps = [r["id"] for r in rows.values() if r["id"] != "5.0-1" and r["support"] == "N"]
+    over = {"ics": {pid: {"support": "N", "detail": f"5.0-1: why {pid} is not met"} for pid in gaps}, "ixit": {}}
+    rows = {r["id"]: r for r in ics(report, over)["provisions"]}
+    assert rows["5.0-1"]["support"] == "Y"

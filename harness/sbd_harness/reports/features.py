@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sbd_harness.errors import SbdError
+from sbd_harness.paths import REPO_ROOT
 from sbd_harness.reports.provisions import CATALOGUE, FEATURE_PROVISIONS
 
 FILE = "features.json"
@@ -35,8 +36,16 @@ def load(firmware: Path) -> dict[str, Any] | None:
     bad = problems(data)
     if bad:
         raise FeaturesError(f"{path}: " + "; ".join(bad))
-    data["path"] = str(path)
+    data["path"] = _shown(path)
     return data
+
+
+def _shown(path: Path) -> str:
+    """The path as a report shows it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def problems(data: Any) -> list[str]:

@@ -107,9 +107,26 @@ def ics(report: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict
             row.update({"support": o["support"], "detail": o["detail"], "source": "manufacturer",
                         "proposed_by_harness": {"support": support, "detail": detail}})
         rows.append(row)
+    _record_of_justifications(rows, overrides)
     return {"standard": "ETSI EN 303 645 V3.1.3, Table B.1 (implementation conformance statement)",
             "draft": True, "provenance": _brief_provenance(report), "provisions": rows,
             "counts": {s: sum(1 for r in rows if r["support"] == s) for s in SUPPORT}}
+
+
+def _record_of_justifications(rows: list[dict[str, Any]], overrides: dict[str, Any]) -> None:
+    """5.0-1 is this table's own record: met when every provision that does not apply or is not met carries
+    its justification (the feature declaration, or the manufacturer's word in the overrides file)."""
+    row = next((r for r in rows if r["id"] == "5.0-1"), None)
+    if row is None or row["source"] == "manufacturer":
+        return
+    lacking = [r["id"] for r in rows if r["id"] != "5.0-1" and r["source"] == "harness"
+               and (r["support"] == "N" or (r["support"] == "N/A" and not r["detail"].startswith("5.0-1:")))]
+    if lacking:
+        row.update(support="N", detail="the record is incomplete: no justification yet for " + ", ".join(lacking)
+                   + " (the manufacturer records them in the overrides file)")
+    else:
+        row.update(support="Y", detail="every provision not applicable or not met carries its justification in "
+                                       "this table")
 
 
 def _brief_provenance(report: dict[str, Any]) -> dict[str, Any]:

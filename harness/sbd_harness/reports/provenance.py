@@ -124,6 +124,10 @@ def provenance(board: dict[str, Any], firmware: dict[str, Any], checks: list[dic
         "baselines": {b: {"title": BASELINES[b], "edition": EDITIONS[b]} for b in CATALOGUE},
         "environment": environment(board, context.get("broker_flaws")),
         "test_object": test_object(board, firmware, checks, sbom),
+        # the checks' results and evidence as canonical JSON: what the verdicts rest on, for a signature
+        "evidence_sha256": hashlib.sha256(json.dumps(checks, sort_keys=True, separators=(",", ":"),
+                                                     default=str).encode()).hexdigest(),
+        "sbom_sha256": (sbom or {}).get("sha256"),
         "features": context.get("features_path"),
         "manufacturer_overrides": context.get("overrides_path"),
     }
