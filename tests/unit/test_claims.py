@@ -347,3 +347,18 @@ def test_5_0_1_is_met_only_when_every_gap_carries_its_justification(decl, contex
     over = {"ics": {pid: {"support": "N", "detail": f"5.0-1: why {pid} is not met"} for pid in gaps}, "ixit": {}}
     rows = {r["id"]: r for r in ics(report, over)["provisions"]}
     assert rows["5.0-1"]["support"] == "Y"
+
+
+@pytest.mark.parametrize("marker, message", [
+    ("id='console-locked', title='x', etsi_en_303_645=['5.6-4A']", "declared in sbd_harness/reports/claims.py"),
+    ("id='mine', title='x', etsi_en_303_645=[{'id': '5.6-4A', 'strength': 'partial'}]", "a partial claim needs a reason"),
+    ("id='mine', title='x', owasp_isvs=[{'id': '4.2.3', 'strength': 'full'}]", "4.2.3"),
+])
+def test_the_plugin_refuses_claims_out_of_place_or_unsound(tmp_path, marker, message):
+    import subprocess
+    import sys
+    (tmp_path / "check_bad.py").write_text(f"import pytest\n@pytest.mark.sbd_check({marker})\ndef check_x():\n    pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\npython_files = check_*.py\npython_functions = check_*\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-c", str(tmp_path / "pytest.ini"),
+                           "-p", "no:cacheprovider", "--collect-only"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
