@@ -321,8 +321,10 @@ def test_the_ixit_is_filled_from_declarations_the_mud_file_and_the_device(decl, 
                _result(r["id"], "pass", {"mud_url": "https://mud.example.invalid/x.json", "mud_file": mud})
                for r in ALL_PASS]
     report = build_report(BOARD, FIRMWARE, results, features=decl, context=context)
-    doc = ixit(report, decl)
+    doc = ixit(report, decl, nvs_keys=["sk", "pk", "cert", "ca", "config", "stray"])
     t = doc["tables"]
+    layout = next(e for e in t["10-SecParam"]["entries"] if e["name"] == "NVS layout on the device")
+    assert layout["undeclared"] == ["stray"] and "relkeys" in layout["declared_not_present"]
     assert any("8883" in e["detail"] and "198.18.0.1/32" in e["detail"] for e in t["11-ComMech"]["entries"])
     assert any(e.get("nvs") == "sbd/sk" for e in t["10-SecParam"]["entries"])
     assert any(e["source"] == "the device's boot line" for e in t["20-SecBoot"]["entries"])

@@ -10,7 +10,7 @@ from typing import Any
 
 from sbd_harness.boards.base import Board
 from sbd_harness.cli.common import CliError, add_pki, firmware_bundle, safe_name, target, add_target
-from sbd_harness.errors import EXIT_FAIL
+from sbd_harness.errors import EXIT_FAIL, SbdError
 
 
 # verify -----------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     write_json(report, paths["report"])
     paths["markdown"].write_text(to_markdown(report))
     paths["html"].write_text(to_html(report))
-    written = write_all(report, paths["report"], features, overrides)
+    written = write_all(report, paths["report"], features, overrides, nvs_keys=_nvs_keys(board))
     _print_verify_table(report)
     print("  ".join(f"{k}: {p}" for k, p in {**paths, **written}.items() if k != "sbom" or sbom is not None))
     s = report["summary"]
@@ -132,6 +132,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 SHORT_BASELINE = {"etsi_en_303_645": "EN303645", "nist_ir_8259a": "IR8259A", "eu_cra": "CRA",
                   "uk_psti": "PSTI", "owasp_isvs": "ISVS"}
+
+
+def _nvs_keys(board: Board) -> list[str] | None:
+    """The key names in the device's NVS namespace, where the harness reads the flash back (emulated boards):
+    for the IXIT, to hold the declared layout against. None where it cannot."""
+    from sbd_harness.checks.common import NVS_NS, flash_store, reads_flash
+    if not reads_flash(board):
+        return None
+    try:
+        return sorted(key for ns, key in flash_store(board) if ns == NVS_NS)
+    except (OSError, ValueError, SbdError):  # an unreadable flash image is no reason to lose the reports
+        return None
 
 
 def _claim(claim: Any) -> str:

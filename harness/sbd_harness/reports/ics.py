@@ -142,8 +142,10 @@ def _check(report: dict[str, Any], check_id: str) -> dict[str, Any] | None:
 
 
 def ixit(report: dict[str, Any], features: dict[str, Any] | None, overrides: dict[str, Any] | None = None,
-         mud: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The IXIT draft: per table, entries {name, detail, source}."""
+         mud: dict[str, Any] | None = None, nvs_keys: list[str] | None = None) -> dict[str, Any]:
+    """The IXIT draft: per table, entries {name, detail, source}. nvs_keys: the names of the keys in the
+    device's NVS namespace, read back from its flash after the run (boards that allow it), to hold the
+    declared layout against."""
     overrides = overrides or {"ixit": {}}
     declared = (features or {}).get("ixit", {})
     src = f"firmware declaration ({(features or {}).get('path', 'features.json')})"
@@ -187,6 +189,14 @@ def ixit(report: dict[str, Any], features: dict[str, Any] | None, overrides: dic
     if state:
         tables["20-SecBoot"].append({"name": "device security state", "detail": json.dumps(state, sort_keys=True),
                                      "source": "the device's boot line"})
+    if nvs_keys is not None:
+        declared_keys = {e["nvs"].split("/", 1)[-1] for e in tables["10-SecParam"] if e.get("nvs")}
+        found = set(nvs_keys)
+        tables["10-SecParam"].append({
+            "name": "NVS layout on the device", "detail": "keys present after the run: " + (", ".join(sorted(found))
+                                                                                          or "none"),
+            "undeclared": sorted(found - declared_keys), "declared_not_present": sorted(declared_keys - found),
+            "source": "the board's flash, read back after the run (names only, no values)"})
     for table, entries in overrides["ixit"].items():
         tables[table] += [{**e, "source": "manufacturer"} for e in entries]
     missing = [t for t, entries in tables.items() if not entries]
@@ -251,11 +261,12 @@ def ixit_markdown(doc: dict[str, Any]) -> str:
 
 
 def write_all(report: dict[str, Any], report_path: Path, features: dict[str, Any] | None,
-              overrides: dict[str, Any] | None = None, mud: dict[str, Any] | None = None) -> dict[str, Path]:
+              overrides: dict[str, Any] | None = None, mud: dict[str, Any] | None = None,
+              nvs_keys: list[str] | None = None) -> dict[str, Path]:
     """Writes report.ics.json/.md and report.ixit.json/.md beside `report_path`; returns their paths."""
     stem = Path(report_path).with_suffix("")
     paths = {k: Path(f"{stem}.{k.replace('_', '.')}") for k in ("ics_json", "ics_md", "ixit_json", "ixit_md")}
-    ics_doc, ixit_doc = ics(report, overrides), ixit(report, features, overrides, mud)
+    ics_doc, ixit_doc = ics(report, overrides), ixit(report, features, overrides, mud, nvs_keys)
     paths["ics_json"].write_text(json.dumps(ics_doc, indent=2) + "\n")
     paths["ics_md"].write_text(ics_markdown(ics_doc))
     paths["ixit_json"].write_text(json.dumps(ixit_doc, indent=2) + "\n")
