@@ -11,7 +11,8 @@ SSLYZE_VENV    := $(VENV)/tools/sslyze
 SSLYZE_STAMP   := $(SSLYZE_VENV)/.installed-sslyze-$(SSLYZE_VERSION)
 HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
-                $(if $(shell command -v mosquitto),,mosquitto)
+                $(if $(shell command -v mosquitto),,mosquitto) \
+                $(if $(shell command -v chromium-headless-shell),,chromium-headless-shell)
 
 .PHONY: setup system-deps demo test test-fast test-soak bench clean
 

@@ -386,7 +386,7 @@ def _ts_text(row: dict[str, Any]) -> str:
 # HTML --------------------------------------------------------------------------------------
 _CSS = """
 body{font:16px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1240px;
- padding:1em;color:#111;background:#fff;box-sizing:border-box}
+ padding:1em;color:#111;background:#fff;box-sizing:border-box;overflow-wrap:anywhere}
 td,th{overflow-wrap:anywhere}.badge{white-space:normal}
 h1{font-size:2em;margin:.2em 0}h2{font-size:1.5em;margin-top:1.6em;border-bottom:3px solid #ddd}
 h3{font-size:1.25em;margin-top:1.4em}
