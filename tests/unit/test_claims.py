@@ -14,7 +14,7 @@ import pytest
 from sbd_harness.checks import CHECKS_DIR
 from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.reports import features as feature_decl
-from sbd_harness.reports.claims import CLAIMS, claims_for, full, ids, partial, problems, supporting
+from sbd_harness.reports.claims import CLAIMS, claims_for, full, problems
 from sbd_harness.reports.ics import OverridesError, ics, ixit, ics_markdown, ixit_markdown, load_overrides, write_all
 from sbd_harness.reports.provenance import catalogue_sha256, is_placeholder, run_context
 from sbd_harness.reports.provisions import CATALOGUE, EN_STATUS, FEATURE_PROVISIONS, en_category
@@ -364,3 +364,13 @@ def test_the_plugin_refuses_claims_out_of_place_or_unsound(tmp_path, marker, mes
     proc = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-c", str(tmp_path / "pytest.ini"),
                            "-p", "no:cacheprovider", "--collect-only"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_the_ics_never_proposes_support_the_documentation_denies(decl, context):
+    """Keys in plaintext NVS (5.4-1) and no verified boot chain (5.7-1) are documented limitations: with the
+    eFuse check skipped on an emulated board, the ICS proposes N, not Y."""
+    results = [r if r["id"] != "chip-security-fuses" else _result(r["id"], "skip") for r in ALL_PASS]
+    rows = {r["id"]: r for r in ics(build_report(BOARD, FIRMWARE, results, features=decl, context=context))["provisions"]}
+    assert rows["5.4-1"]["support"] == "N" and "limitation" in rows["5.4-1"]["detail"]
+    assert rows["5.7-1"]["support"] == "N"
+    assert rows["5.2-1"]["support"] == "Y" and rows["5.2-1"]["detail"].startswith("unconfirmed by this run")

@@ -247,7 +247,3 @@ def problems(claims: dict[str, list[Any]]) -> list[str]:
                 bad.append(f"{baseline} {c['id']}: a partial claim needs a reason")
     return bad
 
-
-def ids(claims: dict[str, list[Claim]]) -> dict[str, list[str]]:
-    """The provision IDs of a check's claims, per baseline."""
-    return {b: [c["id"] for c in items] for b, items in claims.items()}

@@ -27,7 +27,8 @@ from typing import Any
 from sbd_harness.errors import SbdError
 
 SUPPORT = ("Y", "N", "N/A")
-# The verdicts that propose "Y": a check passed (fully or in part) or a page says how it is met.
+# The verdicts that propose "Y": a check passed (fully or in part), or could not run here, or a page says how
+# it is met; never where the project's own documentation says the provision is not met.
 PROPOSE_Y = ("verified", "partly_verified", "supporting_only", "inconclusive", "not_verified_on_this_board",
              "documentation_only")
 IXIT_TABLES = {
@@ -91,8 +92,10 @@ def ics(report: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict
             support = "N/A"
             detail = f"5.0-1: not applicable, the feature ({r['not_applicable']['feature']}) is absent: " \
                      f"{r['not_applicable']['justification']}"
-        elif r["verdict"] in PROPOSE_Y:
+        elif r["verdict"] in PROPOSE_Y and not (r["documented_limitations"] and r["verdict"] != "verified"):
             support, detail = "Y", _evidence_text(r)
+            if r["verdict"] in ("inconclusive", "not_verified_on_this_board"):
+                detail = "unconfirmed by this run: " + detail
         else:
             support = "N"
             if status and status.startswith("R"):
