@@ -23,7 +23,8 @@ HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo y
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto) \
                 $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony) \
-                $(if $(shell command -v npm),,nodejs npm)
+                $(if $(shell command -v npm),,nodejs npm) \
+                $(if $(shell command -v chromium-headless-shell),,chromium-headless-shell)
 
 .PHONY: setup system-deps demo test test-fast test-soak bench clean
 

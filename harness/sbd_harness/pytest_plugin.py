@@ -16,6 +16,7 @@ import pytest
 from sbd_harness.boards.base import Board, BoardError, BootCapture
 from sbd_harness.lab.broker import FLAWS as BROKER_FLAWS
 from sbd_harness.release.bundle import FirmwareBundle
+from sbd_harness.reports.claims import claims_for, normalise, problems as claim_problems
 from sbd_harness.reports.provisions import CATALOGUE, unknown_ids
 from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
 
@@ -60,8 +61,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[]): "
-        "a conformance check and the provisions it covers")
+        "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[], "
+        "subject='device'): a conformance check and the provisions it covers, each a claim "
+        "{'id': ..., 'strength': 'full'|'partial'|'supporting', 'reason': ...} or a bare ID (supporting); "
+        "the catalogue's own checks take theirs from sbd_harness/reports/claims.py")
     for option in REPORT_OPTIONS:
         path = config.getoption(option)
         if path and not Path(path).resolve().parent.is_dir():
@@ -95,19 +98,34 @@ def _xdist_workers(config: pytest.Config) -> int:
 
 
 MARKER_FIELDS = ("id", "title")  # required, beside the baselines' keywords (PROVISION_KEYS)
+MARKER_OPTIONS = ("subject",)  # optional: what the check is about ("device" unless said)
 
 
 def check_meta(item: pytest.Item) -> dict[str, Any] | None:
+    """A check's ID, title, subject and provision claims. The catalogue's checks take their claims from
+    `reports/claims.py` (one reviewed mapping) and may not also declare them on their marker; a user's own
+    check declares them on its marker, as claim objects or bare IDs (bare: supporting, never verified)."""
     mark = item.get_closest_marker("sbd_check")
     if mark is None:
         return None
     kw = dict(mark.kwargs)
     _validate_marker(item.nodeid, mark.args, kw)
-    provisions = {k: list(kw.get(k, [])) for k in PROVISION_KEYS}
-    bad = unknown_ids(provisions)
+    declared = {k: list(kw.get(k, [])) for k in PROVISION_KEYS}
+    bad = unknown_ids(declared)
     if bad:
         raise pytest.UsageError(f"{item.nodeid} cites unknown provisions: {bad}")
-    return {"id": kw["id"], "title": kw["title"], "provisions": provisions}
+    central = claims_for(kw["id"])
+    if central is not None:
+        if any(declared.values()):
+            raise pytest.UsageError(f"{item.nodeid}: the provisions of check {kw['id']} are declared in "
+                                    "sbd_harness/reports/claims.py, not on its marker")
+        provisions, subject = central["provisions"], central["subject"]
+    else:
+        provisions, subject = normalise(declared), kw.get("subject", "device")
+    bad = claim_problems(provisions)
+    if bad:
+        raise pytest.UsageError(f"{item.nodeid} cites unknown provisions or bad claims: {bad}")
+    return {"id": kw["id"], "title": kw["title"], "subject": subject, "provisions": provisions}
 
 
 def _validate_marker(nodeid: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
@@ -119,15 +137,16 @@ def _validate_marker(nodeid: str, args: tuple[Any, ...], kw: dict[str, Any]) -> 
     missing = [k for k in MARKER_FIELDS if not isinstance(kw.get(k), str) or not kw[k].strip()]
     if missing:
         raise pytest.UsageError(f"{nodeid}: sbd_check needs {' and '.join(missing)} (a non-empty string): {usage}")
-    for key in sorted(set(kw) - set(MARKER_FIELDS) - set(PROVISION_KEYS)):
+    for key in sorted(set(kw) - set(MARKER_FIELDS) - set(MARKER_OPTIONS) - set(PROVISION_KEYS)):
         close = difflib.get_close_matches(key, PROVISION_KEYS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise pytest.UsageError(f"{nodeid}: sbd_check has no keyword {key!r}{hint}; "
                                 f"the baselines are {', '.join(PROVISION_KEYS)}")
     for key in PROVISION_KEYS:
         ids = kw.get(key, [])
-        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
-            raise pytest.UsageError(f"{nodeid}: sbd_check {key}= takes a list of provision IDs, e.g. {key}=[\"...\"]")
+        if isinstance(ids, (str, dict)) or not all(isinstance(i, (str, dict)) for i in ids):
+            raise pytest.UsageError(f"{nodeid}: sbd_check {key}= takes a list of provision IDs, e.g. {key}=[\"...\"], "
+                                    "or of claims {'id': ..., 'strength': ..., 'reason': ...}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -395,7 +414,11 @@ class ReportCollector:
             if len(names) > 1:
                 notes.append(f"The checks ran on {len(names)} boards, one per pytest-xdist worker: "
                              f"{', '.join(names)}; the board above is the first.")
-        report = build_report(board, firmware, list(self.results.values()), notes, tier=run_tier(self.config))
+        features, context = session.config.stash.get(RUN_KEY, (None, {}))
+        if self.worker_runs and self.worker_runs[0].get("facts"):
+            features, context = self.worker_runs[0]["facts"]
+        report = build_report(board, firmware, list(self.results.values()), notes, tier=run_tier(self.config),
+                              features=features, context=context)
         json_path = self.config.getoption("--sbd-report")
         md_path = self.config.getoption("--sbd-markdown")
         if json_path:
@@ -412,6 +435,15 @@ OWN_BOARD_KEY = pytest.StashKey[bool]()  # the plugin started the board (a fresh
 BOARD_INFO_KEY = pytest.StashKey[dict]()
 FIRMWARE_INFO_KEY = pytest.StashKey[dict]()
 NOTES_KEY = pytest.StashKey[list]()
+RUN_KEY = pytest.StashKey[tuple]()
+
+
+def run_facts(bundle: FirmwareBundle, broker_flaws: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The firmware's feature declaration (read as data) and the run's context, for the report."""
+    from sbd_harness.reports import features as feature_decl
+    from sbd_harness.reports.provenance import run_context
+    decl = feature_decl.load(bundle.source) if bundle.source else None
+    return decl, run_context(bundle, broker_flaws, features_path=decl["path"] if decl else None)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -431,9 +463,11 @@ def _sbd_describe_run(request: pytest.FixtureRequest) -> None:
         notes.append("No network namespace (not root): the board shares the host's loopback, so "
                      + "; ".join(weakened) + ".")
     config.stash[NOTES_KEY] = notes
+    config.stash[RUN_KEY] = run_facts(bundle, [f for f in config.getoption("--sbd-broker-flaws").split(",") if f])
     if _xdist_worker(config):  # handed to the controller, which writes the report (pytest_testnodedown)
         config.workeroutput["sbd_run"] = json.loads(json.dumps(
-            {"board": config.stash[BOARD_INFO_KEY], "firmware": config.stash[FIRMWARE_INFO_KEY], "notes": notes},
+            {"board": config.stash[BOARD_INFO_KEY], "firmware": config.stash[FIRMWARE_INFO_KEY], "notes": notes,
+             "facts": list(config.stash[RUN_KEY])},
             default=str))
 
 

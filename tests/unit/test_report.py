@@ -21,6 +21,7 @@ import pytest
 
 from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.reports.doc_coverage import DOC_COVERAGE, heading_slug, map_problems
+from sbd_harness.reports.claims import full
 from sbd_harness.reports.provisions import BASELINES, CATALOGUE
 from sbd_harness.reports.report import build_report, coverage, to_html, to_markdown
 from sbd_harness.release.sbom import SBOMError, build_sbom, micropython_target, sbom_json, validate, write_sbom
@@ -30,9 +31,11 @@ EVIL = '<script>alert("x")</script> & | <img src=x onerror=1>'
 
 
 def _check(cid: str, status: str, message: str = "", evidence: dict | None = None, **provisions) -> dict:
+    """A check's result as the plugin records it; bare IDs here are full claims."""
     return {"id": cid, "title": f"title of {cid}", "status": status, "message": message,
-            "evidence": evidence or {}, "duration_s": 0.5,
-            "provisions": {k: list(provisions.get(k, [])) for k in CATALOGUE}}
+            "evidence": evidence or {}, "duration_s": 0.5, "subject": "device",
+            "provisions": {k: [i if isinstance(i, dict) else full(i) for i in provisions.get(k, [])]
+                           for k in CATALOGUE}}
 
 
 CHECKS = [
@@ -85,7 +88,7 @@ def test_a_skipped_check_never_counts_as_a_pass(report):
     assert counts["not_verified_on_this_board"] == 2  # 5.1-1, 5.7-1
     assert counts["failed"] == 2  # 5.4-1 (fail), 5.6-4A (error)
     assert _row(report, "etsi_en_303_645", "5.5-1")["checks"] == [
-        {"id": "half", "status": "pass"}, {"id": "half-skipped", "status": "skip"}]
+        {"id": "half", "status": "pass", "strength": "full"}, {"id": "half-skipped", "status": "skip", "strength": "full"}]
 
 
 def test_documentation_covers_what_no_check_does_and_the_sbom_is_listed(report):
@@ -93,7 +96,9 @@ def test_documentation_covers_what_no_check_does_and_the_sbom_is_listed(report):
     assert policy["coverage"] == "documentation" and policy["result"] is None
     assert policy["docs"][0]["page"] == "docs/SECURITY.md"
     secure_boot = _row(report, "etsi_en_303_645", "5.7-1")
-    assert secure_boot["coverage"] == "automated" and secure_boot["docs"], "a check and docs: both are listed"
+    assert secure_boot["coverage"] == "automated" and secure_boot["documented_limitations"], \
+        "a check and the page documenting the limitation: both are listed"
+    assert not secure_boot["docs"], "a page documenting a limitation is not coverage"
     for baseline, pid in (("eu_cra", "II(1)"), ("owasp_isvs", "1.2.1")):
         row = _row(report, baseline, pid)
         assert row["coverage"] == "documentation"
@@ -388,4 +393,4 @@ def test_verify_writes_every_format_with_skip_reasons_and_the_sbom(tmp_path):
     assert report["sbom"]["path"] == "report.sbom.cdx.json"
     assert report["sbom"]["files"] == report["firmware"]["files"]
     assert '<a href="report.sbom.cdx.json">' in page and "(report.sbom.cdx.json)" in md
-    assert report["coverage"]["eu_cra"]["provisions"][0]["id"] == "I(2)(a)"
+    assert [r["id"] for r in report["coverage"]["eu_cra"]["provisions"][:2]] == ["I(1)", "I(2)(a)"]

@@ -55,8 +55,7 @@ def _running(board) -> dict[str, Any]:
     id="no-listening-ports",
     title="A scan of all 65535 TCP ports and a UDP probe of every port of the board's address (an mDNS "
           "query on 5353) find exactly what the reviewed network policy lists: the official ESP32 build's "
-          "mDNS responder and DHCP client",
-    etsi_en_303_645=["5.6-1", "5.6-5"], nist_ir_8259a=["4"], eu_cra=["I(2)(j)"], owasp_isvs=["3.1.3"])
+          "mDNS responder and DHCP client")
 def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
     net = _require_own_address(sbd_board)
     address = net["address"]
@@ -114,8 +113,7 @@ def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
     id="connections-match-mud",
     title="Every flow the board starts, captured on its own link from reset through a telemetry period "
           "online, is one its MUD file (RFC 8520, written from the reviewed network policy) allows; "
-          "it announces that MUD URL",
-    etsi_en_303_645=["5.6-5"], eu_cra=["I(2)(i)", "I(2)(j)"])
+          "it announces that MUD URL")
 def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     net = _require_own_address(sbd_board)
     device_id = locked_device_id(sbd_boot)

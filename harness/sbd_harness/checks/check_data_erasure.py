@@ -11,8 +11,7 @@ from sbd_harness.identity.commands import console_command
 
 @pytest.mark.sbd_check(
     id="factory-reset-erases-identity",
-    title="Factory reset leaves no trace of the old key, certificate or data and asks for provisioning again",
-    etsi_en_303_645=["5.11-1"], nist_ir_8259a=["2"], eu_cra=["I(2)(m)", "I(2)(b)"])
+    title="Factory reset leaves no trace of the old key, certificate or data and asks for provisioning again")
 def check_factory_reset(sbd_board, sbd_boot, sbd_ca, sbd_evidence, sbd_destructive):
     boot = boot_line_or_skip(sbd_boot)
     require_provisioned(boot)

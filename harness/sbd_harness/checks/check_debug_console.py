@@ -32,8 +32,7 @@ SECRET_FIELD = re.compile(r'"(wifi_psk|psk|pass(word)?|secret|token|sk|private_k
 
 @pytest.mark.sbd_check(
     id="no-private-key-on-serial",
-    title="The device's private key appears nowhere in all it ever sent on the serial port",
-    etsi_en_303_645=["5.4-1", "5.6-2"], nist_ir_8259a=["3"], eu_cra=["I(2)(e)"])
+    title="The device's private key appears nowhere in all it ever sent on the serial port")
 def check_no_key_on_serial(sbd_board, sbd_evidence):
     if not reads_flash(sbd_board):
         pytest.skip("needs the key from the flash image: emulated boards only")
@@ -76,8 +75,7 @@ def _until_answer_or_prompt(port, data: bytearray, timeout: float, start: int = 
 
 @pytest.mark.sbd_check(
     id="console-locked",
-    title="A locked board gives no REPL: not to Ctrl-C/Ctrl-A/Ctrl-E, not to a Ctrl-C storm during boot",
-    etsi_en_303_645=["5.6-4A"], owasp_isvs=["3.1.3"], nist_ir_8259a=["4"], eu_cra=["I(2)(d)", "I(2)(j)"])
+    title="A locked board gives no REPL: not to Ctrl-C/Ctrl-A/Ctrl-E, not to a Ctrl-C storm during boot")
 def check_console_locked(sbd_board, sbd_boot, sbd_evidence):
     boot = boot_line_or_skip(sbd_boot)
     if boot.get("security", {}).get("console") != "locked":
@@ -185,8 +183,7 @@ def _secrets_in(text: str, board) -> list[str]:
 @pytest.mark.sbd_check(
     id="serial-discloses-nothing-after-lock",
     title="A locked board's serial output, from reset through its first network attempts, discloses no "
-          "secret, key, certificate armour, traceback or source path beyond its boot line",
-    etsi_en_303_645=["5.6-2"], eu_cra=["I(2)(e)", "I(2)(j)"], owasp_isvs=["5.1.1"])
+          "secret, key, certificate armour, traceback or source path beyond its boot line")
 def check_serial_discloses_nothing(sbd_board, sbd_boot, sbd_evidence, sbd_soak):
     boot = sbd_boot.boot_line
     if boot is None:

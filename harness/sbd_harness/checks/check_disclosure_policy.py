@@ -62,8 +62,7 @@ def _policy(pytestconfig, sbd_bundle, birth: dict[str, Any], evidence: dict[str,
 @pytest.mark.sbd_check(
     id="vulnerability-disclosure-policy-published",
     title="The device points to a vulnerability disclosure policy with a contact, an acknowledgement "
-          "and a status-update timeline",
-    etsi_en_303_645=["5.2-1"], uk_psti=["Sch1(2)"], eu_cra=["II(5)", "II(6)"])
+          "and a status-update timeline")
 def check_disclosure_policy(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
     birth = _birth(sbd_board, sbd_boot, sbd_broker)
     path = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
@@ -75,8 +74,7 @@ def check_disclosure_policy(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_b
 @pytest.mark.sbd_check(
     id="support-period-declared",
     title="The device states the end of its support period, and the published declaration agrees and "
-          "has not passed",
-    etsi_en_303_645=["5.3-13"], uk_psti=["Sch1(3)"], eu_cra=["Art13(8)"])
+          "has not passed")
 def check_support_period(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
     birth = _birth(sbd_board, sbd_boot, sbd_broker)
     device_date = birth.get("support_until")

@@ -25,9 +25,7 @@ from sbd_harness.boards.efuse import judge, read_summary
 @pytest.mark.sbd_check(
     id="chip-security-fuses",
     title="The chip's eFuses have secure boot on, flash encryption in release mode, UART download mode "
-          "closed or secure, and JTAG disabled",
-    etsi_en_303_645=["5.4-1", "5.6-4A", "5.7-1"], nist_ir_8259a=["3", "4"], eu_cra=["I(2)(e)", "I(2)(f)"],
-    owasp_isvs=["3.1.3", "3.1.4", "5.1.1"])
+          "closed or secure, and JTAG disabled")
 def check_chip_security_fuses(sbd_board, sbd_evidence):
     virtual = os.environ.get("SBD_EFUSE_VIRTUAL")
     if sbd_board.kind == "emulated":  # a board description, not a capability: it has no chip

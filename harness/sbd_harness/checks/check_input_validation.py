@@ -23,8 +23,7 @@ OVERSIZED_DEFAULT = 1100  # the parts of an over-long command line: just past th
 
 @pytest.mark.sbd_check(
     id="commands-need-a-valid-signature",
-    title="Forged, replayed, held-back, misdirected or malformed commands are refused and change nothing",
-    etsi_en_303_645=["5.5-5", "5.13-1A"], nist_ir_8259a=["2"], eu_cra=["I(2)(d)", "I(2)(f)"])
+    title="Forged, replayed, held-back, misdirected or malformed commands are refused and change nothing")
 def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence, sbd_soak):
     boot = boot_line_or_skip(sbd_boot)
     if boot.get("security", {}).get("console") != "locked":
@@ -124,8 +123,7 @@ INVALID_COMMANDS = [
 @pytest.mark.sbd_check(
     id="invalid-commands-refused-over-mqtt",
     title="Malformed, forged, misdirected and out-of-range commands on the command topic each get an "
-          "error result and change nothing; valid ones still work",
-    etsi_en_303_645=["5.13-1B", "5.5-5"], nist_ir_8259a=["2"], eu_cra=["I(2)(d)", "I(2)(f)"])
+          "error result and change nothing; valid ones still work")
 def check_invalid_commands(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)

@@ -285,8 +285,7 @@ def _backoff_verdict(o: _Outages, evidence: dict[str, Any]) -> None:
 @pytest.mark.sbd_check(
     id="outages-lose-nothing",
     title="Broker outages, network cuts and power cuts with queued telemetry: every message arrives, "
-          "and reconnection backs off exponentially",
-    etsi_en_303_645=["5.9-1", "5.9-2", "5.9-3"], eu_cra=["I(2)(h)"])
+          "and reconnection backs off exponentially")
 def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)
@@ -346,8 +345,7 @@ UPTIME_SLACK_S = 3  # from boot to birth message, a reading up to a period old, 
 @pytest.mark.sbd_check(
     id="hostile-broker-fuzzing-survived",
     title="Malformed MQTT from a broker with a valid certificate: the device hangs up on each, "
-          "never restarts, and keeps publishing",
-    etsi_en_303_645=["5.13-1B", "5.9-1"], eu_cra=["I(2)(h)", "I(2)(k)"])
+          "never restarts, and keeps publishing")
 def check_hostile_broker(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)

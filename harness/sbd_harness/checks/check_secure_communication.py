@@ -23,9 +23,7 @@ FAST_TELEMETRY_S = 10  # two readings at one a second
 
 @pytest.mark.sbd_check(
     id="telemetry-over-mutual-tls",
-    title="The device connects to the broker over mutual TLS as itself; its birth message and telemetry arrive",
-    etsi_en_303_645=["5.5-1", "5.8-1", "5.8-2"], nist_ir_8259a=["3"], eu_cra=["I(2)(e)"],
-    owasp_isvs=["4.1.1", "4.2.3"])
+    title="The device connects to the broker over mutual TLS as itself; its birth message and telemetry arrive")
 def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)
@@ -67,9 +65,7 @@ def _attempts_at(rogue: RogueBroker, board, wanted: int, reset: bool) -> None:
 @pytest.mark.sbd_check(
     id="rogue-brokers-refused",
     title="At its broker's address the device refuses a self-signed, foreign-CA, wrong-host, expired, "
-          "TLS 1.1, client-certificate or revoked broker and sends it nothing",
-    etsi_en_303_645=["5.5-1", "5.5-7"], nist_ir_8259a=["3"], eu_cra=["I(2)(d)", "I(2)(e)"],
-    owasp_isvs=["4.1.1", "4.1.3", "4.2.3"])
+          "TLS 1.1, client-certificate or revoked broker and sends it nothing")
 def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)

@@ -16,8 +16,7 @@ from sbd_harness.identity.attest import classify, compare_with_bundle, running_s
 
 @pytest.mark.sbd_check(
     id="boot-line-identifies-firmware",
-    title="The boot line names the model, the firmware version built and the security state",
-    etsi_en_303_645=["5.3-16"], nist_ir_8259a=["1", "6"])
+    title="The boot line names the model, the firmware version built and the security state")
 def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
     boot = sbd_boot.boot_line
     sbd_evidence["boot_line"] = boot
@@ -32,8 +31,7 @@ def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
 
 @pytest.mark.sbd_check(
     id="firmware-matches-build",
-    title="The board holds the build's files, each with the build's SHA-256, and no other code or leftover update",
-    eu_cra=["I(2)(f)"])
+    title="The board holds the build's files, each with the build's SHA-256, and no other code or leftover update")
 def check_firmware_matches_build(sbd_board, sbd_boot, sbd_bundle, sbd_ca, sbd_evidence):
     expected = sbd_bundle.file_hashes()
     if locked(sbd_boot.boot_line):

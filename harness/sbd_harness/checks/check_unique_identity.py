@@ -35,8 +35,7 @@ UNIQUE_ID_CODE = "import machine, binascii\nprint(binascii.hexlify(machine.uniqu
 
 @pytest.mark.sbd_check(
     id="identity-certified-by-lab-ca",
-    title="The device holds a certificate the lab CA issued for its own key and ID, not revoked",
-    etsi_en_303_645=["5.1-3", "5.4-4"], nist_ir_8259a=["1"], eu_cra=["I(2)(d)"])
+    title="The device holds a certificate the lab CA issued for its own key and ID, not revoked")
 def check_identity_certified(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = boot_line_or_skip(sbd_boot)
     require_provisioned(boot)
@@ -63,8 +62,7 @@ def check_identity_certified(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
 
 @pytest.mark.sbd_check(
     id="device-keys-unique",
-    title="No other device shares this device's key or ID",
-    etsi_en_303_645=["5.4-4"], nist_ir_8259a=["1"], owasp_isvs=["2.1.10"])
+    title="No other device shares this device's key or ID")
 def check_device_keys_unique(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = boot_line_or_skip(sbd_boot)
     require_provisioned(boot)
@@ -92,9 +90,7 @@ def check_device_keys_unique(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
 
 @pytest.mark.sbd_check(
     id="no-default-or-shared-secrets",
-    title="The firmware image holds no password, key or other shared secret, and no two boards share one",
-    etsi_en_303_645=["5.1-1", "5.1-2", "5.4-3"], uk_psti=["Sch1(1)"], owasp_isvs=["2.1.9", "2.1.10"],
-    eu_cra=["I(2)(b)"])
+    title="The firmware image holds no password, key or other shared secret, and no two boards share one")
 def check_no_shared_secrets(sbd_board, sbd_boot, sbd_ca, sbd_bundle, sbd_evidence):
     # what runs on the device: the build's .mpy modules and boot.py/main.py (the files), and the
     # sources they were compiled from, where a call or a dict shows more of its context
@@ -137,8 +133,7 @@ def check_no_shared_secrets(sbd_board, sbd_boot, sbd_ca, sbd_bundle, sbd_evidenc
 
 @pytest.mark.sbd_check(
     id="device-id-from-hardware",
-    title="The device ID is the chip's own unique ID, not a constant",
-    nist_ir_8259a=["1"])
+    title="The device ID is the chip's own unique ID, not a constant")
 def check_device_id(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = sbd_boot.boot_line
     assert boot is not None, "no boot line to read a device ID from"

@@ -51,7 +51,8 @@ def attested(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, Any]
         raise AssertionError(f"the locked board did not attest: {exc}") from None
     evidence["attestation"] = {"device_id": att.device_id, "nonce": att.nonce, "slot": att.slot,
                                "fw_version": att.version, "security_counter": att.counter,
-                               "cert_sha256": att.cert_sha256, "files": len(att.files)}
+                               "cert_sha256": att.cert_sha256, "files": len(att.files),
+                               "file_sha256": {path: f.sha256 for path, f in sorted(att.files.items())}}
     return att
 
 

@@ -104,7 +104,8 @@ def shared_args(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
     for flag, value in (("--firmware", args.firmware), ("--docs", args.docs), ("-k", args.k),
                         ("--broker-flaws", args.broker_flaws or None), ("--pki", args.pki),
-                        ("--allowed-skips", args.allowed_skips)):
+                        ("--allowed-skips", args.allowed_skips),
+                        ("--manufacturer-overrides", getattr(args, "manufacturer_overrides", None))):
         if value is not None:
             out += [flag, value]
     for check in args.check or []:

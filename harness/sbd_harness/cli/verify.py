@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from sbd_harness.boards.base import Board
-from sbd_harness.cli.common import CliError, add_pki, firmware_bundle, safe_name, target
-from sbd_harness.errors import EXIT_FAIL
+from sbd_harness.cli.common import CliError, add_pki, firmware_bundle, safe_name, target, add_target
+from sbd_harness.errors import EXIT_FAIL, SbdError
 
 
 # verify -----------------------------------------------------------------------------
@@ -63,10 +63,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from sbd_harness.checks import CHECKS_DIR
     from sbd_harness.cli.progress import for_terminal
+    from sbd_harness.reports import features as feature_decl
+    from sbd_harness.reports.ics import OverridesError, load_overrides, write_all
+    from sbd_harness.reports.provenance import run_context
     from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
     from sbd_harness.release.sbom import SBOMError
     from sbd_harness.cli import fleet
     bundle = firmware_bundle(args)  # a clear error for a bad firmware folder, before any check runs
+    try:  # the declarations the ICS and IXIT rest on: read before any check runs, so a bad file stops here
+        features = feature_decl.load(bundle.source) if bundle.source else None
+        overrides = load_overrides(args.manufacturer_overrides)
+    except (feature_decl.FeaturesError, OverridesError) as exc:
+        raise CliError(str(exc)) from exc
     boards = fleet.members(args)
     if len(boards) > 1 or args.boards:
         return fleet.run(args, boards)
@@ -141,13 +149,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
                              "firmware-matches-build says whether the board holds it)")
     except SBOMError as exc:
         notes.append(f"No SBOM: {exc}")
+    flaws = [f for f in (args.broker_flaws or "").split(",") if f]
+    context = run_context(bundle, flaws, features_path=features["path"] if features else None,
+                          overrides_path=args.manufacturer_overrides)
     report = build_report(raw["board"], raw["firmware"], raw["checks"], notes, sbom=sbom,
-                          tier=raw.get("tier", tier))
+                          tier=raw.get("tier", tier), features=features, context=context)
     write_json(report, paths["report"])
     paths["markdown"].write_text(to_markdown(report))
     paths["html"].write_text(to_html(report))
+    written = write_all(report, paths["report"], features, overrides, nvs_keys=_nvs_keys(board))
     _print_verify_table(report)
-    print("  ".join(f"{k}: {p}" for k, p in paths.items() if k != "sbom" or sbom is not None))
+    print("  ".join(f"{k}: {p}" for k, p in {**paths, **written}.items() if k != "sbom" or sbom is not None))
     not_tested = _not_tested(report, args)
     for line in not_tested:
         print(line)
@@ -157,6 +169,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 SHORT_BASELINE = {"etsi_en_303_645": "EN303645", "nist_ir_8259a": "IR8259A", "eu_cra": "CRA",
                   "uk_psti": "PSTI", "owasp_isvs": "ISVS"}
+
+
+def _nvs_keys(board: Board) -> list[str] | None:
+    """The key names in the device's NVS namespace, where the harness reads the flash back (emulated boards):
+    for the IXIT, to hold the declared layout against. None where it cannot."""
+    from sbd_harness.checks.common import NVS_NS, flash_store, reads_flash
+    if not reads_flash(board):
+        return None
+    try:
+        return sorted(key for ns, key in flash_store(board) if ns == NVS_NS)
+    except (OSError, ValueError, SbdError):  # an unreadable flash image is no reason to lose the reports
+        return None
+
+
+def _claim(claim: Any) -> str:
+    """A claim in the table: its ID, with its strength unless full."""
+    if not isinstance(claim, dict):
+        return str(claim)
+    return claim["id"] if claim.get("strength") == "full" else f"{claim['id']}({claim.get('strength', '?')[0]})"
 
 
 def _print_verify_table(report: dict[str, Any]) -> None:
@@ -171,7 +202,8 @@ def _print_verify_table(report: dict[str, Any]) -> None:
     for col in ("status", "provisions", "detail"):
         table.add_column(col)
     for c in report["checks"]:
-        prov = ", ".join(f"{SHORT_BASELINE[k]} {'/'.join(v)}" for k, v in c["provisions"].items() if v)
+        prov = ", ".join(f"{SHORT_BASELINE[k]} {'/'.join(_claim(i) for i in v)}"
+                         for k, v in c["provisions"].items() if v)
         table.add_row(c["id"], f"[{colours[c['status']]}]{c['status'].upper()}[/]", prov, c.get("message") or "")
     s = report["summary"]
     table.caption = (f"{s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error\n"
@@ -248,6 +280,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker-flaws", default="",
                    help="run the lab broker with deliberate flaws, for labs: comma-separated, from "
                         "open-acl, no-crl, anonymous, weak-tls")
+    p.add_argument("--manufacturer-overrides", metavar="FILE",
+                   help="JSON with what only the manufacturer can state, for the ICS and IXIT beside the report: "
+                        "{\"ics\": {ID: {\"support\": \"Y|N|N/A\", \"detail\": ...}}, \"ixit\": {TABLE: [...]}}")
     add_pki(p)
     p.add_argument("--allowed-skips", metavar="IDS",
                    help="CI policy: the comma-separated check IDs allowed to skip on this board (e.g. "

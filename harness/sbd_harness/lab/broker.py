@@ -13,7 +13,7 @@ and no anonymous access. Two listeners, each with its own ACL:
   (a lab identity, `OU=sbd lab identities`, which the CA never gives a device)
   reads and writes every device's topics.
 Provisions: ETSI EN 303 645 5.5-1, 5.5-4, 5.5-5; NIST IR 8259A 4;
-EU CRA Annex I (2)(d), (e); OWASP ISVS 4.1.1, 4.1.2, 4.2.3.
+EU CRA Annex I (2)(d), (e); OWASP ISVS 1.0 4.1.1, 4.1.2, 4.2.2, 2.1.11.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ when it could not connect at all. So the verdict here needs both: the JSON
 shows the scan ran (else TLSScanError), the exit code and the printed
 section give compliance and its reasons.
 
-Provisions: ETSI EN 303 645 5.5-1; OWASP ISVS 4.1.1, 4.2.3.
+Provisions: ETSI EN 303 645 5.5-1; OWASP ISVS 1.0 4.1.1, 4.1.2.
 """
 from __future__ import annotations
 

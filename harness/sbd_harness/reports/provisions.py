@@ -9,9 +9,18 @@ from __future__ import annotations
 BASELINES = {
     "etsi_en_303_645": "ETSI EN 303 645 V3.1.3",
     "nist_ir_8259a": "NIST IR 8259A",
-    "eu_cra": "EU Cyber Resilience Act, Annex I",
+    "eu_cra": "EU Cyber Resilience Act (Regulation (EU) 2024/2847), Annex I",
     "uk_psti": "UK PSTI (SI 2023/1007), Schedule 1",
     "owasp_isvs": "OWASP ISVS 1.0",
+}
+
+# The edition of each baseline the IDs are taken from, for the report's provenance.
+EDITIONS = {
+    "etsi_en_303_645": "V3.1.3 (2024-09)",
+    "nist_ir_8259a": "NIST IR 8259A (2020)",
+    "eu_cra": "Regulation (EU) 2024/2847; reporting obligations from 2026-09-11, full application 2027-12-11",
+    "uk_psti": "SI 2023/1007, in force 2024-04-29 (refers to EN 303 645 V2.1.1)",
+    "owasp_isvs": "1.0 (the published release, not 1.0 RC: IDs moved between them)",
 }
 
 ETSI_EN_303_645 = {
@@ -84,7 +93,15 @@ ETSI_EN_303_645 = {
     "5.12-3": "How to check setup",
     "5.13-1A": "Validate input from user interfaces",
     "5.13-1B": "Validate input from network interfaces and APIs",
-    **{f"6-{i}": "Data protection" for i in range(1, 9)},
+    "6-1": "Data protection: information to the consumer",
+    "6-2": "Data protection: consent",
+    "6-3A": "Data protection: withdrawal of consent",
+    "6-3B": "Data protection: withdrawal of consent",
+    "6-4": "Data protection: telemetry minimisation",
+    "6-5": "Data protection",
+    "6-6": "Data protection",
+    "6-7": "Data protection",
+    "6-8": "Data protection",
 }
 
 NIST_IR_8259A = {
@@ -97,6 +114,7 @@ NIST_IR_8259A = {
 }
 
 EU_CRA = {
+    "I(1)": "Cybersecurity appropriate to the risks",
     **{f"I(2)({c})": t for c, t in zip("abcdefghijklm", [
         "No known exploitable vulnerabilities", "Secure by default, reset to original state",
         "Security updates", "Protection from unauthorised access", "Confidentiality",
@@ -124,8 +142,9 @@ OWASP_ISVS = {
     "3.1.3": "Debug interfaces", "3.1.4": "Boot integrity", "3.1.5": "Boot integrity",
     "3.4.3": "Signed updates", "3.4.4": "No check-then-use race", "3.4.6": "Anti-rollback",
     "3.4.7": "Fallback on failure",
+    "2.1.11": "Revocation",
     "4.1.1": "TLS", "4.1.2": "TLS configuration", "4.1.3": "Certificate validation", "4.1.5": "Pinning",
-    "4.2.3": "Certificates for MQTT",
+    "4.2.2": "MQTT authorisation per identity",
     "5.1.1": "Debug ports",
 }
 
@@ -138,15 +157,67 @@ CATALOGUE: dict[str, dict[str, str]] = {
 }
 
 
-def unknown_ids(provisions: dict[str, list[str]]) -> list[str]:
-    """IDs a check cites that the catalogue does not know."""
+# EN 303 645 V3.1.3 status of each provision, from the shared baselines reference (copies of Table B.1):
+# M mandatory, R recommended, C conditional, F only if a feature exists. Data protection (clause 6) is
+# listed there as "M/R F" for the clause as a whole; the status of each of its provisions is not confirmed.
+EN_STATUS: dict[str, str | None] = {
+    "5.0-1": "M", "5.1-1": "M F", "5.1-2": "M F", "5.1-2A": "R", "5.1-3": "M F", "5.1-4": "M F", "5.1-5": "M C F",
+    "5.2-1": "M", "5.2-2": "R", "5.2-3": "R",
+    "5.3-1": "R F", "5.3-2": "M C", "5.3-3": "M F", "5.3-4A": "R F", "5.3-4B": "R F", "5.3-5": "R F",
+    "5.3-6A": "R F", "5.3-6B": "R F", "5.3-7": "M F", "5.3-8": "M C", "5.3-9": "R F", "5.3-10": "M F",
+    "5.3-11": "R C", "5.3-12": "R C", "5.3-13": "M", "5.3-14": "R C", "5.3-15A": "R C", "5.3-15B": "R C",
+    "5.3-16": "M",
+    "5.4-1": "M F", "5.4-2": "M F", "5.4-3": "M", "5.4-4": "M F",
+    "5.5-1": "M", "5.5-2": "R", "5.5-3": "R", "5.5-4": "R", "5.5-5": "M F", "5.5-6": "R F", "5.5-7": "M F",
+    "5.5-8": "M C",
+    "5.6-1": "M F", "5.6-2": "M", "5.6-3": "R", "5.6-4A": "M F", "5.6-4B": "R F",
+    **{f"5.6-{i}": "R" for i in range(5, 10)},
+    "5.7-1": "R", "5.7-2": "R F",
+    "5.8-1": "R F", "5.8-2": "M F", "5.8-3": "M F",
+    "5.9-1": "R", "5.9-2": "R", "5.9-3": "R", "5.10-1": "R F",
+    "5.11-1": "M", "5.11-2": "R", "5.11-3": "R", "5.11-4": "R",
+    "5.12-1": "R", "5.12-2": "R", "5.12-3": "R",
+    "5.13-1A": "M", "5.13-1B": "M",
+    **{pid: None for pid in ("6-1", "6-2", "6-3A", "6-3B", "6-4", "6-5", "6-6", "6-7", "6-8")},
+}
+
+
+def en_category(pid: str) -> str:
+    """"mandatory", "recommended" or "unconfirmed" (no status in the baselines reference)."""
+    status = EN_STATUS.get(pid)
+    if not status:
+        return "unconfirmed"
+    return "mandatory" if status.startswith("M") else "recommended"
+
+
+# Provisions that apply only where the product has a feature (the F of Table B.1 and the conditions of the
+# other baselines), as this harness reads them: feature name (a key of the firmware's feature declaration,
+# firmware/features.json) -> baseline -> IDs. A provision whose feature the firmware declares absent is
+# "not applicable (feature absent)", with the declaration as its justification (EN 303 645 5.0-1).
+FEATURE_PROVISIONS: dict[str, dict[str, list[str]]] = {
+    "passwords": {"etsi_en_303_645": ["5.1-1", "5.1-2"], "uk_psti": ["Sch1(1)"]},
+    "personal_data": {"etsi_en_303_645": ["5.8-1", "6-1", "6-2", "6-3A", "6-3B", "6-4", "6-5", "6-6", "6-7",
+                                          "6-8"]},
+    "sensitive_data": {"etsi_en_303_645": ["5.8-2"]},
+    "keys_leave_device": {"etsi_en_303_645": ["5.5-6", "5.5-7"]},
+    "automatic_updates": {"etsi_en_303_645": ["5.3-4B", "5.3-6A"]},
+    "debug_interfaces": {"etsi_en_303_645": ["5.6-4A", "5.6-4B"], "owasp_isvs": ["3.1.3", "5.1.1"]},
+    "sensors": {"etsi_en_303_645": ["5.8-3"]},
+}
+
+
+def unknown_ids(provisions: dict[str, list]) -> list[str]:
+    """IDs a check cites that the catalogue does not know (bare IDs or claim objects with an `id`)."""
     bad = []
     for baseline, ids in provisions.items():
         known = CATALOGUE.get(baseline)
         if known is None:
             bad.append(f"{baseline}: unknown baseline")
             continue
-        bad += [f"{baseline}: {i}" for i in ids if i not in known]
+        for i in ids:
+            pid = i.get("id") if isinstance(i, dict) else i
+            if pid not in known:
+                bad.append(f"{baseline}: {pid}")
     return bad
 
 

@@ -14,8 +14,11 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from sbd_harness.reports.doc_coverage import DOC_COVERAGE, DocRefs
-from sbd_harness.reports.provisions import BASELINES, CATALOGUE
+from sbd_harness.reports.claims import normalise
+from sbd_harness.reports.doc_coverage import DOC_COVERAGE, DOC_LIMITATIONS, DocRefs
+from sbd_harness.reports.features import not_applicable
+from sbd_harness.reports.provenance import inconclusive_ids, limitations, provenance
+from sbd_harness.reports.provisions import BASELINES, CATALOGUE, EN_STATUS, en_category
 
 STATUSES = ("pass", "fail", "skip", "error")
 
@@ -45,20 +48,27 @@ TIERS = {
 
 def build_report(board: dict[str, Any], firmware: dict[str, Any], checks: list[dict[str, Any]],
                  notes: list[str] | None = None, docs: DocRefs | None = None,
-                 sbom: dict[str, Any] | None = None, tier: str = "default") -> dict[str, Any]:
+                 sbom: dict[str, Any] | None = None, tier: str = "default",
+                 features: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """docs: the documentation map (default `doc_coverage.DOC_COVERAGE`); sbom: the SBOM written beside
     the report (`sbom.write_sbom`'s summary, with `path` relative to the report), if any; tier: which
-    tier of the checks ran ("default" or "soak", `TIERS`)."""
+    tier of the checks ran ("default" or "soak", `TIERS`); features: the firmware's feature declaration
+    (`features.load`), which decides what does not apply; context: `provenance.run_context`'s facts about
+    the run (declared addresses, broker flaws, the files the report rests on)."""
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}: {', '.join(TIERS)}")
+    context = dict(context or {})
     docs = _merge_docs(DOC_COVERAGE if docs is None else docs, _sbom_docs(sbom))
+    prov = provenance(board, firmware, checks, sbom, context)
     report = {
         "tier": tier,
         "board": board,
         "firmware": firmware,
+        "provenance": prov,
         "checks": checks,
         "summary": summarise(checks),
-        "coverage": coverage(checks, docs),
+        "coverage": coverage(checks, docs, features, inconclusive_ids(checks, context)),
+        "limitations": limitations(checks, context, features, prov["environment"]),
         "notes": notes or [],
     }
     if sbom is not None:
@@ -97,38 +107,114 @@ def provision_result(statuses: list[str]) -> str | None:
     return "pass"
 
 
-def coverage(checks: list[dict[str, Any]], docs: DocRefs | None = None) -> dict[str, dict[str, Any]]:
-    """Per baseline, every provision in the catalogue: automated (which checks, their status), documentation
-    only (which pages), or not covered."""
+# What a provision's row says, from its device checks' statuses and strengths, its applicability and the
+# documentation. Only "verified" says the provision is shown met, and only full claims give it.
+VERDICTS = {
+    "verified": "verified",
+    "partly_verified": "partly verified",
+    "supporting_only": "supporting evidence only",
+    "failed": "FAILED",
+    "error": "ERROR",
+    "inconclusive": "inconclusive (a limitation of this run)",
+    "not_verified_on_this_board": "not verified on this board",
+    "not_applicable": "not applicable (feature absent)",
+    "documentation_only": "documentation only",
+    "documented_limitation": "documented limitation: not met",
+    "not_covered": "not covered",
+}
+
+
+def provision_verdict(claims: list[dict[str, Any]], applicable: bool, inconclusive: bool, has_docs: bool,
+                      has_limitation_docs: bool) -> str:
+    """claims: the device checks citing the provision, each with `status` and `strength`."""
+    statuses = [c["status"] for c in claims]
+    if "fail" in statuses:
+        return "failed"
+    if "error" in statuses:
+        return "error"
+    if not applicable:
+        return "not_applicable"
+    if claims:
+        passed = [c for c in claims if c["status"] == "pass"]
+        if not passed:
+            return "not_verified_on_this_board"
+        if inconclusive:
+            return "inconclusive"
+        if len(passed) == len(claims) and any(c["strength"] == "full" for c in passed):
+            return "verified"
+        if any(c["strength"] in ("full", "partial") for c in passed):
+            return "partly_verified"
+        return "supporting_only"
+    if has_limitation_docs:
+        return "documented_limitation"
+    return "documentation_only" if has_docs else "not_covered"
+
+
+def _claims_of(check: dict[str, Any], baseline: str) -> list[dict[str, Any]]:
+    return normalise({baseline: check.get("provisions", {}).get(baseline, [])})[baseline]
+
+
+def coverage(checks: list[dict[str, Any]], docs: DocRefs | None = None, features: dict[str, Any] | None = None,
+             inconclusive: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per baseline, every provision in the catalogue: its device checks with their strengths and statuses,
+    the lab broker's checks apart (an associated service: they never raise the device's coverage), the
+    documentation, whether it applies (the feature declaration) and the verdict."""
     docs = DOC_COVERAGE if docs is None else docs
+    absent = not_applicable(features)
+    inconclusive = inconclusive or {}
     out: dict[str, dict[str, Any]] = {}
     for baseline, known in CATALOGUE.items():
         rows = []
         for pid in known:  # in the catalogue's order: EN 303 645 by clause, CRA Part I, Part II, Art 13
-            cited = [{"id": c["id"], "status": c["status"]} for c in checks
-                     if pid in c["provisions"].get(baseline, [])]
+            cited, service = [], []
+            for c in checks:
+                for claim in _claims_of(c, baseline):
+                    if claim["id"] != pid:
+                        continue
+                    entry = {"id": c["id"], "status": c["status"], "strength": claim["strength"]}
+                    if claim.get("reason"):
+                        entry["reason"] = claim["reason"]
+                    (service if c.get("subject") == "associated_service" else cited).append(entry)
             pages = [{"page": page, "what": what} for page, what in docs.get(baseline, {}).get(pid, [])]
+            limits = [{"page": page, "what": what} for page, what in DOC_LIMITATIONS.get(baseline, {}).get(pid, [])]
+            na = absent.get(baseline, {}).get(pid)
             kind = "automated" if cited else "documentation" if pages else "none"
+            verdict = provision_verdict(cited, na is None, pid in inconclusive.get(baseline, []), bool(pages),
+                                        bool(limits))
             row: dict[str, Any] = {"id": pid, "title": known[pid], "coverage": kind,
                                    "result": provision_result([c["status"] for c in cited]),
-                                   "checks": cited, "docs": pages}
+                                   "verdict": verdict, "verdict_text": VERDICTS[verdict],
+                                   "applicable": na is None, "checks": cited, "associated_service": service,
+                                   "docs": pages, "documented_limitations": limits}
+            if na is not None:
+                row["not_applicable"] = {"feature": na["feature"], "justification": na["detail"]}
             if baseline == "etsi_en_303_645":
+                row["status"] = EN_STATUS.get(pid)
+                row["category"] = en_category(pid)
                 # ETSI TS 103 701: one test group per provision, same ID; <ID>-1 the conceptual test case
                 # (the declared design), <ID>-2 the functional test case (the device itself).
                 row["ts_103_701"] = {"test_group": pid, "conceptual": f"{pid}-1", "functional": f"{pid}-2"}
             rows.append(row)
         by = {k: [r["id"] for r in rows if r["coverage"] == k] for k in COVERAGE_KINDS}
+        n = {v: sum(1 for r in rows if r["verdict"] == v) for v in VERDICTS}
+        counts = {"provisions": len(rows), "automated": len(by["automated"]),
+                  "verified": n["verified"], "partly_verified": n["partly_verified"],
+                  "supporting_only": n["supporting_only"], "inconclusive": n["inconclusive"],
+                  "not_verified_on_this_board": n["not_verified_on_this_board"],
+                  "failed": n["failed"] + n["error"], "not_applicable": n["not_applicable"],
+                  "documentation_only": len(by["documentation"]),
+                  "documented_limitation": n["documented_limitation"], "not_covered": len(by["none"]),
+                  "associated_service": sum(1 for r in rows if r["associated_service"])}
+        if baseline == "etsi_en_303_645":
+            counts["by_category"] = {cat: {v: sum(1 for r in rows if r["category"] == cat and r["verdict"] == v)
+                                           for v in VERDICTS} | {"provisions": sum(1 for r in rows if r["category"] == cat)}
+                                     for cat in ("mandatory", "recommended", "unconfirmed")}
         out[baseline] = {
             "title": BASELINES[baseline],
             "automated": by["automated"],
             "documentation_only": by["documentation"],
             "not_covered": by["none"],
-            "counts": {"provisions": len(rows), "automated": len(by["automated"]),
-                       "verified": sum(1 for r in rows if r["result"] == "pass"),
-                       "partly_verified": sum(1 for r in rows if r["result"] == "partial"),
-                       "not_verified_on_this_board": sum(1 for r in rows if r["result"] == "skip"),
-                       "failed": sum(1 for r in rows if r["result"] in ("fail", "error")),
-                       "documentation_only": len(by["documentation"]), "not_covered": len(by["none"])},
+            "counts": counts,
             "provisions": rows,
         }
     return out
@@ -138,8 +224,37 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     Path(path).write_text(json.dumps(report, indent=2) + "\n")
 
 
-def _provisions_text(provisions: Mapping[str, list[str]]) -> str:
-    return "; ".join(f"{SHORT[k]} {', '.join(v)}" for k, v in provisions.items() if v)
+def _claim_text(claim: Any) -> str:
+    if not isinstance(claim, dict):
+        return str(claim)
+    return claim["id"] if claim.get("strength") == "full" else f"{claim['id']} ({claim.get('strength')})"
+
+
+def _provisions_text(provisions: Mapping[str, list[Any]]) -> str:
+    return "; ".join(f"{SHORT[k]} {', '.join(_claim_text(c) for c in v)}" for k, v in provisions.items() if v)
+
+
+def _counts_text(n: dict[str, Any]) -> str:
+    return (f"{n['provisions']} provisions: {n['verified']} verified, {n['partly_verified']} partly verified, "
+            f"{n['supporting_only']} with supporting evidence only, {n['inconclusive']} inconclusive, "
+            f"{n['failed']} failed, {n['not_verified_on_this_board']} not verified on this board, "
+            f"{n['not_applicable']} not applicable (feature absent), {n['documentation_only']} documentation only, "
+            f"{n['documented_limitation']} documented limitations (not met), "
+            f"{n['not_covered'] - n['documented_limitation']} not covered at all")
+
+
+def _category_text(n: dict[str, Any]) -> list[str]:
+    out = []
+    for cat, c in n.get("by_category", {}).items():
+        if c["provisions"]:
+            out.append(f"{cat.capitalize()}: {c['provisions']} provisions, {c['verified']} verified, "
+                       f"{c['partly_verified']} partly verified, {c['failed'] + c['error']} failed, "
+                       f"{c['not_applicable']} not applicable, {c['inconclusive']} inconclusive.")
+    return out
+
+
+def _check_cell(c: dict[str, Any]) -> str:
+    return f"`{c['id']}` {c['status']}" + ("" if c["strength"] == "full" else f" ({c['strength']})")
 
 
 def tier_text(report: dict[str, Any]) -> str:
@@ -163,10 +278,7 @@ def _md(text: Any) -> str:
 
 
 def _md_result(row: dict[str, Any]) -> str:
-    if row["coverage"] == "automated":
-        return {"pass": "verified", "partial": "partly verified", "fail": "FAILED", "error": "ERROR",
-                "skip": "not verified on this board"}[row["result"]]
-    return "documentation only" if row["coverage"] == "documentation" else "not covered"
+    return row["verdict_text"]
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -192,37 +304,74 @@ def to_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for c in report["checks"]:
-        lines.append(f"| `{_md(c['id'])}` | {icon[c['status']]} | {_md(c['title'])} | "
+        about = "associated service (the lab broker): " if c.get("subject") == "associated_service" else ""
+        lines.append(f"| `{_md(c['id'])}` | {icon[c['status']]} | {_md(about + c['title'])} | "
                      f"{_md(_provisions_text(c['provisions']))} | {_md(c.get('message') or '')} |")
     problems = [c for c in report["checks"] if c["status"] != "pass"]
     if problems:
         lines += ["", "## Why not passed", ""]
         for c in problems:
             lines.append(f"- `{c['id']}` ({c['status']}): {_md(c.get('message') or '')}".rstrip())
+    lines += _md_provenance(report)
     lines += ["", "## Coverage by baseline", "",
-              "Automated: a check in this run cites the provision (verified only when its checks passed; a "
-              "skipped check verifies nothing). Documentation only: a page addresses it, for a person to judge. "
-              "Not covered: neither.", ""]
+              "Verified: every device check citing the provision passed and at least one tests it fully. Partly "
+              "verified: the checks that passed test part of it (each says what is left out). A skipped check "
+              "verifies nothing. Not applicable: the firmware declares the feature the provision depends on absent "
+              "(firmware/features.json). Documentation only: a page addresses it, for a person to judge; a "
+              "documented limitation is a page saying it is not met. The lab broker's checks are evidence about "
+              "an associated service: listed apart, never counted.", ""]
     for baseline, cov in report["coverage"].items():
         n = cov["counts"]
-        lines += [f"### {_md(cov['title'])}", "",
-                  f"{n['provisions']} provisions: {n['automated']} automated ({n['verified']} verified, "
-                  f"{n['partly_verified']} partly, {n['failed']} failed, {n['not_verified_on_this_board']} not verified on this board), "
-                  f"{n['documentation_only']} documentation only, {n['not_covered']} not covered.", ""]
+        lines += [f"### {_md(cov['title'])}", "", _counts_text(n) + ".", ""] + _category_text(n)
         etsi = baseline == "etsi_en_303_645"
-        head = "| Provision | Title | Coverage | Checks | Documentation |"
-        lines += [head + (" TS 103 701 |" if etsi else ""), "|---" * (6 if etsi else 5) + "|"]
+        head = "| Provision | Title |" + (" Status |" if etsi else "") + " Result | Device checks | Associated service | Documentation |"
+        lines += ["", head + (" TS 103 701 |" if etsi else ""), "|---" * (8 if etsi else 6) + "|"]
         for r in cov["provisions"]:
-            checks = ", ".join(f"`{_md(c['id'])}` {c['status']}" for c in r["checks"])
-            docs = "; ".join(f"{_md(d['page'])}: {_md(d['what'])}" for d in r["docs"])
-            row = f"| {_md(r['id'])} | {_md(r['title'])} | {_md_result(r)} | {checks} | {docs} |"
+            checks = ", ".join(_md(_check_cell(c)) for c in r["checks"])
+            service = ", ".join(_md(_check_cell(c)) for c in r["associated_service"])
+            docs = "; ".join(f"{_md(d['page'])}: {_md(d['what'])}" for d in r["docs"] + r["documented_limitations"])
+            if r.get("not_applicable"):
+                docs = f"not applicable: {_md(r['not_applicable']['justification'])}" + (f"; {docs}" if docs else "")
+            row = (f"| {_md(r['id'])} | {_md(r['title'])} |" + (f" {_md(r.get('status') or 'unconfirmed')} |" if etsi else "")
+                   + f" {_md_result(r)} | {checks} | {service} | {docs} |")
             if etsi:
                 row += f" {_md(_ts_text(r))} |"
             lines.append(row)
         lines.append("")
+    lines += _md_limitations(report)
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {_md(n)}" for n in report["notes"]]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _md_provenance(report: dict[str, Any]) -> list[str]:
+    p = report.get("provenance")
+    if not p:
+        return []
+    env, obj = p["environment"], p["test_object"]
+    lines = ["", "## Provenance", "",
+             f"- Date: {_md(p['date'])}; harness {_md(p['harness_version'])}, commit `{_md(p['harness_commit'])}`",
+             f"- Catalogue SHA-256: `{_md(p['catalogue_sha256'])}`",
+             "- Baselines: " + "; ".join(f"{_md(b['title'])} ({_md(b['edition'])})" for b in p["baselines"].values()),
+             f"- Environment: {_md(env['board'])} board, {_md(env['network'] or 'network unknown')}, broker flaws: "
+             f"{_md(', '.join(env['broker_flaws']) or 'none')}",
+             f"- Test object: device `{_md(obj.get('device_id'))}` (from {_md(obj.get('device_id_source'))}), model "
+             f"`{_md(obj.get('model'))}`, firmware {_md(obj.get('firmware_version'))}; firmware hashes: "
+             f"{_md(obj['firmware_hashes']['source'])}",
+             "- Versions: " + ", ".join(f"{k} {_md(v)}" for k, v in obj["versions"].items())]
+    return lines
+
+
+def _md_limitations(report: dict[str, Any]) -> list[str]:
+    lim = report.get("limitations")
+    if not lim:
+        return []
+    lines = ["## Limitations of this run", ""]
+    for item in lim:
+        prov = _provisions_text(item.get("provisions") or {})
+        lines.append(f"- {_md(item['kind'])}{' `' + _md(item['check']) + '`' if item.get('check') else ''}: "
+                     f"{_md(item['detail'])}" + (f" (provisions: {_md(prov)})" if prov else ""))
+    return lines + [""]
 
 
 def _ts_text(row: dict[str, Any]) -> str:
@@ -236,8 +385,9 @@ def _ts_text(row: dict[str, Any]) -> str:
 
 # HTML --------------------------------------------------------------------------------------
 _CSS = """
-body{font:18px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1400px;
- padding:1.5em;color:#111;background:#fff}
+body{font:16px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1240px;
+ padding:1em;color:#111;background:#fff;box-sizing:border-box;overflow-wrap:anywhere}
+td,th{overflow-wrap:anywhere}.badge{white-space:normal}
 h1{font-size:2em;margin:.2em 0}h2{font-size:1.5em;margin-top:1.6em;border-bottom:3px solid #ddd}
 h3{font-size:1.25em;margin-top:1.4em}
 .verdict{font-size:2.2em;font-weight:800;padding:.3em .6em;border-radius:.3em;color:#fff;display:inline-block}
@@ -246,13 +396,14 @@ h3{font-size:1.25em;margin-top:1.4em}
 .tile b{display:block;font-size:2.4em;line-height:1.1}
 .pass{background:#1a7f37}.fail{background:#cf222e}.skip{background:#b35900}.error{background:#8250df}
 .partial{background:#4d7f1a}.documentation{background:#0969da}.none{background:#6e7781}
-.badge{display:inline-block;padding:.1em .5em;border-radius:.3em;color:#fff;font-weight:700;white-space:nowrap}
-table{border-collapse:collapse;width:100%;margin:.6em 0}
+.badge{display:inline-block;padding:.1em .5em;border-radius:.3em;color:#fff;font-weight:700}
+table{border-collapse:collapse;width:100%;margin:.6em 0;table-layout:fixed}
 th,td{border:1px solid #d0d7de;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f3f4f6}tr.row-fail td,tr.row-error td{background:#fff0f0}tr.row-skip td{background:#fff8e6}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8em;background:#f6f8fa;padding:.5em;margin:.3em 0}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dt{font-weight:700}dd{margin:0}
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2em 1em}dt{font-weight:700}
+dd{margin:0;overflow-wrap:anywhere}
 .muted{color:#57606a}
 """
 
@@ -265,14 +416,37 @@ def _badge(kind: str, label: str | None = None) -> str:
     return f'<span class="badge {_h(kind)}">{_h(label or kind.upper())}</span>'
 
 
+_VERDICT_CLASS = {"verified": "pass", "partly_verified": "partial", "supporting_only": "partial", "failed": "fail",
+                  "error": "error", "inconclusive": "skip", "not_verified_on_this_board": "skip",
+                  "not_applicable": "none", "documentation_only": "documentation",
+                  "documented_limitation": "fail", "not_covered": "none"}
+
+
 def _coverage_badge(row: dict[str, Any]) -> str:
-    if row["coverage"] == "automated":
-        label = {"pass": "VERIFIED", "partial": "PARTLY VERIFIED", "fail": "FAILED", "error": "ERROR",
-                 "skip": "NOT VERIFIED ON THIS BOARD"}[row["result"]]
-        return _badge(row["result"], label)
-    if row["coverage"] == "documentation":
-        return _badge("documentation", "DOCUMENTATION ONLY")
-    return _badge("none", "NOT COVERED")
+    return _badge(_VERDICT_CLASS[row["verdict"]], row["verdict_text"].upper())
+
+
+def _html_check(c: dict[str, Any]) -> str:
+    strength = "" if c["strength"] == "full" else f' <span class="muted">{_h(c["strength"])}</span>'
+    reason = f'<div class="muted">{_h(c["reason"])}</div>' if c.get("reason") else ""
+    return f"<code>{_h(c['id'])}</code> {_badge(c['status'])}{strength}{reason}"
+
+
+def _html_provenance(report: dict[str, Any]) -> list[str]:
+    p = report.get("provenance")
+    if not p:
+        return []
+    env, obj = p["environment"], p["test_object"]
+    rows = [("Date", p["date"]), ("Harness", f"{p['harness_version']}, commit {p['harness_commit']}"),
+            ("Catalogue SHA-256", p["catalogue_sha256"]),
+            ("Baselines", "; ".join(f"{b['title']} ({b['edition']})" for b in p["baselines"].values())),
+            ("Environment", f"{env['board']} board, {env['network'] or 'network unknown'}, broker flaws: "
+                            f"{', '.join(env['broker_flaws']) or 'none'}"),
+            ("Test object", f"device {obj.get('device_id')} (from {obj.get('device_id_source')}), model "
+                            f"{obj.get('model')}, firmware {obj.get('firmware_version')}; firmware hashes: "
+                            f"{obj['firmware_hashes']['source']}"),
+            ("Versions", ", ".join(f"{k} {v}" for k, v in obj["versions"].items()))]
+    return ["<h2>Provenance</h2><dl>"] + [f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in rows] + ["</dl>"]
 
 
 def to_html(report: dict[str, Any]) -> str:
@@ -301,9 +475,12 @@ def to_html(report: dict[str, Any]) -> str:
                    f'{_h(sb.get("files"))} files, MicroPython {_h(sb.get("micropython"))} or newer)</dd>')
     out.append("</dl>")
     cols = (("verified", "pass", "verified"), ("partly_verified", "partial", "partly verified"),
-            ("failed", "fail", "failed"), ("not_verified_on_this_board", "skip", "automated, not verified here"),
+            ("failed", "fail", "failed"), ("inconclusive", "skip", "inconclusive"),
+            ("not_verified_on_this_board", "skip", "not verified here"),
+            ("not_applicable", "none", "not applicable"),
             ("documentation_only", "documentation", "documentation only"), ("not_covered", "none", "not covered"))
-    out.append("<table><thead><tr><th>Coverage</th>" + "".join(f"<th>{_badge(k, label)}</th>" for _, k, label in cols)
+    out.append('<table><colgroup><col style="width:22%"></colgroup><thead><tr><th>Coverage</th>'
+               + "".join(f"<th>{_badge(k, label)}</th>" for _, k, label in cols)
                + "<th>provisions</th></tr></thead><tbody>")
     for b, c in report["coverage"].items():
         out.append(f"<tr><td>{_h(c['title'])}</td>" + "".join(f"<td><b>{c['counts'][n]}</b></td>" for n, _, _ in cols)
@@ -312,10 +489,15 @@ def to_html(report: dict[str, Any]) -> str:
     if report.get("notes"):
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in report["notes"]) + "</ul>")
 
-    out.append("<h2>Checks</h2><table><thead><tr><th>Status</th><th>Check</th><th>Provisions</th>"
+    out += _html_provenance(report)
+    out.append('<h2>Checks</h2><table><colgroup><col style="width:9em"><col style="width:28%"><col style="width:24%">'
+               "<col></colgroup><thead><tr><th>Status</th><th>Check</th><th>Provisions</th>"
                "<th>Reason and evidence</th></tr></thead><tbody>")
     for c in report["checks"]:
-        prov = "<br>".join(f"{_h(SHORT[k])} {_h(', '.join(ids))}" for k, ids in c["provisions"].items() if ids)
+        prov = "<br>".join(f"{_h(SHORT[k])} {_h(', '.join(_claim_text(i) for i in ids))}"
+                           for k, ids in c["provisions"].items() if ids)
+        if c.get("subject") == "associated_service":
+            prov = "<i>associated service (the lab broker), not counted for the device</i><br>" + prov
         detail = f"<div>{_h(c.get('message'))}</div>" if c.get("message") else ""
         if c.get("evidence"):
             detail += (f"<details><summary>evidence</summary><pre>"
@@ -326,25 +508,38 @@ def to_html(report: dict[str, Any]) -> str:
                    f"<td>{prov}</td><td>{detail}</td></tr>")
     out.append("</tbody></table>")
 
-    out.append("<h2>Coverage by baseline</h2><p>Automated: a check in this run cites the provision; it is verified "
-               "only when those checks passed, and a skipped check verifies nothing. Documentation only: a page "
-               "addresses it, for a person to judge. Not covered: neither.</p>")
+    out.append("<h2>Coverage by baseline</h2><p>Verified only where every device check citing the provision "
+               "passed and one tests it fully; the strength of each claim (partial, supporting) is shown beside it. "
+               "Not applicable: the firmware declares the feature absent. The lab broker's checks are evidence "
+               "about an associated service, listed apart and never counted.</p>")
     for baseline, cov in report["coverage"].items():
         n = cov["counts"]
         etsi = baseline == "etsi_en_303_645"
-        out.append(f"<h3>{_h(cov['title'])}</h3><p>{n['provisions']} provisions: {n['automated']} automated "
-                   f"({n['verified']} verified, {n['partly_verified']} partly, {n['failed']} failed, "
-                   f"{n['not_verified_on_this_board']} not "
-                   f"verified on this board), {n['documentation_only']} documentation only, "
-                   f"{n['not_covered']} not covered.</p>")
-        out.append("<table><thead><tr><th>Provision</th><th>Coverage</th><th>Checks</th><th>Documentation</th>"
-                   + ("<th>TS 103 701</th>" if etsi else "") + "</tr></thead><tbody>")
+        out.append(f"<h3>{_h(cov['title'])}</h3><p>{_h(_counts_text(n))}.</p>"
+                   + "".join(f"<p>{_h(t)}</p>" for t in _category_text(n)))
+        out.append('<table><colgroup><col style="width:22%">' + ('<col style="width:7%">' if etsi else "")
+                   + '<col style="width:14%"><col><col><col style="width:26%">' + "</colgroup><thead><tr><th>Provision</th>"
+                   + ("<th>Status</th>" if etsi else "") + "<th>Result</th><th>Device checks</th>"
+                   "<th>Associated service</th><th>Documentation</th></tr></thead><tbody>")
         for r in cov["provisions"]:
-            checks = "<br>".join(f"<code>{_h(c['id'])}</code> {_badge(c['status'])}" for c in r["checks"])
+            checks = "<br>".join(_html_check(c) for c in r["checks"])
+            service = "<br>".join(_html_check(c) for c in r["associated_service"])
             docs = "<br>".join(f"<code>{_h(d['page'])}</code>: {_h(d['what'])}" for d in r["docs"])
-            out.append(f"<tr><td><b>{_h(r['id'])}</b> {_h(r['title'])}</td><td>{_coverage_badge(r)}</td>"
-                       f"<td>{checks}</td><td>{docs}</td>"
-                       + (f"<td>{_h(_ts_text(r))}</td>" if etsi else "") + "</tr>")
+            docs += "".join(f"<br>limitation: <code>{_h(d['page'])}</code>: {_h(d['what'])}"
+                            for d in r["documented_limitations"])
+            if r.get("not_applicable"):
+                docs = f"<i>feature absent:</i> {_h(r['not_applicable']['justification'])}<br>" + docs
+            ts = f'<div class="muted">{_h(_ts_text(r))}</div>' if etsi else ""
+            out.append(f"<tr><td><b>{_h(r['id'])}</b> {_h(r['title'])}{ts}</td>"
+                       + (f"<td>{_h(r.get('status') or 'unconfirmed')}</td>" if etsi else "")
+                       + f"<td>{_coverage_badge(r)}</td><td>{checks}</td><td>{service}</td><td>{docs}</td></tr>")
         out.append("</tbody></table>")
+    if report.get("limitations"):
+        out.append("<h2>Limitations of this run</h2><ul>")
+        for item in report["limitations"]:
+            prov = _provisions_text(item.get("provisions") or {})
+            out.append(f"<li><b>{_h(item['kind'])}</b>{' <code>' + _h(item['check']) + '</code>' if item.get('check') else ''}: "
+                       f"{_h(item['detail'])}" + (f" <span class=\"muted\">({_h(prov)})</span>" if prov else "") + "</li>")
+        out.append("</ul>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
