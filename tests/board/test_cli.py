@@ -63,7 +63,7 @@ def test_board_lifecycle_speaks_json(board_name):
     (("board", "stop", "no-such-board"), "no emulated board"),
     (("flash",), "which board"),
     (("flash", "--board", "no-such-board"), "not running"),
-    (("verify", "--board", "a", "--port", "/dev/null"), "not both"),
+    (("verify", "--board", "no-such-board", "--port", "/dev/null"), "no emulated board"),
     (("flash", "--port", "/dev/ttyNOPE0"), "cannot open"),
 ])
 def test_bad_input_gets_a_clear_error_and_exit_2(args, message):

@@ -181,7 +181,7 @@ def test_both_checks_skip_on_a_board_that_never_goes_online(flashed_board, ca, t
     code, checks = _verify(flashed_board, ca, tmp_path, free_port(lab_address()))
     for c in DOC_CHECKS:
         assert checks[c]["status"] == "skip" and "not provisioned and locked" in checks[c]["message"], checks[c]
-    assert code == 0
+    assert code == 1  # a check the run was asked for and did not test fails the run (sbd verify --check)
 
 
 def test_a_missing_docs_folder_is_a_clear_error(module_board, tmp_path):

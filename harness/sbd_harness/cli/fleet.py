@@ -69,6 +69,11 @@ def members(args: argparse.Namespace) -> list[Member]:
     if len(unique) != len(found):
         raise CliError("a board is named twice: " + ", ".join(sorted({m.name for m in found if
                                                                       sum(o.name == m.name for o in found) > 1})))
+    if len(unique) > 1:  # every emulated board there and running before any run starts
+        from sbd_harness.cli.common import existing
+        for m in unique:
+            if m.args[0] == "--board" and not existing(m.name).is_running():
+                raise CliError(f"emulated board {m.name!r} is not running: sbd board start {m.name}")
     return unique
 
 
