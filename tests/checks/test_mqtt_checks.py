@@ -78,20 +78,23 @@ def test_a_broker_whose_port_is_taken_says_so_instead_of_passing_for_it(ca):
             Broker(ca, address=lab_address(), port=taken.getsockname()[1]).start()
 
 
-def test_rogue_brokers_client_certificate_refused_revoked_certificate_reported(locked_board, ca, tmp_path):
-    """On the reference: a lab-CA certificate for the broker's name made for clients (clientAuth) is
-    refused; a lab-CA broker certificate the lab CA revoked is accepted, since the device does not
-    check revocation, and the check fails saying so, instead of passing without trying it."""
+def test_rogue_brokers_refused_and_the_broker_certificate_lives_a_day(locked_board, ca, tmp_path):
+    """On the reference every rogue is refused, a lab-CA certificate for the broker's name made for
+    clients (clientAuth) among them, and the broker's certificate lives a day: the device cannot
+    check revocation, so that is what bounds the trust in a revoked one. A broker with a year-long
+    certificate fails the check at once, before any rogue."""
     port = free_port(lab_address())
     board = locked_board(None, port)
     code, status, report = _verify(board, ca, tmp_path, port, *only("rogue-brokers-refused"))
     check = _check(report, "rogue-brokers-refused")
     seen = check["evidence"]["rogue_brokers"]
-    assert list(seen) == ["self-signed", "other-ca", "wrong-host", "expired", "tls1.1", "client-cert", "revoked"]
-    refused = {k: v for k, v in seen.items() if k != "revoked"}
-    assert all(v["attempts"] >= 1 and v["bytes_sent_by_device"] == 0 for v in refused.values()), seen
-    assert seen["revoked"]["bytes_sent_by_device"] > 0 and seen["revoked"]["revoked_serial"] in ca.index()["revoked"]
+    assert list(seen) == ["self-signed", "other-ca", "wrong-host", "expired", "tls1.1", "client-cert"]
+    assert all(v["attempts"] >= 1 and v["bytes_sent_by_device"] == 0 for v in seen.values()), seen
+    assert check["evidence"]["broker_certificate"]["valid_hours"] <= 24.1
+    assert status["rogue-brokers-refused"] == "pass" and code == 0, check["message"]
+    code, status, report = _verify(board, ca, tmp_path, port, *only("rogue-brokers-refused"),
+                                   "--broker-flaws", "long-lived-cert")
+    check = _check(report, "rogue-brokers-refused")
     assert status["rogue-brokers-refused"] == "fail" and code == 1
-    assert "the device talked MQTT to rogue brokers: ['revoked']" in check["message"]
-    assert "does not check the revocation of the broker's certificate" in check["message"]
-    assert set(check["evidence"]["known_gaps"]) == {"revoked"}
+    assert "the broker's certificate is valid for 365 days" in check["message"], check["message"]
+    assert "rogue_brokers" not in check["evidence"]  # failed before any rogue stood in

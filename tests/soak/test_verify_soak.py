@@ -26,13 +26,11 @@ def test_every_check_passes_its_long_form_on_the_reference(make_board, ca, relea
     code, report = verify_report(board, ca, tmp_path / "report.json", "--soak", "--destructive", port=port,
                                  timeout=3600)
     assert report["tier"] == "soak"
-    # one failure, for its documented gap: the device does not check a broker certificate's revocation
     failed = {c["id"]: c for c in report["checks"] if c["status"] in ("fail", "error")}
-    assert set(failed) == {"rogue-brokers-refused"}, unexpected(report)
-    assert set(failed["rogue-brokers-refused"]["evidence"]["known_gaps"]) == {"revoked"}
-    assert code == 1
+    assert not failed, unexpected(report)
+    assert code == 0
     # everything that can run on an emulated board ran (eFuses, and the REPL checks on a locked board, skip)
-    ran = {c["id"] for c in report["checks"] if c["status"] == "pass"} | {"rogue-brokers-refused"}
+    ran = {c["id"] for c in report["checks"] if c["status"] == "pass"}
     assert {"outages-lose-nothing", "hostile-broker-fuzzing-survived", "rogue-brokers-refused",
             "unsigned-or-foreign-updates-refused", "update-rollback-refused", "factory-reset-erases-identity",
             "serial-discloses-nothing-after-lock", "console-locked"} <= ran, unexpected(report)
@@ -43,7 +41,7 @@ def test_every_check_passes_its_long_form_on_the_reference(make_board, ca, relea
     assert fuzz["run"] == fuzz["cases"] >= len(designed_cases("x")) + 48
     assert fuzz["restarts_seen_on_serial"] == 0
     rogue = _check(report, "rogue-brokers-refused")["evidence"]["rogue_brokers"]
-    assert all(r["attempts"] >= 2 and r["bytes_sent_by_device"] == 0 for k, r in rogue.items() if k != "revoked")
+    assert all(r["attempts"] >= 2 and r["bytes_sent_by_device"] == 0 for r in rogue.values())
     refused = _check(report, "unsigned-or-foreign-updates-refused")["evidence"]["cases"]
     assert all(case.get("runs_after_reset") for case in refused.values()), refused
     serial = _check(report, "serial-discloses-nothing-after-lock")["evidence"]

@@ -30,6 +30,10 @@ from sbd_harness.errors import SbdError
 from sbd_harness.identity.names import LAB_ORGANIZATION, LAB_UNIT, device_id_problem, lab_name_problem
 from sbd_harness.paths import state_dir
 
+# A broker certificate lives one day: the devices cannot check its revocation (MicroPython's ssl
+# has no CRL or OCSP), so a revoked or stolen one is trusted until it expires, and no longer.
+BROKER_CERT_DAYS = 1
+
 DEVICE_CERT_DAYS = 825
 CA_DAYS = 3650
 CRL_DAYS = 30  # the CRL's own window: every write (init, revoke, a broker start) moves its next update
@@ -312,9 +316,12 @@ class LabCA:
                 key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
 
-    def issue_server(self, hostname: str, addresses: list[str], days: int = 365) -> tuple[bytes, bytes]:
+    def issue_server(self, hostname: str, addresses: list[str], days: int | None = None) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a broker reachable as `hostname` and `addresses`: a lab
-        identity (lab_subject) for server authentication only, so no client can present it."""
+        identity (lab_subject) for server authentication only, so no client can present it. Valid
+        BROKER_CERT_DAYS unless told: devices cannot check a broker certificate's revocation, so its
+        short life is what bounds the trust in one revoked or stolen (docs/mqtt.md)."""
+        days = BROKER_CERT_DAYS if days is None else days
         import ipaddress
         san = [x509.DNSName(hostname)] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
         return self._with_new_key(lambda pub: self._leaf(hostname, pub, days, [

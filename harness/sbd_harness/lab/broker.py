@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography import x509
+
 from sbd_harness.emulator import netlab
 from sbd_harness.errors import SbdError
 from sbd_harness.identity.names import BROKER_HOSTNAME, MONITOR_NAME
@@ -62,6 +64,8 @@ FLAWS = {
     "clientid-takeover": "the client ID is not bound to the certificate: an identity can knock another off "
                          "by connecting with its client ID",
     "monitor-by-cn": f"on the devices' port, any certificate whose CN is {MONITOR} reads and writes every device",
+    "long-lived-cert": "the broker's certificate is valid for a year: the devices, which cannot check its "
+                       "revocation, would trust a revoked or stolen one that long",
 }
 
 
@@ -231,10 +235,15 @@ class Broker:
         for path in [self.dir, *self.dir.iterdir()]:
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
+    def certificate(self) -> x509.Certificate:
+        """The certificate this broker presents (written at its start)."""
+        return x509.load_pem_x509_certificate((self.dir / "server.crt").read_bytes())
+
     def write_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        cert, key = self.ca.issue_server(BROKER_HOSTNAME, list(dict.fromkeys([self.address, self.monitor_address])))
+        cert, key = self.ca.issue_server(BROKER_HOSTNAME, list(dict.fromkeys([self.address, self.monitor_address])),
+                                         days=365 if "long-lived-cert" in self.flaws else None)
         (self.dir / "server.crt").write_bytes(cert)
         key_path = self.dir / "server.key"
         key_path.write_bytes(key)
