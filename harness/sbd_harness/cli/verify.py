@@ -279,7 +279,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                     "`sbd board list` shows)")
     p.add_argument("--broker-flaws", default="",
                    help="run the lab broker with deliberate flaws, for labs: comma-separated, from "
-                        "open-acl, no-crl, anonymous, weak-tls")
+                        "open-acl, no-crl, anonymous, weak-tls, clientid-takeover, monitor-by-cn, long-lived-cert")
     p.add_argument("--manufacturer-overrides", metavar="FILE",
                    help="JSON with what only the manufacturer can state, for the ICS and IXIT beside the report: "
                         "{\"ics\": {ID: {\"support\": \"Y|N|N/A\", \"detail\": ...}}, \"ixit\": {TABLE: [...]}}")
