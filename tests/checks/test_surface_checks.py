@@ -17,6 +17,7 @@ import pytest
 from sbd_harness.boards.flashing import flash_firmware
 from sbd_harness.emulator import netlab
 from sbd_harness.identity.pki import PKIError, mud_url_extension
+from sbd_harness.lab import ntp
 from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.emulator.idf_net import Responder, answers
 from sbd_harness.lab.surface import Flow, FlowWatch, mdns_names, mdns_probe, namespace_sockets, probe_udp
@@ -243,8 +244,9 @@ def test_the_surface_checks_pass_on_the_reference_and_the_mud_file_agrees_with_t
     assert [a for _, a in scan["mdns_answers"]] == [scan["address"]]
     seen = checks["connections-match-mud"]["evidence"]
     flows = {(f["protocol"], f["address"], f["port"]) for f in seen["flows_started_by_board"]}
-    # the broker, and the responder's probes and announcement at GOT_IP (RFC 6762 section 8)
-    assert flows == {("tcp", lab_address(), port), ("udp", "224.0.0.251", 5353)}, flows
+    # the lab's NTP server, the broker, and the responder's probes and announcement at GOT_IP
+    # (RFC 6762 section 8)
+    assert flows == {("tcp", lab_address(), port), ("udp", *ntp.endpoint()), ("udp", "224.0.0.251", 5353)}, flows
     assert mud.listening_ports(seen["mud_file"]) == [("udp", 68), ("udp", 5353)]
     assert code == 0
 
