@@ -239,15 +239,20 @@ class Broker:
         """The certificate this broker presents (written at its start)."""
         return x509.load_pem_x509_certificate((self.dir / "server.crt").read_bytes())
 
-    def write_config(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+    def _issue_certificate(self) -> None:
+        """A new server certificate (it lives a day, pki.BROKER_CERT_DAYS): at every start, so a broker
+        restarted days after it was set up is never refused by the devices for an expired one."""
         cert, key = self.ca.issue_server(BROKER_HOSTNAME, list(dict.fromkeys([self.address, self.monitor_address])),
                                          days=365 if "long-lived-cert" in self.flaws else None)
         (self.dir / "server.crt").write_bytes(cert)
         key_path = self.dir / "server.key"
         key_path.write_bytes(key)
         os.chmod(key_path, 0o600)
+
+    def write_config(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        self._issue_certificate()
         flaws = set(self.flaws)
         acl = "topic readwrite #\n" if "open-acl" in flaws else ACL
         if "monitor-by-cn" in flaws:
@@ -255,7 +260,7 @@ class Broker:
         (self.dir / "acl").write_text(acl)
         (self.dir / "acl.lab").write_text(LAB_ACL)
         self._copy_public()
-        tls = [f"cafile {self.dir / 'ca.crt'}", f"certfile {self.dir / 'server.crt'}", f"keyfile {key_path}"]
+        tls = [f"cafile {self.dir / 'ca.crt'}", f"certfile {self.dir / 'server.crt'}", f"keyfile {self.dir / 'server.key'}"]
         crl = [] if "no-crl" in flaws else [f"crlfile {self.dir / 'crl.pem'}"]
         strict_tls = ["tls_version tlsv1.2", f"ciphers {TLS12_CIPHERS}"]
         if "anonymous" in flaws:
@@ -306,8 +311,9 @@ class Broker:
             raise BrokerError("mosquitto is not installed: `make setup` installs it (apt-get install mosquitto)")
         if not self.config_path.exists():
             self.write_config()
-        else:  # a restart: a CRL copied days ago may have expired since, and would refuse everyone
-            self._copy_public()
+        else:  # a restart: a CRL copied days ago may have expired since, and would refuse everyone;
+            self._copy_public()  # the server certificate of then may have, too
+            self._issue_certificate()
             self._hand_to_broker_user()
         env = {**os.environ, "OPENSSL_CONF": str(self.dir / "openssl.cnf")}
         self.proc = subprocess.Popen([exe, "-c", str(self.config_path)], stdout=subprocess.DEVNULL,
