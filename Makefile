@@ -75,9 +75,9 @@ demo: setup
 #   tests/board     the emulated board, the serial-board code over its PTY, updates end to end
 #   tests/checks    every check passing on the reference and failing on a firmware broken for it
 #   tests/soak      the long fault series and sbd verify --soak on the reference (make test-soak)
-# `make test` runs all but soak on two workers (two cores; most of a test's time is
-# waiting on boards and brokers), whole files per worker.
-TEST_WORKERS ?= 2
+# `make test` runs all but soak on three workers on two cores (most of a test's time is
+# waiting on boards and brokers: two workers kept the cores 40 % busy), whole files per worker.
+TEST_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 test-fast: setup
