@@ -173,3 +173,9 @@ def test_the_reference_keeps_citing_the_projects_pages():
     assert report["product"]["reference"] is True
     rows = {r["id"]: r for r in report["coverage"]["etsi_en_303_645"]["provisions"]}
     assert [d["page"] for d in rows["5.2-1"]["docs"]] == ["docs/SECURITY.md"]
+
+
+def test_an_update_built_from_the_product_names_the_products_model(product):
+    from sbd_harness.release.ota import build_manifest
+    assert build_manifest(FirmwareBundle.from_dir(product.firmware), VERSION, 2)["model"] == MODEL
+    assert build_manifest(FirmwareBundle.from_dir(ROOT / "firmware"), "0.2.0", 2)["model"] == REFERENCE["MODEL"]
