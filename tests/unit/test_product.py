@@ -179,3 +179,12 @@ def test_an_update_built_from_the_product_names_the_products_model(product):
     from sbd_harness.release.ota import build_manifest
     assert build_manifest(FirmwareBundle.from_dir(product.firmware), VERSION, 2)["model"] == MODEL
     assert build_manifest(FirmwareBundle.from_dir(ROOT / "firmware"), "0.2.0", 2)["model"] == REFERENCE["MODEL"]
+
+
+def test_the_ics_and_ixit_drafts_name_the_product(product):
+    from sbd_harness.reports.ics import ics, ics_markdown, ixit, ixit_markdown
+    report = _report(product, product.docs)
+    decl = feature_decl.load(product.firmware)
+    for doc, markdown in ((ics(report), ics_markdown), (ixit(report, decl), ixit_markdown)):
+        assert doc["provenance"]["product"]["model"] == MODEL
+        assert f"Draft for {NAME} (model {MODEL}, version {VERSION}), supplier {SUPPLIER}" in markdown(doc)
