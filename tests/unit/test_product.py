@@ -15,7 +15,7 @@ from product_fixture import (DESCRIPTION, DOCS_URL, MODEL, MUD_BASE, NAME, SUPPL
                              build_product)
 from sbd_harness.release import mud
 from sbd_harness.release.bundle import FirmwareBundle
-from sbd_harness.release.product import (REFERENCE, REFERENCE_DOCS, ProductError, docs_folder, from_folder,
+from sbd_harness.release.product import (REFERENCE, REFERENCE_DOCS, REQUIRED, ProductError, docs_folder, from_folder,
                                          leftover, no_docs_reason, policy_problem, support_leftover)
 from sbd_harness.release.sbom import SBOMError, write_sbom
 from sbd_harness.reports import features as feature_decl
@@ -188,3 +188,22 @@ def test_the_ics_and_ixit_drafts_name_the_product(product):
     for doc, markdown in ((ics(report), ics_markdown), (ixit(report, decl), ixit_markdown)):
         assert doc["provenance"]["product"]["model"] == MODEL
         assert f"Draft for {NAME} (model {MODEL}, version {VERSION}), supplier {SUPPLIER}" in markdown(doc)
+
+
+def test_product_md_quotes_what_the_checks_say_for_each_value(tmp_path, product):
+    page = (ROOT / "docs/product.md").read_text()
+    for key, where in REQUIRED.items():
+        assert f"`{key}`" in page, key
+        if key != "MODEL":  # the reference's model makes the build the reference: nothing to name
+            assert f"{key} in {where} is still the reference's value" in page, key
+            assert f"{key} in {where} is still the reference's value" in leftover(
+                from_folder(build_product(tmp_path / key, leave=(key,)).firmware), key)
+    p = from_folder(product.firmware)
+    ref_policy = json.loads((ROOT / "boards/network-policy.json").read_text())
+    assert "is for model 'sbd-reference-esp32' (the reference's policy), the firmware is" in page
+    assert "is for model 'sbd-reference-esp32' (the reference's policy), the firmware is" in policy_problem(
+        ref_policy, p, "x")
+    assert "its own documents were not given: run with --docs DIR" in page and \
+        "its own documents were not given: run with --docs DIR" in no_docs_reason(p)
+    for name in ("Release keys", "Broker", "CA", "Network policy", "Declaration", "Version"):
+        assert f"| {name} |" in page, name
