@@ -35,7 +35,6 @@ from sbd_harness.paths import boards_dir
 from sbd_harness.release.bundle import FirmwareBundle
 
 SPEC_VERSION = "1.6"
-MODEL_RE = re.compile(r'^MODEL\s*=\s*"([^"]+)"', re.M)
 PROFILE_RE = re.compile(r'^PROFILE\s*=\s*"([^"]+)"', re.M)
 MIN_MICROPYTHON_RE = re.compile(r"\bv(\d+\.\d+(?:\.\d+)?) or newer\b")
 
