@@ -20,25 +20,43 @@ MPWASM_VERSION := 1.27.0
 MPWASM_DIR     := $(VENV)/tools/mpwasm
 MPWASM_STAMP   := $(MPWASM_DIR)/.installed-mpwasm-$(MPWASM_VERSION)
 HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo yes)
-APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
+# What `sbd verify` needs on an emulated board; node and the headless browser are the test suite's.
+VERIFY_APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto) \
-                $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony) \
+                $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony)
+APT_PACKAGES := $(VERIFY_APT_PACKAGES) \
                 $(if $(shell command -v npm),,nodejs npm) \
                 $(if $(shell command -v chromium-headless-shell),,chromium-headless-shell)
+# `make setup-verify`: the harness alone (no test-only packages), for CI that only verifies a firmware.
+VERIFY_STAMP := $(VENV)/.installed-verify-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
 
-.PHONY: setup system-deps demo test test-fast test-soak bench clean
+.PHONY: setup setup-verify system-deps system-deps-verify demo test test-fast test-soak bench clean
 
 setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(EMBEDDED_STAMP) $(MPWASM_STAMP)
 
-system-deps:
-ifneq ($(strip $(APT_PACKAGES)),)
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing OS packages: $(APT_PACKAGES)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+setup-verify: system-deps-verify $(VERIFY_STAMP) $(SSLYZE_STAMP)
+
+define apt_install
+	@if [ -z "$(strip $(1))" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing OS packages: $(strip $(1))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
 	else \
-		echo "missing OS packages: $(APT_PACKAGES) (install them as root: apt-get install $(APT_PACKAGES))"; \
+		echo "missing OS packages: $(strip $(1)) (install them as root: apt-get install $(strip $(1)))"; \
 	fi
-endif
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+system-deps-verify:
+	$(call apt_install,$(VERIFY_APT_PACKAGES))
+
+$(VERIFY_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e . -c constraints.txt
+	rm -f $(VENV)/.installed-verify-*
+	touch $@
 
 $(STAMP): pyproject.toml requirements-test.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)

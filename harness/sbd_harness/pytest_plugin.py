@@ -32,7 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--sbd-firmware", default=None, help="firmware folder (default: the project's firmware/)")
     g.addoption("--sbd-docs", default=None,
                 help="the lab's copy of the published documents the device points to (SECURITY.md, support.md); "
-                     "default: $SBD_DOCS_DIR or the project's docs/")
+                     "default: $SBD_DOCS_DIR, or the project's docs/ for the reference build only (a product's "
+                     "document checks skip without its own)")
     g.addoption("--sbd-no-flash", action="store_true", help="use the firmware already on the board")
     g.addoption("--sbd-pki", default=None, help="the lab CA's folder (default: <state>/pki)")
     g.addoption("--sbd-destructive", action="store_true",
@@ -438,12 +439,19 @@ NOTES_KEY = pytest.StashKey[list]()
 RUN_KEY = pytest.StashKey[tuple]()
 
 
-def run_facts(bundle: FirmwareBundle, broker_flaws: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The firmware's feature declaration (read as data) and the run's context, for the report."""
+def run_facts(bundle: FirmwareBundle, broker_flaws: list[str],
+              docs: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The firmware's feature declaration (read as data) and the run's context, for the report: the
+    product under test and its documents (`docs`, the --sbd-docs folder)."""
+    from sbd_harness.release.product import ProductError
     from sbd_harness.reports import features as feature_decl
     from sbd_harness.reports.provenance import run_context
-    decl = feature_decl.load(bundle.source) if bundle.source else None
-    return decl, run_context(bundle, broker_flaws, features_path=decl["path"] if decl else None)
+    try:
+        decl = feature_decl.load(bundle.source) if bundle.source else None
+        return decl, run_context(bundle, broker_flaws, features_path=decl["path"] if decl else None,
+                                 features=decl, docs=docs)
+    except (feature_decl.FeaturesError, ProductError) as exc:
+        raise pytest.UsageError(str(exc)) from exc
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -463,7 +471,8 @@ def _sbd_describe_run(request: pytest.FixtureRequest) -> None:
         notes.append("No network namespace (not root): the board shares the host's loopback, so "
                      + "; ".join(weakened) + ".")
     config.stash[NOTES_KEY] = notes
-    config.stash[RUN_KEY] = run_facts(bundle, [f for f in config.getoption("--sbd-broker-flaws").split(",") if f])
+    config.stash[RUN_KEY] = run_facts(bundle, [f for f in config.getoption("--sbd-broker-flaws").split(",") if f],
+                                      config.getoption("--sbd-docs"))
     if _xdist_worker(config):  # handed to the controller, which writes the report (pytest_testnodedown)
         config.workeroutput["sbd_run"] = json.loads(json.dumps(
             {"board": config.stash[BOARD_INFO_KEY], "firmware": config.stash[FIRMWARE_INFO_KEY], "notes": notes,

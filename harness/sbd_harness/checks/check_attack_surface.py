@@ -51,6 +51,15 @@ def _running(board) -> dict[str, Any]:
             "device_id": (capture.boot_line or {}).get("device_id")}
 
 
+def _product_policy(bundle) -> dict[str, Any]:
+    """The reviewed policy, which must be the build's product's (its model and MUD URL): a failure naming
+    the value otherwise, e.g. the reference's policy or MUD_BASE left in place (release/product.py)."""
+    try:
+        return mud.product_policy(bundle.source)[1]
+    except mud.MudError as exc:
+        raise AssertionError(str(exc)) from None
+
+
 @pytest.mark.sbd_check(
     id="no-listening-ports",
     title="A scan of all 65535 TCP ports and a UDP probe of every port of the board's address (an mDNS "
@@ -59,7 +68,7 @@ def _running(board) -> dict[str, Any]:
 def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
     net = _require_own_address(sbd_board)
     address = net["address"]
-    policy = mud.load_policy()
+    policy = _product_policy(sbd_bundle)
     declared = mud.listening(policy)
     sbd_evidence["running"] = _running(sbd_board)
     device_id = sbd_evidence["running"]["device_id"]
@@ -124,6 +133,7 @@ def check_connections_match_mud(sbd_board, sbd_boot, sbd_bundle, sbd_broker, sbd
         pytest.skip(f"the board is configured for the broker at {settings['broker_addr']}:{settings['broker_port']}, "
                     f"the lab broker runs at {sbd_broker.address}:{sbd_broker.port} (give --broker): "
                     "it cannot go online")
+    _product_policy(sbd_bundle)  # the product's own reviewed policy, not the reference's
     document = mud.build(mud.declaration(settings, sbd_bundle.source))  # the reviewed policy, not the firmware's
     url = document["ietf-mud:mud"]["mud-url"]
     topic = topics(device_id)

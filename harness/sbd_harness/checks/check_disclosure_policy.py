@@ -6,7 +6,10 @@ The device says where they are in its birth message (`security_policy`,
 its broker: the checks run the lab broker (the `sbd_broker` fixture) and
 skip, saying why, on a board that does not go online. The published address
 is mapped to the lab's copy of the documents: the firmware's DOCS_URL prefix
-becomes the docs folder (`--docs DIR`, default the project's docs/).
+becomes the docs folder (`--docs DIR`). Only the reference build (its MODEL
+is the reference's, release/product.py) falls back to the project's docs/; a
+product's checks skip without its own documents, and fail when its DOCS_URL
+(or its SUPPORT_UNTIL, where the documents disagree) is still the reference's.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import pytest
 from sbd_harness.checks.online import locked_device_id, wait_online
 from sbd_harness.device.contract import topics
 from sbd_harness.lab.watch import Watcher
-from sbd_harness.release.docs_policy import DocsError, PLACEHOLDER_RE, docs_dir, docs_url, read_policy, read_support, resolve, support_document
+from sbd_harness.release.docs_policy import DocsError, PLACEHOLDER_RE, docs_url, read_policy, read_support, resolve, support_document
+from sbd_harness.release.product import docs_folder, from_bundle, leftover, no_docs_reason, support_leftover
 
 RETAINED_WAIT_S = 3  # a retained birth message arrives as soon as the subscription does
 
@@ -48,15 +52,21 @@ def _policy(pytestconfig, sbd_bundle, birth: dict[str, Any], evidence: dict[str,
     if PLACEHOLDER_RE.search(str(url).split("/")[2] if str(url).count("/") >= 2 else ""):
         evidence["note"] = ("the address is on a reserved placeholder domain: the lab's copy was checked; a product "
                             "sets DOCS_URL to where it publishes its documents")
+    product = from_bundle(sbd_bundle)
+    stale = leftover(product, "DOCS_URL")  # reported with what the documents lack, not instead of it
+    folder = docs_folder(product, pytestconfig.getoption("--sbd-docs"))
+    if folder is None:
+        assert stale is None, stale
+        pytest.skip(no_docs_reason(product))
+    evidence["docs_folder"] = str(folder)
     prefix = docs_url(sbd_bundle.sources.get("/lib/sbd/version.py", b"").decode(errors="replace"))
-    folder = docs_dir(pytestconfig.getoption("--sbd-docs"))
     try:
         path = resolve(url, prefix, folder)
     except DocsError as exc:
         raise AssertionError(f"security_policy: {exc}") from None
     evidence["policy_file"] = str(path)
-    assert path.is_file(), f"the device points to {url}, but there is no {path}"
-    return path
+    assert path.is_file(), "; ".join([f"the device points to {url}, but there is no {path}"] + ([stale] if stale else []))
+    return path, [stale] if stale else []
 
 
 @pytest.mark.sbd_check(
@@ -65,10 +75,11 @@ def _policy(pytestconfig, sbd_bundle, birth: dict[str, Any], evidence: dict[str,
           "and a status-update timeline")
 def check_disclosure_policy(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
     birth = _birth(sbd_board, sbd_boot, sbd_broker)
-    path = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
+    path, stale = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
     found, problems = read_policy(path.read_text(errors="replace"))
     sbd_evidence.update(found)
-    assert not problems, f"{path.name}: " + "; ".join(problems)
+    problems = [f"{path.name}: {p}" for p in problems] + stale
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.sbd_check(
@@ -80,7 +91,7 @@ def check_support_period(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bund
     device_date = birth.get("support_until")
     sbd_evidence["support_until"] = device_date
     assert device_date, f"the birth message does not state the end of the support period (no support_until): {birth}"
-    policy = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
+    policy, stale = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
     found, _ = read_policy(policy.read_text(errors="replace"))
     try:
         declaration = support_document(policy, found)
@@ -90,4 +101,8 @@ def check_support_period(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bund
     assert declaration.is_file(), f"{policy.name} links its support period to {declaration}, which does not exist"
     found, problems = read_support(declaration.read_text(errors="replace"), device_date, dt.date.today())
     sbd_evidence.update(found)
-    assert not problems, f"{declaration.name}: " + "; ".join(problems)
+    problems = [f"{declaration.name}: {p}" for p in problems] + stale
+    date_left = support_leftover(from_bundle(sbd_bundle), device_date, found.get("declared_support_until"))
+    if date_left:
+        problems.append(date_left)
+    assert not problems, "; ".join(problems)

@@ -11,6 +11,7 @@ import pytest
 from sbd_harness.boards.base import BoardError
 from sbd_harness.checks.common import attested, locked
 from sbd_harness.device.bootline import missing_keys
+from sbd_harness.release.product import from_bundle
 from sbd_harness.identity.attest import classify, compare_with_bundle, running_slot
 
 
@@ -24,6 +25,8 @@ def check_boot_line(sbd_boot, sbd_bundle, sbd_evidence):
     assert boot is not None, "no JSON boot line on the serial console after a reset"
     assert not missing_keys(boot), f"boot line lacks {missing_keys(boot)}"
     assert boot.get("model"), "the boot line names no model"
+    built = from_bundle(sbd_bundle).model  # the product's MODEL (lib/sbd/version.py), read as text
+    assert built is None or boot["model"] == built, f"board says model {boot['model']}, the build is {built}"
     assert boot["fw_version"] == sbd_bundle.version, (
         f"board runs version {boot['fw_version']}, the build is {sbd_bundle.version}")
     assert isinstance(boot["security"], dict) and boot["security"].get("profile"), "no security state"

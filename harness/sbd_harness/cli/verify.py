@@ -70,10 +70,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from sbd_harness.release.sbom import SBOMError
     from sbd_harness.cli import fleet
     bundle = firmware_bundle(args)  # a clear error for a bad firmware folder, before any check runs
+    from sbd_harness.release.product import ProductError, from_bundle
     try:  # the declarations the ICS and IXIT rest on: read before any check runs, so a bad file stops here
         features = feature_decl.load(bundle.source) if bundle.source else None
         overrides = load_overrides(args.manufacturer_overrides)
-    except (feature_decl.FeaturesError, OverridesError) as exc:
+        from_bundle(bundle, features)  # the declaration describes this build (its model)
+    except (feature_decl.FeaturesError, OverridesError, ProductError) as exc:
         raise CliError(str(exc)) from exc
     boards = fleet.members(args)
     if len(boards) > 1 or args.boards:
@@ -151,7 +153,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         notes.append(f"No SBOM: {exc}")
     flaws = [f for f in (args.broker_flaws or "").split(",") if f]
     context = run_context(bundle, flaws, features_path=features["path"] if features else None,
-                          overrides_path=args.manufacturer_overrides)
+                          overrides_path=args.manufacturer_overrides, features=features, docs=args.docs)
     report = build_report(raw["board"], raw["firmware"], raw["checks"], notes, sbom=sbom,
                           tier=raw.get("tier", tier), features=features, context=context)
     write_json(report, paths["report"])
@@ -262,7 +264,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, help="with several boards: how many are verified at once (default: all)")
     p.add_argument("--firmware", help="the build to compare with (default: the project's firmware/)")
     p.add_argument("--docs", help="the lab's copy of the documents the device points to: SECURITY.md, "
-                                  "support.md (default: $SBD_DOCS_DIR or the project's docs/)")
+                                  "support.md (default: $SBD_DOCS_DIR; the project's docs/ for the reference "
+                                  "build only: a product's document checks skip without its own)")
     p.add_argument("--report", help="JSON report path (default: reports/<board>/report.json); the Markdown, "
                                     "HTML, JUnit XML and SBOM files go beside it unless given")
     p.add_argument("--markdown", help="Markdown summary path (default: the report path with .md)")

@@ -3,8 +3,9 @@
 The device's birth message points to them: `security_policy` (the published
 address of SECURITY.md) and `support_until` (an ISO date). The firmware
 names the address its documents are published under in `DOCS_URL`
-(lib/sbd/version.py); the lab maps that prefix to a local folder, the
-project's docs/ unless `--docs DIR` (or SBD_DOCS_DIR) says otherwise.
+(lib/sbd/version.py); the lab maps that prefix to a local folder: `--docs
+DIR` (or SBD_DOCS_DIR), and for the reference build alone the project's
+docs/ (`release/product.py`, `docs_folder`).
 
 Both documents carry an "at a glance" Markdown table; the checks read its
 rows by their first cell:
@@ -22,22 +23,15 @@ EU CRA Annex I Part II (5), (6), Art 13(8).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sbd_harness.errors import SbdError
-from sbd_harness.paths import REPO_ROOT
 
 
 class DocsError(SbdError, ValueError):
     """A document the device points to cannot be found where the lab looks for it."""
-
-
-def docs_dir(given: str | os.PathLike | None = None) -> Path:
-    """Where the published documents are, in the lab: `given`, SBD_DOCS_DIR, or docs/."""
-    return Path(given or os.environ.get("SBD_DOCS_DIR") or REPO_ROOT / "docs")
 
 
 DOCS_URL_RE = re.compile(r'^DOCS_URL\s*=\s*"([^"]*)"', re.M)

@@ -9,7 +9,10 @@ reviewed file, and nothing of the firmware is imported or run on the host
 (where the checks run as root). The firmware's own module stays: the device
 puts `mud_url()` in its birth message and sets its hostname from it; a test
 compares it with the reviewed file (`firmware_declares`, read with `ast`, never
-executed). The policy is filled in with the device's settings (broker address
+executed). The policy must be the product's: its model and MUD URL those of
+the build (`product_policy`), so a product that leaves the reference's policy
+in place is told so; the systeminfo and mfg-name come from the product's
+declaration (features.json `product`: description, supplier). The policy is filled in with the device's settings (broker address
 and port, NTP server), which for an emulated board the harness reads off its
 flash, and the firmware's version (read as text from `lib/sbd/version.py`).
 The birth message carries only the URL, not the whole policy: the device's
@@ -153,10 +156,23 @@ def firmware_declares(firmware: Path | None = None) -> dict[str, Any] | None:
     return {"listens": listens, "mud_base": found.get("MUD_BASE")}
 
 
+def product_policy(firmware: Path | None = None, policy: dict[str, Any] | None = None):
+    """The firmware folder's product (`release/product.py`) and the reviewed policy, which must be that
+    product's (its model, its MUD URL): MudError naming the value when it is not, e.g. the reference's
+    policy left in place for a product."""
+    from sbd_harness.release.product import from_folder, policy_problem
+    product = from_folder(Path(firmware or firmware_dir()))
+    policy = policy if policy is not None else load_policy()
+    problem = policy_problem(policy, product, str(policy_path()))
+    if problem:
+        raise MudError(problem)
+    return product, policy
+
+
 def declaration(settings: dict[str, Any], firmware: Path | None = None,
                 policy: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the reviewed policy lets the device do with these settings."""
-    policy = policy if policy is not None else load_policy()
+    product, policy = product_policy(firmware, policy)
     for key in ("broker_addr", "broker_port"):
         if key not in settings:
             raise MudError(f"the settings have no {key}: is the board provisioned with a broker?")
@@ -171,6 +187,8 @@ def declaration(settings: dict[str, Any], firmware: Path | None = None,
                          "host": _fill(flow["host"], values), "port": int(_fill(flow["port"], values)),
                          "tls": bool(flow.get("tls", False))})
     return {"mud_url": policy["mud_url"], "model": policy["model"], "fw_version": firmware_version(firmware),
+            "name": product.name, "supplier": product.supplier, "documentation": product.docs_url,
+            "systeminfo": product.description or product.name or product.model,
             "listens": [{"protocol": proto, "port": port} for proto, port in sorted(listening(policy))],
             "outbound": outbound}
 
@@ -227,6 +245,7 @@ def build(decl: dict[str, Any], last_update: dt.datetime | None = None) -> dict[
         to_aces.append(_ace(f"listen{i}-todev", listen, "to"))
         from_aces.append(_ace(f"listen{i}-frdev", listen, "from"))
     when = (last_update or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    about = {k: decl[d] for k, d in (("mfg-name", "supplier"), ("documentation", "documentation")) if decl.get(d)}
     return {
         "ietf-mud:mud": {
             "mud-version": 1,
@@ -234,7 +253,8 @@ def build(decl: dict[str, Any], last_update: dt.datetime | None = None) -> dict[
             "last-update": when.isoformat(),
             "cache-validity": CACHE_VALIDITY_HOURS,
             "is-supported": True,
-            "systeminfo": f"{model} {decl['fw_version']}: security-by-design reference firmware for ESP32",
+            "systeminfo": f"{model} {decl['fw_version']}: {decl.get('systeminfo') or model}",
+            **about,
             "model-name": model,
             "firmware-rev": decl["fw_version"],
             "from-device-policy": {"access-lists": {"access-list": [{"name": acl_from}]}},

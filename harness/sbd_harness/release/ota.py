@@ -260,10 +260,12 @@ def check_rotation(manifest: Mapping[str, Any], signer_key_id: bytes) -> None:
                        "keep it in release_keys until a later update retires it")
 
 
-def build_manifest(bundle: FirmwareBundle, version: str, security_counter: int, model: str = MODEL,
+def build_manifest(bundle: FirmwareBundle, version: str, security_counter: int, model: str | None = None,
                    expires: int | None = None, release_keys: list[bytes] | None = None) -> dict[str, Any]:
     """The manifest of `bundle`'s /lib files (boot.py and main.py are the factory bootloader, never updated).
 
+    model: the model devices must be to install it; default the build's own MODEL (lib/sbd/version.py, read
+    as text), so a product's update names the product, not the reference.
     expires: a Unix time, after which devices with a trusted clock refuse it.
     release_keys: uncompressed points, the complete key set devices trust once this commits."""
     lib = {path: data for path, data in bundle.files.items() if path.startswith("/lib/")}
@@ -271,6 +273,9 @@ def build_manifest(bundle: FirmwareBundle, version: str, security_counter: int, 
         raise OTAError("the firmware holds no files under /lib: nothing to update")
     files = [{"path": check_path(path[1:]), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
              for path, data in sorted(lib.items())]
+    if model is None:
+        from sbd_harness.release.product import from_bundle
+        model = from_bundle(bundle).model or MODEL
     manifest: dict[str, Any] = {"format": FORMAT, "version": version, "security_counter": security_counter,
                                 "model": model, "files": files, "total_size": sum(f["size"] for f in files)}
     if expires is not None:

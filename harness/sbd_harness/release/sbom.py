@@ -6,7 +6,9 @@ machine-readable software bill of materials); OWASP ISVS 1.2.1 (SBOM).
 `sbd ota build` writes one beside each update, `sbd verify` one beside its
 report. It lists:
 
-- the firmware itself (the BOM's subject): model, version, profile and the
+- the firmware itself (the BOM's subject): model, version, profile, the
+  product's name, supplier, description and documents' address (its
+  declaration, features.json `product`: release/product.py) and the
   bundle SHA-256 (`FirmwareBundle.sha256`, a hash over the file list, kept as
   a property because it is not the hash of one file);
 - every file of the bundle as a `file` component named by its device path,
@@ -33,7 +35,6 @@ from sbd_harness.paths import boards_dir
 from sbd_harness.release.bundle import FirmwareBundle
 
 SPEC_VERSION = "1.6"
-MODEL_RE = re.compile(r'^MODEL\s*=\s*"([^"]+)"', re.M)
 PROFILE_RE = re.compile(r'^PROFILE\s*=\s*"([^"]+)"', re.M)
 MIN_MICROPYTHON_RE = re.compile(r"\bv(\d+\.\d+(?:\.\d+)?) or newer\b")
 
@@ -73,6 +74,17 @@ def mpy_format(bundle: FirmwareBundle) -> str | None:
     return str(versions.pop()) if versions else None
 
 
+def _product(bundle: FirmwareBundle):
+    """The product the bundle is (release/product.py): model from the build, name, supplier and
+    description from its declaration (features.json beside it), when it has one."""
+    from sbd_harness.release.product import ProductError, from_bundle
+    from sbd_harness.reports import features as feature_decl
+    try:
+        return from_bundle(bundle, feature_decl.load(bundle.source) if bundle.source else None)
+    except (ProductError, feature_decl.FeaturesError) as exc:
+        raise SBOMError(str(exc)) from exc
+
+
 def _source_text(bundle: FirmwareBundle, regex: re.Pattern[str]) -> str | None:
     m = regex.search(bundle.sources.get("/lib/sbd/version.py", b"").decode(errors="replace"))
     return m.group(1) if m else None
@@ -100,9 +112,12 @@ def build_sbom(bundle: FirmwareBundle, version: str | None = None,
     from cyclonedx.model.dependency import Dependency
     from cyclonedx.model.tool import ToolRepository
 
+    from cyclonedx.model.contact import OrganizationalEntity
+
     if not bundle.files:
         raise SBOMError("the bundle holds no files")
-    model = _source_text(bundle, MODEL_RE) or "unknown"
+    product = _product(bundle)
+    model = product.model or "unknown"
     fw_version = version or bundle.version
     target = micropython_target()
     mpy = mpy_format(bundle)
@@ -118,10 +133,15 @@ def build_sbom(bundle: FirmwareBundle, version: str | None = None,
         for key in ("security_counter", "stream_sha256", "key_id"):
             if update.get(key) is not None:
                 fw_props.append(Property(name=f"sbd:ota:{key.replace('_', '-')}", value=str(update[key])))
+    supplier = OrganizationalEntity(name=product.supplier) if product.supplier else None
+    if product.name:
+        fw_props.append(Property(name="sbd:product-name", value=product.name))
+    if product.docs_url:
+        fw_props.append(Property(name="sbd:docs-url", value=product.docs_url))
     firmware = Component(name=model, version=fw_version, type=ComponentType.FIRMWARE,
-                         bom_ref=f"firmware:{model}@{fw_version}",
-                         description=f"{model} {fw_version}: the MicroPython application files of the "
-                                     f"security-by-design reference firmware",
+                         bom_ref=f"firmware:{model}@{fw_version}", supplier=supplier,
+                         description=f"{model} {fw_version}: the MicroPython application files of "
+                                     f"{product.description or product.name or model}",
                          properties=fw_props)
 
     description = (f"The MicroPython runtime this bundle targets, not part of it: the official builds "
@@ -154,7 +174,8 @@ def build_sbom(bundle: FirmwareBundle, version: str | None = None,
 
     harness = Component(name="sbd-harness", version=_package_version("sbd-harness"),
                         type=ComponentType.APPLICATION, bom_ref="tool:sbd-harness")
-    bom = Bom(metadata=BomMetaData(component=firmware, tools=ToolRepository(components=[harness])),
+    bom = Bom(metadata=BomMetaData(component=firmware, tools=ToolRepository(components=[harness]),
+                                   supplier=supplier),
               components=[micropython, *files])
     bom.dependencies.add(Dependency(ref=firmware.bom_ref,
                                     dependencies=[Dependency(ref=c.bom_ref) for c in (micropython, *files)]))

@@ -60,8 +60,7 @@ DOC_COVERAGE: DocRefs = {
                                                                 "the more severe")],
         "II(4)": [(SECURITY + "#coordinated-disclosure", "every fixed vulnerability disclosed in an advisory")],
         "II(5)": [(SECURITY + "#coordinated-disclosure", "the coordinated vulnerability disclosure policy")],
-        "II(6)": [(SECURITY + "#how-to-report", "the contact for reporting vulnerabilities (GitHub private "
-                                                 "vulnerability reporting)")],
+        "II(6)": [(SECURITY + "#how-to-report", "the contact for reporting vulnerabilities")],
         "II(7)": [(OTA + "#delivery-over-mqtt", "updates signed by an offline release key and delivered over "
                                                 "the device's mutual-TLS connection")],
         "II(8)": [(SUPPORT + "#what-support-covers", "security fixes free of charge as signed updates, each with "

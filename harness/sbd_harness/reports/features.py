@@ -4,7 +4,8 @@ It says which features the product has (passwords, personal data, keys that leav
 the device, ...): a provision that applies only with a feature the firmware
 declares absent is "not applicable (feature absent)" in the report and N/A in the
 ICS, the declaration's own words its justification (EN 303 645 5.0-1). It also
-carries what the IXIT draft needs that no check can see. The file is JSON and is
+carries what the IXIT draft needs that no check can see, and the product's identity
+(`model`, and `product`: name, supplier, description, its documents; `release/product.py`). The file is JSON and is
 never executed: the harness does not run firmware code to learn what the product is.
 """
 from __future__ import annotations
@@ -60,6 +61,10 @@ def problems(data: Any) -> list[str]:
         elif not str(entry.get("detail", "")).strip():
             out.append(f"feature {name!r}: says nothing about why (detail)")
     out += [f"unknown feature {n!r}" for n in data["features"] if n not in FEATURE_PROVISIONS]
+    if "model" in data and not isinstance(data["model"], str):
+        out.append("'model' is not a string")
+    from sbd_harness.release.product import declaration_problems
+    out += declaration_problems(data.get("product"))
     return out
 
 

@@ -135,7 +135,10 @@ def _record_of_justifications(rows: list[dict[str, Any]], overrides: dict[str, A
 def _brief_provenance(report: dict[str, Any]) -> dict[str, Any]:
     p = report.get("provenance") or {}
     obj = p.get("test_object") or {}
-    return {"date": p.get("date"), "harness_commit": p.get("harness_commit"),
+    product = report.get("product") or {}
+    return {"product": {k: product.get(k) for k in ("name", "model", "version", "supplier", "docs_url")}
+            if product else None,
+            "date": p.get("date"), "harness_commit": p.get("harness_commit"),
             "catalogue_sha256": p.get("catalogue_sha256"), "device_id": obj.get("device_id"),
             "firmware_version": obj.get("firmware_version")}
 
@@ -230,10 +233,19 @@ def _md(text: Any) -> str:
     return re.sub(r"\s*\n\s*", " ", str(text)).replace("|", "\\|")
 
 
+def _for_product(p: dict[str, Any]) -> str:
+    """Names the product the draft is for, where the report names one (release/product.py)."""
+    product = p.get("product")
+    if not product:
+        return ""
+    from sbd_harness.reports.report import product_text
+    return f" for {_md(product_text(product))}"
+
+
 def ics_markdown(doc: dict[str, Any]) -> str:
     p = doc["provenance"]
     lines = [f"# ICS: {doc['standard']}", "",
-             f"Draft from `sbd verify` on {_md(p.get('date'))}, device `{_md(p.get('device_id'))}`, firmware "
+             f"Draft{_for_product(p)} from `sbd verify` on {_md(p.get('date'))}, device `{_md(p.get('device_id'))}`, firmware "
              f"{_md(p.get('firmware_version'))}, harness commit `{_md(p.get('harness_commit'))}`, catalogue "
              f"`{_md(p.get('catalogue_sha256'))}`. Support: " + ", ".join(f"{k} {v}" for k, v in doc["counts"].items())
              + ". Rows marked manufacturer come from the overrides file.", "",
@@ -247,7 +259,7 @@ def ics_markdown(doc: dict[str, Any]) -> str:
 def ixit_markdown(doc: dict[str, Any]) -> str:
     p = doc["provenance"]
     lines = [f"# IXIT: {doc['standard']}", "",
-             f"Draft from `sbd verify` on {_md(p.get('date'))}, device `{_md(p.get('device_id'))}`, firmware "
+             f"Draft{_for_product(p)} from `sbd verify` on {_md(p.get('date'))}, device `{_md(p.get('device_id'))}`, firmware "
              f"{_md(p.get('firmware_version'))}. Each entry names its source.", ""]
     for table, t in doc["tables"].items():
         lines += [f"## {table} {t['title']}", ""]

@@ -161,6 +161,11 @@ def limitations(checks: list[dict[str, Any]], context: dict[str, Any], features:
     if env.get("board") == "emulated":
         out.append({"kind": "environment", "detail": "an emulated board: no eFuses, no radio; hardware evidence "
                     "(secure boot, flash encryption, JTAG) needs a real ESP32", "provisions": {}})
+    product = context.get("product") or {}
+    if product and not product.get("reference") and not any(product.get("docs") or {}):
+        out.append({"kind": "no documentation map", "detail": f"{product.get('model')} maps none of its pages "
+                    "(features.json, product.docs): the coverage tables cite no document of the product",
+                    "provisions": {}})
     if features is None:
         out.append({"kind": "no feature declaration", "detail": "the firmware declares no features "
                     "(features.json): every conditional provision is treated as applicable", "provisions": {}})
@@ -186,11 +191,18 @@ def inconclusive_ids(checks: list[dict[str, Any]], context: dict[str, Any]) -> d
 
 
 def run_context(bundle: Any, broker_flaws: list[str] | None = None, features_path: str | None = None,
-                overrides_path: str | None = None) -> dict[str, Any]:
+                overrides_path: str | None = None, features: dict[str, Any] | None = None,
+                docs: str | None = None) -> dict[str, Any]:
     """What the report needs to know about the run beyond the checks' results: the firmware's declared
-    addresses (read as text from its sources), the lab broker's flaws, the files the report rests on."""
+    addresses (read as text from its sources), the lab broker's flaws, the files the report rests on, and
+    the product under test (`release/product.py`: its identity from the build and its declaration
+    `features`, and the documentation map the coverage tables cite, the product's pages under `docs`)."""
+    from sbd_harness.release.product import docs_folder, doc_maps, from_bundle
     version_py = (bundle.sources.get("/lib/sbd/version.py") or b"").decode(errors="replace")
     policy_py = (bundle.sources.get("/lib/sbd/network_policy.py") or b"").decode(errors="replace")
+    product = from_bundle(bundle, features)
+    coverage_map, limitation_map = doc_maps(product, docs_folder(product, docs))
     return {"docs_url": declared_url(version_py, "DOCS_URL"), "mud_base": declared_url(policy_py, "MUD_BASE"),
             "broker_flaws": list(broker_flaws or []), "features_path": features_path,
-            "overrides_path": overrides_path}
+            "overrides_path": overrides_path, "product": product.describe(),
+            "doc_coverage": coverage_map, "doc_limitations": limitation_map}

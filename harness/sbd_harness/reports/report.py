@@ -58,16 +58,20 @@ def build_report(board: dict[str, Any], firmware: dict[str, Any], checks: list[d
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}: {', '.join(TIERS)}")
     context = dict(context or {})
-    docs = _merge_docs(DOC_COVERAGE if docs is None else docs, _sbom_docs(sbom))
+    if docs is None:  # the product's own pages (run_context), else the project's
+        docs = context.get("doc_coverage", DOC_COVERAGE)
+    limits = context.get("doc_limitations", DOC_LIMITATIONS)
+    docs = _merge_docs(docs, _sbom_docs(sbom))
     prov = provenance(board, firmware, checks, sbom, context)
     report = {
         "tier": tier,
         "board": board,
+        "product": context.get("product"),
         "firmware": firmware,
         "provenance": prov,
         "checks": checks,
         "summary": summarise(checks),
-        "coverage": coverage(checks, docs, features, inconclusive_ids(checks, context)),
+        "coverage": coverage(checks, docs, features, inconclusive_ids(checks, context), limits),
         "limitations": limitations(checks, context, features, prov["environment"]),
         "notes": notes or [],
     }
@@ -155,11 +159,13 @@ def _claims_of(check: dict[str, Any], baseline: str) -> list[dict[str, Any]]:
 
 
 def coverage(checks: list[dict[str, Any]], docs: DocRefs | None = None, features: dict[str, Any] | None = None,
-             inconclusive: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+             inconclusive: dict[str, list[str]] | None = None,
+             limits: DocRefs | None = None) -> dict[str, dict[str, Any]]:
     """Per baseline, every provision in the catalogue: its device checks with their strengths and statuses,
     the lab broker's checks apart (an associated service: they never raise the device's coverage), the
     documentation, whether it applies (the feature declaration) and the verdict."""
     docs = DOC_COVERAGE if docs is None else docs
+    limits = DOC_LIMITATIONS if limits is None else limits
     absent = not_applicable(features)
     inconclusive = inconclusive or {}
     out: dict[str, dict[str, Any]] = {}
@@ -176,16 +182,16 @@ def coverage(checks: list[dict[str, Any]], docs: DocRefs | None = None, features
                         entry["reason"] = claim["reason"]
                     (service if c.get("subject") == "associated_service" else cited).append(entry)
             pages = [{"page": page, "what": what} for page, what in docs.get(baseline, {}).get(pid, [])]
-            limits = [{"page": page, "what": what} for page, what in DOC_LIMITATIONS.get(baseline, {}).get(pid, [])]
+            limited = [{"page": page, "what": what} for page, what in limits.get(baseline, {}).get(pid, [])]
             na = absent.get(baseline, {}).get(pid)
             kind = "automated" if cited else "documentation" if pages else "none"
             verdict = provision_verdict(cited, na is None, pid in inconclusive.get(baseline, []), bool(pages),
-                                        bool(limits))
+                                        bool(limited))
             row: dict[str, Any] = {"id": pid, "title": known[pid], "coverage": kind,
                                    "result": provision_result([c["status"] for c in cited]),
                                    "verdict": verdict, "verdict_text": VERDICTS[verdict],
                                    "applicable": na is None, "checks": cited, "associated_service": service,
-                                   "docs": pages, "documented_limitations": limits}
+                                   "docs": pages, "documented_limitations": limited}
             if na is not None:
                 row["not_applicable"] = {"feature": na["feature"], "justification": na["detail"]}
             if baseline == "etsi_en_303_645":
@@ -281,6 +287,19 @@ def _md_result(row: dict[str, Any]) -> str:
     return row["verdict_text"]
 
 
+def product_text(product: dict[str, Any]) -> str:
+    """The product under test in one line: name, model, version, supplier, documents."""
+    parts = [f"{product.get('name') or product.get('model')} (model {product.get('model')}, "
+             f"version {product.get('version')})"]
+    if product.get("supplier"):
+        parts.append(f"supplier {product['supplier']}")
+    if product.get("docs_url"):
+        parts.append(f"documents {product['docs_url']}")
+    if product.get("reference"):
+        parts.append("this project's reference build")
+    return ", ".join(parts)
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     board, fw, s = report["board"], report["firmware"], report["summary"]
     icon = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
@@ -294,6 +313,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- Firmware: version `{_md(fw.get('version'))}`, bundle SHA-256 `{_md(fw.get('sha256'))}`",
         f"- Tier: {_md(tier_text(report))}",
     ]
+    if report.get("product"):
+        lines.insert(4, f"- Product: {_md(product_text(report['product']))}")
     if report.get("sbom"):
         sb = report["sbom"]
         lines.append(f"- SBOM: [{_md(sb['path'])}]({sb['path']}) ({_md(sb.get('format'))}, {sb.get('files')} files, "
@@ -464,6 +485,8 @@ def to_html(report: dict[str, Any]) -> str:
     out.append("</div><dl>")
     out.append(f"<dt>Board</dt><dd>{_h(board.get('kind'))} <code>{_h(board.get('name'))}</code>, serial "
                f"<code>{_h(board.get('serial'))}</code>, address <code>{_h(board.get('address'))}</code></dd>")
+    if report.get("product"):
+        out.append(f"<dt>Product</dt><dd>{_h(product_text(report['product']))}</dd>")
     out.append(f"<dt>Firmware</dt><dd>version <code>{_h(fw.get('version'))}</code>, bundle SHA-256 "
                f"<code>{_h(fw.get('sha256'))}</code></dd>")
     out.append(f"<dt>Tier</dt><dd>{_h(tier_text(report))}</dd>")
