@@ -23,6 +23,7 @@ HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo y
 APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto) \
                 $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony) \
+                $(if $(or $(shell command -v ser2net),$(wildcard /usr/sbin/ser2net)),,ser2net) \
                 $(if $(shell command -v npm),,nodejs npm) \
                 $(if $(shell command -v chromium-headless-shell),,chromium-headless-shell)
 
@@ -42,7 +43,7 @@ endif
 
 $(STAMP): pyproject.toml requirements-test.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e . -r requirements-test.txt -c constraints.txt
+	$(BIN)/pip install -q -e '.[farm]' -r requirements-test.txt -c constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
