@@ -175,22 +175,31 @@ class Place:
         return driver
 
 
-class PlaceBoard(SerialBoard, PowerControl):
-    """The board at a place: a serial board on the exporter's RFC 2217 port; hard resets and power
-    cuts go through the place's power switch (a power cycle)."""
+class PlaceBoard(SerialBoard):
+    """The board at a place: a serial board on the exporter's RFC 2217 port. Without a power switch
+    a hard reset is the serial board's own (RTS through ser2net, on a real board's auto-reset
+    circuit), and the board cannot be power-cut."""
 
     kind = "serial"
 
-    def __init__(self, place: Place, power: Any, url: str, **kw: Any):
+    def __init__(self, place: Place, url: str, **kw: Any):
         super().__init__(url, name=place.name, **kw)
         self.place = place
-        self.power = power
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "place": self.place.name, "coordinator": self.place.address}
 
+
+class PoweredPlaceBoard(PlaceBoard, PowerControl):
+    """The board at a place with a power switch (labgrid's power driver): hard resets and power cuts
+    are a power cycle, so the checks' power-cut phases run on it."""
+
+    def __init__(self, place: Place, power: Any, url: str, **kw: Any):
+        super().__init__(place, url, **kw)
+        self.power = power
+
     def trigger_reset(self, port: serial.Serial, kind: str) -> None:
-        if kind in ("hard", "power-cut") and self.power is not None:
+        if kind in ("hard", "power-cut"):
             self.power.cycle()
             return
         super().trigger_reset(port, kind)
@@ -199,7 +208,7 @@ class PlaceBoard(SerialBoard, PowerControl):
         self.reset("power-cut", timeout)
 
 
-def _board(place: Place, chip: str, baudrate: int | None) -> SerialBoard:
+def _board(place: Place, chip: str, baudrate: int | None) -> PlaceBoard:
     res = place.resources()
     serial_port = res["NetworkSerialPort"]
     # As labgrid's own SerialDriver: ser2net on a port without modem lines (a PTY) leaves RFC 2217's
@@ -208,27 +217,21 @@ def _board(place: Place, chip: str, baudrate: int | None) -> SerialBoard:
     if serial_port.args.get("protocol", "rfc2217") != "rfc2217":
         url = f"socket://{serial_port.args['host']}:{serial_port.args['port']}"
     spec = SerialBoard.from_description(url, chip, baudrate=baudrate)
-    power = place.power_driver()
     kw = {"baudrate": spec.baudrate, "chip": spec.chip, "console": spec.console, "esptool_reset": spec.esptool_reset}
+    power = place.power_driver()
     if power is None:
-        board = SerialBoard(url, name=place.name, **kw)
-        board.place = place  # type: ignore[attr-defined]
-        return board
-    return PlaceBoard(place, power, url, **kw)
+        return PlaceBoard(place, url, **kw)
+    return PoweredPlaceBoard(place, power, url, **kw)
 
 
 # The places this process holds, by name: `sbd verify --place` acquires its place, and the pytest
 # plugin, running in the same process, finds it here instead of acquiring it a second time.
-_HELD: dict[str, SerialBoard] = {}
-
-
-def held(name: str) -> SerialBoard | None:
-    return _HELD.get(name)
+_HELD: dict[str, PlaceBoard] = {}
 
 
 @contextlib.contextmanager
 def hold(name: str, chip: str = "esp32", baudrate: int | None = None,
-         wait: float = DEFAULT_WAIT_S) -> Iterator[SerialBoard]:
+         wait: float = DEFAULT_WAIT_S) -> Iterator[PlaceBoard]:
     """The board at place `name`, acquired for the block and released after it, also on an error,
     Ctrl-C or SIGTERM (a CI job cancelled)."""
     if name in _HELD:
