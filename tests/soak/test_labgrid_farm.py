@@ -1,7 +1,8 @@
 """A board farm on labgrid, end to end on this machine (loopback only): a coordinator, an exporter
 with two emulated boards (their PTYs through ser2net, their power through `sbd farm power`), and
 `sbd verify --place` on each from clients; one place held by another client while a verify waits
-for it; a verify stopped by SIGTERM (a cancelled CI job) releases its place."""
+for it; a user's suite through the plugin's --sbd-place; a verify stopped by SIGTERM (a cancelled CI
+job) releases its place."""
 from __future__ import annotations
 
 import json
@@ -63,6 +64,23 @@ def test_verify_through_labgrid_places_with_one_place_held_by_another_client(mak
         # passes no reset line to a PTY): each board shows power-on resets after its flashing.
         for board in (first, second):
             assert board.serial_log().count("rst:0x1 (POWERON_RESET)") >= 2
+
+        # A user's own suite through the plugin: the place acquired for the session, a hard reset
+        # through its power switch, released at the end.
+        suite = tmp_path / "suite"
+        suite.mkdir()
+        (suite / "test_at_place.py").write_text(
+            "from sbd_harness.boards.base import PowerControl, has\n"
+            "def test_the_board_at_the_place(sbd_board, sbd_boot):\n"
+            f"    assert sbd_board.describe()['place'] == {second.name!r}\n"
+            "    assert has(sbd_board, PowerControl)\n"
+            "    assert sbd_boot.boot_line is not None, sbd_boot.transcript\n")
+        plugin = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite),
+                                 "--sbd-place", second.name, "--sbd-board", "esp32", "--sbd-no-flash"],
+                                capture_output=True, text=True, timeout=240, cwd=suite,
+                                env=dict(farm.env, LG_USERNAME="ci-suite"))
+        assert plugin.returncode == 0, plugin.stdout + plugin.stderr
+        assert farm.holder(second.name) is None
 
         # A cancelled job (SIGTERM) gives its place back.
         cancelled, cancelled_log = verify(farm, second.name, tmp_path / "cancelled", *CHECKS, user="ci-c")
