@@ -35,12 +35,14 @@ def test_no_coordinator_is_named_with_how_to_start_one(monkeypatch):
 def farm(tmp_path_factory):
     with Farm(tmp_path_factory.mktemp("farm")) as farm:
         farm.client("-p", "bench-1", "create")
+        farm.client("-p", "bench-2", "create")
+        farm.client("-p", "bench-2", "add-match", "nowhere/esp32-2/*")  # no exporter has it
         yield farm
 
 
 def test_an_unknown_place_is_named_with_the_places_there(farm):
     run = sbd("verify", "--place", "bench-9", "--check", "boot-line-identifies-firmware", env=farm.env)
-    assert_usage_error(run, f"no place 'bench-9' at the coordinator {farm.coordinator}; its places: bench-1")
+    assert_usage_error(run, f"no place 'bench-9' at the coordinator {farm.coordinator}; its places: bench-1, bench-2")
 
 
 def test_a_place_held_by_another_client_past_the_wait_is_an_error_and_stays_theirs(farm):
@@ -54,6 +56,13 @@ def test_a_place_held_by_another_client_past_the_wait_is_an_error_and_stays_thei
         assert farm.holder("bench-1").endswith("/ci-other")
     finally:
         farm.client("-p", "bench-1", "release", user="ci-other")
+
+
+def test_a_place_whose_resources_no_exporter_has_is_refused_at_once(farm):
+    run = sbd("verify", "--place", "bench-2", "--check", "boot-line-identifies-firmware", env=farm.env)
+    assert_usage_error(run, "cannot acquire place bench-2: ")
+    assert "nowhere/esp32-2/*" in run.stderr and "waiting" not in run.stderr
+    assert farm.holder("bench-2") is None
 
 
 def test_a_place_and_a_board_together_are_refused(farm):

@@ -109,9 +109,12 @@ class Place:
                         self._run(self.session.acquire())
                     self.held = True
                     return
-                except self._errors:
-                    pass  # another client was quicker, or a resource is held elsewhere: wait on
-                holder = self.holder() or "a resource of it is held by another place"
+                except self._errors as exc:
+                    self._run(self.session.sync_with_coordinator())
+                    holder = self.holder()
+                    if holder is None:  # not a client that was quicker: the place cannot be had as it is
+                        raise FarmError(f"cannot acquire place {self.name}: {exc} "
+                                        f"(labgrid-client -p {self.name} show)") from exc
             if time.monotonic() >= deadline:
                 mine = " (your own user on this host: an earlier run that did not release it? " \
                        f"labgrid-client -p {self.name} release)" if holder == self.me else ""
