@@ -65,8 +65,8 @@ def test_verify_through_labgrid_places_with_one_place_held_by_another_client(mak
         for board in (first, second):
             assert board.serial_log().count("rst:0x1 (POWERON_RESET)") >= 2
 
-        # A user's own suite through the plugin: the place acquired for the session, a hard reset
-        # through its power switch, released at the end.
+        # A user's own suite through the plugin, with labgrid's own pytest plugin loaded beside it:
+        # the place acquired for the session, a hard reset through its power switch, released at the end.
         suite = tmp_path / "suite"
         suite.mkdir()
         (suite / "test_at_place.py").write_text(
@@ -74,11 +74,14 @@ def test_verify_through_labgrid_places_with_one_place_held_by_another_client(mak
             "def test_the_board_at_the_place(sbd_board, sbd_boot):\n"
             f"    assert sbd_board.describe()['place'] == {second.name!r}\n"
             "    assert has(sbd_board, PowerControl)\n"
-            "    assert sbd_boot.boot_line is not None, sbd_boot.transcript\n")
+            "    assert sbd_boot.boot_line is not None, sbd_boot.transcript\n"
+            "def test_beside_labgrids_own_plugin(pytestconfig):\n"
+            "    assert pytestconfig.pluginmanager.has_plugin('labgrid')\n")
         plugin = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite),
                                  "--sbd-place", second.name, "--sbd-board", "esp32", "--sbd-no-flash"],
                                 capture_output=True, text=True, timeout=240, cwd=suite,
-                                env=dict(farm.env, LG_USERNAME="ci-suite"))
+                                env={**{k: v for k, v in farm.env.items() if k != "PYTEST_ADDOPTS"},
+                                     "LG_USERNAME": "ci-suite"})
         assert plugin.returncode == 0, plugin.stdout + plugin.stderr
         assert farm.holder(second.name) is None
 
