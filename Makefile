@@ -27,7 +27,7 @@ APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,ip
                 $(if $(shell command -v npm),,nodejs npm) \
                 $(if $(shell command -v chromium-headless-shell),,chromium-headless-shell)
 
-.PHONY: setup system-deps demo test test-fast test-soak bench clean
+.PHONY: setup system-deps demo test test-fast test-soak bench bench-fleet clean
 
 setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(EMBEDDED_STAMP) $(MPWASM_STAMP)
 
@@ -95,6 +95,11 @@ test-soak: setup
 
 bench: setup
 	$(BIN)/python -m sbd_harness.tools.bench --out bench/results.json
+
+# fleet_verify_s_per_board alone, written into bench/results.json beside the other keys.
+FLEET_BOARDS ?= 8
+bench-fleet: setup
+	$(BIN)/python -m sbd_harness.tools.bench_fleet --boards $(FLEET_BOARDS) --out bench/results.json
 
 clean:
 	-$(BIN)/sbd board list --json >/dev/null 2>&1 && for b in $$($(BIN)/python -c "import json,subprocess;print(' '.join(b['name'] for b in json.loads(subprocess.check_output(['$(BIN)/sbd','board','list','--json']))))"); do $(BIN)/sbd board rm $$b; done

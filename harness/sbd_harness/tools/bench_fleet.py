@@ -3,7 +3,9 @@
 (docs/benchmarks.md). The boards are fresh, flashed and provisioned by a throw-away lab CA with a
 throw-away release key, each for the lab broker on its own port, and removed afterwards.
 
-python -m sbd_harness.tools.bench_fleet [--boards N]: this figure alone (N boards, default 8).
+python -m sbd_harness.tools.bench_fleet [--boards N] [--out FILE]: this figure alone (N boards,
+default 8); with --out, written into that results file (bench/results.json) beside its other keys.
+`make bench-fleet [FLEET_BOARDS=N]` runs it so.
 """
 from __future__ import annotations
 
@@ -61,11 +63,19 @@ def run(bundle: FirmwareBundle, boards: int = FLEET_BOARDS) -> tuple[dict, dict]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boards", type=int, default=FLEET_BOARDS, help=f"how many boards (default {FLEET_BOARDS})")
+    parser.add_argument("--out", help="also write the figure into this results file, keeping its other keys")
     args = parser.parse_args(argv)
     if args.boards < 1:
         parser.error("--boards takes 1 or more")
     figures, meta = run(FirmwareBundle.from_dir(), args.boards)
     print(json.dumps({**figures, "_meta": meta}, indent=2))
+    if args.out:
+        out = Path(args.out)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results.update(figures)
+        results["_meta"] = {**results.get("_meta", {}), **meta}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
