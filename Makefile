@@ -23,14 +23,15 @@ HAVE_VENV := $(shell $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null && echo y
 # What `sbd verify` needs on an emulated board; node and the headless browser are the test suite's.
 VERIFY_APT_PACKAGES := $(if $(HAVE_VENV),,python3-venv) $(if $(shell command -v ip),,iproute2) \
                 $(if $(shell command -v mosquitto),,mosquitto) \
-                $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony)
+                $(if $(or $(shell command -v chronyd),$(wildcard /usr/sbin/chronyd)),,chrony) \
+                $(if $(or $(shell command -v ser2net),$(wildcard /usr/sbin/ser2net)),,ser2net)
 APT_PACKAGES := $(VERIFY_APT_PACKAGES) \
                 $(if $(shell command -v npm),,nodejs npm) \
                 $(if $(shell command -v chromium-headless-shell),,chromium-headless-shell)
 # `make setup-verify`: the harness alone (no test-only packages), for CI that only verifies a firmware.
 VERIFY_STAMP := $(VENV)/.installed-verify-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
 
-.PHONY: setup setup-verify system-deps system-deps-verify demo test test-fast test-soak bench clean
+.PHONY: setup setup-verify system-deps system-deps-verify demo test test-fast test-soak bench bench-fleet clean
 
 setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(EMBEDDED_STAMP) $(MPWASM_STAMP)
 
@@ -60,7 +61,7 @@ $(VERIFY_STAMP): pyproject.toml constraints.txt
 
 $(STAMP): pyproject.toml requirements-test.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e . -r requirements-test.txt -c constraints.txt
+	$(BIN)/pip install -q -e '.[farm]' -r requirements-test.txt -c constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -96,7 +97,10 @@ demo: setup
 # `make test` runs all but soak on three workers on two cores (most of a test's time is
 # waiting on boards and brokers: two workers kept the cores 40 % busy), whole files per worker.
 TEST_WORKERS ?= 3
-PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+# labgrid's pytest plugin (the farm extra) loads in every pytest process and slows the many the
+# suite starts (about 1 s each); the project's tests run without it (PYTEST_ADDOPTS reaches their
+# own pytest subprocesses too), but for tests/soak/test_labgrid_farm.py, whose suite runs beside it.
+PYTEST := PYTEST_ADDOPTS="-p no:labgrid" $(BIN)/python -m pytest -p no:cacheprovider
 
 test-fast: setup
 	$(PYTEST) -q tests/unit tests/firmware
@@ -109,6 +113,11 @@ test-soak: setup
 
 bench: setup
 	$(BIN)/python -m sbd_harness.tools.bench --out bench/results.json
+
+# fleet_verify_s_per_board alone, written into bench/results.json beside the other keys.
+FLEET_BOARDS ?= 8
+bench-fleet: setup
+	$(BIN)/python -m sbd_harness.tools.bench_fleet --boards $(FLEET_BOARDS) --out bench/results.json
 
 clean:
 	-$(BIN)/sbd board list --json >/dev/null 2>&1 && for b in $$($(BIN)/python -c "import json,subprocess;print(' '.join(b['name'] for b in json.loads(subprocess.check_output(['$(BIN)/sbd','board','list','--json']))))"); do $(BIN)/sbd board rm $$b; done

@@ -5,6 +5,7 @@ For users' own suites (`pytest --board emulated` or `--board esp32 --port
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -14,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from sbd_harness.boards.base import Board, BoardError, BootCapture
+from sbd_harness.errors import SbdError
 from sbd_harness.lab.broker import FLAWS as BROKER_FLAWS
 from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.reports.claims import claims_for, normalise, problems as claim_problems
@@ -29,6 +31,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="board type: 'emulated' (a fresh emulated ESP32) or a folder name under boards/ (esp32, ...)")
     g.addoption("--sbd-board-name", default=None, help="an emulated board already started with `sbd board start NAME`")
     g.addoption("--sbd-port", default=None, help="serial port or rfc2217:// URL of a real board")
+    g.addoption("--sbd-place", default=None, metavar="NAME",
+                help="a labgrid place (coordinator: $LG_COORDINATOR), acquired for the session and released "
+                     "at its end; --sbd-board says which board it holds (default esp32)")
+    g.addoption("--sbd-place-wait", type=float, default=1800, metavar="SECONDS",
+                help="how long to wait while another client holds the place (default 1800)")
     g.addoption("--sbd-firmware", default=None, help="firmware folder (default: the project's firmware/)")
     g.addoption("--sbd-docs", default=None,
                 help="the lab's copy of the published documents the device points to (SECURITY.md, support.md); "
@@ -72,7 +79,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{option} {path}: the folder {Path(path).parent} does not exist "
                                     "(the report is written there at the end of the run)")
     workers = _xdist_workers(config)
-    if workers and (config.getoption("--sbd-board-name") or config.getoption("--sbd-port")):
+    if workers and (config.getoption("--sbd-board-name") or config.getoption("--sbd-port")
+                    or config.getoption("--sbd-place")):
         raise pytest.UsageError(f"one board cannot serve {workers} pytest-xdist workers at once: run without -n, "
                                 "or leave out --sbd-board-name/--sbd-port so that each worker starts a fresh "
                                 "emulated board of its own")
@@ -197,8 +205,18 @@ def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterat
     kind = pytestconfig.getoption("--sbd-board")
     name = pytestconfig.getoption("--sbd-board-name")
     port = pytestconfig.getoption("--sbd-port")
+    place = pytestconfig.getoption("--sbd-place")
     owned = None
-    if name:
+    held = contextlib.ExitStack()
+    if sum(map(bool, (name, port, place))) > 1:
+        raise pytest.UsageError("give one of --sbd-board-name, --sbd-port and --sbd-place")
+    if place:
+        from sbd_harness.farm.place import hold
+        try:  # held for the session, released at its end (sbd verify --place holds it already)
+            board = held.enter_context(hold(place, kind or "esp32", wait=pytestconfig.getoption("--sbd-place-wait")))
+        except SbdError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+    elif name:
         board: Board = EmulatedBoard(name)
         if not board.is_running():
             raise pytest.UsageError(f"emulated board {name!r} is not running: sbd board start {name}")
@@ -227,6 +245,7 @@ def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterat
                     flash_firmware(board, sbd_bundle)
         yield board
     finally:
+        held.close()
         if owned is not None:
             owned.remove()
 

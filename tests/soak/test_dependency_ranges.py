@@ -14,7 +14,7 @@ def test_the_host_side_tests_pass_at_the_lowest_versions_the_harness_accepts(tmp
     venv = tmp_path / "lowest"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    install = subprocess.run(pip + ["-e", str(ROOT), "-c", str(ROOT / "constraints-lowest.txt"),
+    install = subprocess.run(pip + ["-e", f"{ROOT}[farm]", "-c", str(ROOT / "constraints-lowest.txt"),
                                     "cryptography-vectors==43.0.0", "pytest-xdist==3.5.0"],
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-3000:]

@@ -13,6 +13,12 @@ from sbd_harness.cli.common import CliError, add_pki, firmware_bundle, safe_name
 from sbd_harness.errors import EXIT_FAIL, SbdError
 
 
+# Plugins installed beside the harness that the check run does without. labgrid's (with the farm
+# extra) reads the terminal plugin's options, which a run without the terminal plugin lacks; the
+# checks reach a labgrid place through the harness's own --sbd-place, not labgrid's --lg-* options.
+NO_OTHER_PLUGINS = ("-p", "no:labgrid")
+
+
 # verify -----------------------------------------------------------------------------
 def _verify_paths(args: argparse.Namespace, board: Board) -> dict[str, Path]:
     """Where `sbd verify` writes: the JSON report, and beside it (unless given) the Markdown summary, the
@@ -59,15 +65,8 @@ def _sbom_in_background(bundle, path: Path):
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    import pytest
-
-    from sbd_harness.checks import CHECKS_DIR
-    from sbd_harness.cli.progress import for_terminal
     from sbd_harness.reports import features as feature_decl
-    from sbd_harness.reports.ics import OverridesError, load_overrides, write_all
-    from sbd_harness.reports.provenance import run_context
-    from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
-    from sbd_harness.release.sbom import SBOMError
+    from sbd_harness.reports.ics import OverridesError, load_overrides
     from sbd_harness.cli import fleet
     bundle = firmware_bundle(args)  # a clear error for a bad firmware folder, before any check runs
     from sbd_harness.release.product import ProductError, from_bundle
@@ -78,6 +77,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except (feature_decl.FeaturesError, OverridesError, ProductError) as exc:
         raise CliError(str(exc)) from exc
     boards = fleet.members(args)
+    if args.place:
+        if boards:
+            raise CliError("--place names the board to verify: leave out --board, --port and --boards")
+        if args.jobs is not None:
+            raise CliError("--jobs is for several boards")
+        from sbd_harness.farm.place import hold
+        with hold(args.place, args.chip, args.baud, args.place_wait) as board:
+            return _verify_one(args, board, bundle, features, overrides)
     if len(boards) > 1 or args.boards:
         return fleet.run(args, boards)
     if args.jobs is not None:
@@ -85,7 +92,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     kind = boards[0].args[0] if boards else None  # one board (a pattern may have matched just one)
     args.board = boards[0].name if kind == "--board" else None
     args.port = boards[0].name if kind == "--port" else None
-    board = target(args)
+    return _verify_one(args, target(args), bundle, features, overrides)
+
+
+def _verify_one(args: argparse.Namespace, board: Board, bundle, features, overrides) -> int:
+    """One board's run: the checks under pytest, then the reports."""
+    import pytest
+
+    from sbd_harness.checks import CHECKS_DIR
+    from sbd_harness.cli.progress import for_terminal
+    from sbd_harness.reports.ics import write_all
+    from sbd_harness.reports.provenance import run_context
+    from sbd_harness.reports.report import build_report, to_html, to_markdown, write_json
+    from sbd_harness.release.sbom import SBOMError
     paths = _verify_paths(args, board)
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -94,11 +113,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # pytest's own terminal output is off: no dots, no tracebacks; a terminal gets the progress
     # display instead, and every run the table below (a failure's reason; its evidence is in the reports).
     pytest_args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-                   "-p", "no:terminal", "-p", "no:cacheprovider",
+                   "-p", "no:terminal", "-p", "no:cacheprovider", *NO_OTHER_PLUGINS,
                    "-W", "ignore::pytest.PytestAssertRewriteWarning",
                    "--sbd-report", str(paths["report"]),
                    "--junitxml", str(paths["junit"]), "-o", "junit_family=xunit2", "-o", "junit_suite_name=sbd-verify"]
-    if board.kind == "emulated":
+    if args.place:
+        pytest_args += ["--sbd-place", args.place, "--sbd-board", args.chip]
+    elif board.kind == "emulated":
         pytest_args += ["--sbd-board-name", board.name]
     else:
         pytest_args += ["--sbd-port", board.port, "--sbd-board", args.chip]
@@ -229,7 +250,8 @@ def catalogue() -> list[dict[str, Any]]:
                     found.append({**meta, "function": item.name})
 
     code = pytest.main([str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-                        "--collect-only", "-p", "no:terminal", "-p", "no:cacheprovider"], plugins=[Collect()])
+                        "--collect-only", "-p", "no:terminal", "-p", "no:cacheprovider", *NO_OTHER_PLUGINS],
+                       plugins=[Collect()])
     if int(code) != 0:
         raise CliError(f"could not collect the check catalogue (pytest exit {int(code)})")
     return found
@@ -258,6 +280,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", action="append", help="a real board's serial port or rfc2217:// URL (repeatable)")
     p.add_argument("--chip", default="esp32", help="real board type, a folder under boards/ (default esp32)")
     p.add_argument("--baud", type=int, default=115200, help="console baud rate of a real board")
+    p.add_argument("--place", metavar="NAME",
+                   help="a labgrid place: acquired at the coordinator ($LG_COORDINATOR, default 127.0.0.1:20408), "
+                        "its serial port used over RFC 2217 and its power switch for resets, released at the end; "
+                        "--chip says which board it holds")
+    p.add_argument("--place-wait", type=float, default=1800, metavar="SECONDS",
+                   help="how long to wait while another client holds the place (default 1800)")
     p.add_argument("--boards", metavar="FILE",
                    help="a file naming the boards, one per line: an emulated board's name, or a real board's "
                         "PORT [CHIP] [BROKER]")

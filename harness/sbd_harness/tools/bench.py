@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from sbd_harness.tools import bench_net, bench_ota, bench_verify, heap32
+from sbd_harness.tools import bench_fleet, bench_net, bench_ota, bench_verify, heap32
 from sbd_harness.tools.bench_lab import median
 from sbd_harness.boards.emulated import EmulatedBoard
 from sbd_harness.release.bundle import FirmwareBundle
@@ -139,9 +139,11 @@ def run(runs: int) -> dict:
     results.update(ota_figures)
     verify_figures, verify_meta = bench_verify.run(bundle, runs)
     results.update(verify_figures)
+    fleet_figures, fleet_meta = bench_fleet.run(bundle)
+    results.update(fleet_figures)
     heap_figures, heap_meta = heap32.bench()  # no board: the two MicroPythons directly
     results.update(heap_figures)
-    results["_meta"] = {**net_meta, **ota_meta, **verify_meta, **heap_meta}  # main() adds the run's own description in front
+    results["_meta"] = {**net_meta, **ota_meta, **verify_meta, **fleet_meta, **heap_meta}  # main() adds the run's own description in front
     return results
 
 
