@@ -25,6 +25,7 @@ import sys
 import termios
 import time
 import tty
+from typing import Any
 from pathlib import Path
 
 from sbd_harness.emulator.micropython import cpu_command
@@ -124,6 +125,10 @@ class Supervisor:
         # 2000-01-01 00:00:00. ESP-IDF's RTC timer runs on across every reset
         # but a power-on one, so only a power-on sets it back to 2000.
         self.rtc0: float | None = None
+        # The firmware's own JSON lines seen on the CPU's output (boot line, net events), with the
+        # host time each was last seen: what a trainer's view reads without asking the board.
+        self.line_tail = b""
+        self.events: dict[str, Any] = {}
 
     # serial port seen by the user -------------------------------------------------
     def open_serial(self) -> None:
@@ -295,8 +300,33 @@ class Supervisor:
             data = b""
         if data:
             self.emit(data)
+            self.note_events(data)
         else:
             self.sel.unregister(fd)
+
+    def note_events(self, data: bytes) -> None:
+        """Records the firmware's boot line and `{"sbd": "net", "event": ...}` lines, the last of each
+        kind with the host time it was seen, in events.json; only complete lines, and only when one came."""
+        lines = (self.line_tail + data).split(b"\n")
+        self.line_tail = lines.pop()[-4096:]
+        seen = False
+        for line in lines:
+            at = line.find(b"{")
+            if at < 0 or b'"sbd"' not in line:
+                continue
+            try:
+                obj = json.loads(line[at:])
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            kind = "boot" if obj.get("sbd") == "boot" else obj.get("event") if obj.get("sbd") == "net" else None
+            if isinstance(kind, str):
+                self.events[kind] = {"time": time.time(), "line": obj}
+                self.events["latest"] = kind
+                seen = True
+        if seen:
+            self.state.write_events(self.events)
 
     def drain_cpu_output(self) -> None:
         while True:
@@ -307,6 +337,7 @@ class Supervisor:
             if not data:
                 return
             self.emit(data)
+            self.note_events(data)
 
     def on_user_input(self, fd: int) -> None:
         try:
