@@ -111,8 +111,11 @@ test: setup
 test-soak: setup
 	$(PYTEST) tests/soak
 
+# The capacity figures run in their quick form (4 boards, 60 s); `make bench SBD_BENCH_CAPACITY=full`
+# measures up to 128 boards, 5 minutes a level (about an hour, on a machine to itself).
+SBD_BENCH_CAPACITY ?= quick
 bench: setup
-	$(BIN)/python -m sbd_harness.tools.bench --out bench/results.json
+	$(BIN)/python -m sbd_harness.tools.bench --out bench/results.json --capacity $(SBD_BENCH_CAPACITY)
 
 # fleet_verify_s_per_board alone, written into bench/results.json beside the other keys.
 FLEET_BOARDS ?= 8

@@ -182,6 +182,23 @@ def test_watchdog_resets_a_board_that_stops_feeding_it(module_board):
     assert mpremote(board.port, "resume", "exec", "import machine; print(machine.reset_cause())").strip() == "3"
 
 
+def test_watchdog_fed_in_time_holds_and_fires_one_timeout_after_the_last_feed_across_a_soft_reset(module_board):
+    """feed() is written down for the supervisor, not sent to it: the timer still runs from the
+    last feed, on through a soft reset, and expires one timeout after it."""
+    board = module_board
+    board.reset_and_wait("hard")
+    since = board.log_size()
+    mpremote(board.port, "resume", "exec",
+             "import machine, time\nwdt = machine.WDT(timeout=700)\n"
+             "for i in range(15):\n    time.sleep_ms(100)\n    wdt.feed()")  # 1.5 s, twice the timeout
+    last_feed = time.monotonic()
+    assert "TG0WDT_SYS_RESET" not in board.log_since(since)
+    board.reset_and_wait("soft")
+    text = board.wait_for_output(">>> ", since, timeout=5, after="TG0WDT_SYS_RESET")
+    assert "TG0WDT_SYS_RESET" in text
+    assert 0.5 < time.monotonic() - last_feed < 2.5
+
+
 NVS_WRITE = """
 import esp32
 n = esp32.NVS('identity')

@@ -134,6 +134,7 @@ class Link:
     def acked(self, pid):
         if self.inflight is not None and self.inflight[0] == pid:
             self.outbox.ack(self.inflight[1])
+            log("sent", seq=self.inflight[1])
             self.inflight = None
             if self.trial:  # health check passed: reached the broker, message acknowledged
                 self.commit_trial()

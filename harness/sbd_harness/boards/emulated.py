@@ -158,7 +158,13 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
         if self.is_running():
             return self.describe()
         if not self.state.exists():
-            self._create()
+            import fcntl
+            # One board made at a time (several processes or threads may start boards at once):
+            # the broker port it picks is then surely not another new board's.
+            with open(_boards_root() / ".create.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not self.state.exists():
+                    self._create()
         conf = self.state.load()
         net = netlab.create(self.state.dir.resolve())
         conf["net"] = net.as_conf(conf["lab_ssid"], conf["lab_psk"])

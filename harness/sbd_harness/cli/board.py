@@ -9,7 +9,29 @@ from sbd_harness.cli.common import CliError, emulated, existing, print_json
 
 # board ------------------------------------------------------------------------------------
 def cmd_board_start(args: argparse.Namespace) -> int:
-    print_json(emulated(args.name).start())
+    """One board: its description. Several (names, or NAME --count N for NAME-1..NAME-N): a line per
+    board as it comes up, at most --jobs starting at a time, then their descriptions as a JSON list;
+    exit 2 when any did not start (the others keep running)."""
+    from sbd_harness.boards import classroom
+    if args.count is not None:
+        if len(args.name) != 1:
+            raise CliError("--count takes one name, the prefix: sbd board start class --count 30 (class-1 .. class-30)")
+        names = classroom.class_names(args.name[0], args.count)
+    else:
+        names = args.name
+    if len(names) == 1 and args.count is None:
+        print_json(emulated(names[0]).start())
+        return 0
+
+    def done(name: str, desc: dict | None, err: str | None) -> None:
+        print(f"{name}: " + (f"running, {desc['serial']}, {desc['address']}" if desc else f"FAILED: {err}"),
+              file=sys.stderr, flush=True)
+
+    results = classroom.start_many(names, jobs=args.jobs, on_done=done)
+    print_json([r for r in results.values() if isinstance(r, dict)])
+    failed = [n for n, r in results.items() if not isinstance(r, dict)]
+    if failed:
+        raise CliError(f"{len(failed)} of {len(names)} boards did not start: {', '.join(failed)}")
     return 0
 
 
@@ -75,8 +97,13 @@ def cmd_board_log(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     board = sub.add_parser("board", help="emulated boards").add_subparsers(dest="action", required=True)
-    for name, fn, helptext in (("start", cmd_board_start, "create (first time) and power on; prints JSON"),
-                               ("stop", cmd_board_stop, "power off; flash and identity are kept"),
+    p = board.add_parser("start", help="create (first time) and power on; prints JSON",
+                         description="Creates (first time) and powers on one board or a class of them.")
+    p.add_argument("name", nargs="+", help="board names, or with --count the prefix of the class's names")
+    p.add_argument("--count", type=int, help="start NAME-1 .. NAME-COUNT (at most 128)")
+    p.add_argument("--jobs", type=int, default=4, help="boards starting at a time (default 4)")
+    p.set_defaults(func=cmd_board_start)
+    for name, fn, helptext in (("stop", cmd_board_stop, "power off; flash and identity are kept"),
                                ("rm", cmd_board_rm, "stop and delete: flash, identity, logs"),
                                ("erase", cmd_board_erase, "erase the flash (MicroPython stays), then power-cycle")):
         p = board.add_parser(name, help=helptext)

@@ -32,9 +32,11 @@ CHALLENGE_LIFETIME_S = 300
 
 # What the firmware prints on serial about its connection (sbd/link.py `log`): one JSON line per
 # event, {"sbd": "net", "event": "connected"} once subscribed, {"sbd": "net", "event": "disconnected",
-# "reason": ..., "detail": ..., "retry_ms": N} for every failure, N being its backoff before the next try.
+# "reason": ..., "detail": ..., "retry_ms": N} for every failure, N being its backoff before the next try,
+# and {"sbd": "net", "event": "sent", "seq": N} when the broker acknowledged telemetry message N.
 NET_CONNECTED = '"event": "connected"'
 NET_DISCONNECTED = '"event": "disconnected"'
+NET_SENT = '"event": "sent"'
 # Its backoff (sbd/link.py backoff_ms): after the k-th failure in a row it waits between half and all
 # of min(60 s, 1 s * 2**(k-1)) before the next attempt.
 BACKOFF_MIN_MS = 1000

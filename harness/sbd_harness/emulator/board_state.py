@@ -47,6 +47,10 @@ class BoardState:
         return self.dir / "status.json"
 
     @property
+    def events_path(self) -> Path:
+        return self.dir / "events.json"
+
+    @property
     def supervisor_log(self) -> Path:
         return self.dir / "supervisor.log"
 
@@ -66,6 +70,17 @@ class BoardState:
     def read_status(self) -> dict[str, Any]:
         try:
             return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write_events(self, events: dict[str, Any]) -> None:
+        self._atomic_write(self.events_path, json.dumps(events) + "\n")
+
+    def read_events(self) -> dict[str, Any]:
+        """The supervisor's record of the firmware's last boot line and net events: {kind: {"time", "line"},
+        "latest": kind}; {} before the firmware said any."""
+        try:
+            return json.loads(self.events_path.read_text())
         except (OSError, ValueError):
             return {}
 

@@ -93,6 +93,15 @@ def _fix_bridge_mac() -> None:
 
 
 def ensure_bridge() -> None:
+    """The lab bridge, made once: boards started at the same time (sbd board start --count) take turns."""
+    import fcntl
+    LEASES.mkdir(parents=True, exist_ok=True)
+    with open(LEASES.parent / "bridge.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _ensure_bridge()
+
+
+def _ensure_bridge() -> None:
     if _ip("link", "show", BRIDGE, check=False).returncode != 0:
         _ip("link", "add", BRIDGE, "address", bridge_mac(), "type", "bridge", check=False)
     _fix_bridge_mac()

@@ -25,6 +25,7 @@ import sys
 import termios
 import time
 import tty
+from typing import Any
 from pathlib import Path
 
 from sbd_harness.emulator.micropython import cpu_command
@@ -47,6 +48,11 @@ RX_SETTLE_S = 0.002  # how long to wait for the tty to take in what was just wri
 # bytes) at 115200 baud. A Ctrl-C still there when pyexec enables the interrupt
 # character becomes a KeyboardInterrupt at the handler's next run.
 FIFO_HOLD_S = 120 * 10 / 115200
+# How long the main loop sleeps with nothing to do: the CPU's exit, input, control requests and the
+# watchdog's deadline all wake it; POLL_S while held input waits for room in the receive buffer (or
+# without a pidfd to see the CPU exit), IDLE_S otherwise (a safety net, not a duty).
+POLL_S = 0.2
+IDLE_S = 5.0
 CTRL_C = 3
 
 
@@ -86,6 +92,7 @@ class Supervisor:
         self.child: subprocess.Popen | None = None
         self.cpu_master = -1
         self.ctl_read = -1
+        self.child_fd = -1  # a pidfd of the CPU: readable when it exits
         self.pending_input = b""
         self.cpu_slave = -1
         self.ack_write = -1
@@ -99,6 +106,12 @@ class Supervisor:
         self.requested: tuple[int, bool] | None = None  # (cause, cold) for a reset we asked for
         self.wdt_timeout: float | None = None
         self.wdt_deadline: float | None = None
+        self.wdt_armed = 0.0  # when WDT() armed it (time.monotonic())
+        # The CPU's feeds: feed() writes the host's monotonic time in ms here (rom/_board.py) and the
+        # supervisor reads it only when the timer would expire, so a board that feeds its watchdog on
+        # every pass of its loop wakes nobody.
+        self.wdt_feed_path = state.dir / "wdt_feed"
+        self.wdt_feed_path.write_bytes(b"0".rjust(20, b"0") + b"\n")
         self.running = True
         self.boots = 0
         # What outlives a soft reset on the chip, as ESP-IDF state does: the
@@ -112,6 +125,10 @@ class Supervisor:
         # 2000-01-01 00:00:00. ESP-IDF's RTC timer runs on across every reset
         # but a power-on one, so only a power-on sets it back to 2000.
         self.rtc0: float | None = None
+        # The firmware's own JSON lines seen on the CPU's output (boot line, net events), with the
+        # host time each was last seen: what a trainer's view reads without asking the board.
+        self.line_tail = b""
+        self.events: dict[str, Any] = {}
 
     # serial port seen by the user -------------------------------------------------
     def open_serial(self) -> None:
@@ -165,6 +182,7 @@ class Supervisor:
             "net": self.conf["net"],
             "nvs_handles": self.nvs_handles,
             "ticks0": self.ticks0,
+            "wdt_feed": str(self.wdt_feed_path),
             "rtc0": self.rtc0,
         }
         env = {
@@ -196,6 +214,13 @@ class Supervisor:
         self.ctl_buf = b""
         self.sel.register(master, selectors.EVENT_READ, self.on_cpu_output)
         self.sel.register(ctl_r, selectors.EVENT_READ, self.on_cpu_control)
+        # The CPU's exit wakes the loop (a pidfd, Linux 5.3): an idle board's supervisor then sleeps
+        # until something happens. Without one, the loop looks every POLL_S.
+        try:
+            self.child_fd = os.pidfd_open(self.child.pid)
+            self.sel.register(self.child_fd, selectors.EVENT_READ, lambda fd: None)
+        except (AttributeError, OSError):
+            self.child_fd = -1
         self.boots += 1
         self.state.write_status({"cpu_pid": self.child.pid, "boots": self.boots,
                                  "reset_cause": self.reset_cause, "repl_mode": self.repl_mode})
@@ -221,7 +246,10 @@ class Supervisor:
             os.close(fd)
         os.close(self.cpu_slave)
         os.close(self.ack_write)
-        self.cpu_master = self.ctl_read = self.cpu_slave = self.ack_write = -1
+        if self.child_fd >= 0:
+            self.sel.unregister(self.child_fd)
+            os.close(self.child_fd)
+        self.cpu_master = self.ctl_read = self.cpu_slave = self.ack_write = self.child_fd = -1
         self.child = None
         if not self.running:
             return
@@ -272,8 +300,33 @@ class Supervisor:
             data = b""
         if data:
             self.emit(data)
+            self.note_events(data)
         else:
             self.sel.unregister(fd)
+
+    def note_events(self, data: bytes) -> None:
+        """Records the firmware's boot line and `{"sbd": "net", "event": ...}` lines, the last of each
+        kind with the host time it was seen, in events.json; only complete lines, and only when one came."""
+        lines = (self.line_tail + data).split(b"\n")
+        self.line_tail = lines.pop()[-4096:]
+        seen = False
+        for line in lines:
+            at = line.find(b"{")
+            if at < 0 or b'"sbd"' not in line:
+                continue
+            try:
+                obj = json.loads(line[at:])
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            kind = "boot" if obj.get("sbd") == "boot" else obj.get("event") if obj.get("sbd") == "net" else None
+            if isinstance(kind, str):
+                self.events[kind] = {"time": time.time(), "line": obj}
+                self.events["latest"] = kind
+                seen = True
+        if seen:
+            self.state.write_events(self.events)
 
     def drain_cpu_output(self) -> None:
         while True:
@@ -284,6 +337,7 @@ class Supervisor:
             if not data:
                 return
             self.emit(data)
+            self.note_events(data)
 
     def on_user_input(self, fd: int) -> None:
         try:
@@ -410,7 +464,8 @@ class Supervisor:
             self.reset(HARD_RESET, cold=True)
         elif words[0] == "wdt":
             self.wdt_timeout = int(words[1]) / 1000
-            self.wdt_deadline = time.monotonic() + self.wdt_timeout
+            self.wdt_armed = time.monotonic()
+            self.wdt_deadline = self.wdt_armed + self.wdt_timeout
         elif words[0] == "isr":
             # pyexec is enabling Ctrl-C for the code it runs (rom/_repl.py): run the
             # UART handler now, then let the CPU go on.
@@ -427,8 +482,23 @@ class Supervisor:
             self.start_idf_net(" ".join(words[1:]))
         elif words[0] == "rtc0":
             self.rtc0 = float(words[1])
-        elif words[0] == "feed" and self.wdt_timeout:
-            self.wdt_deadline = time.monotonic() + self.wdt_timeout
+
+    def last_feed(self) -> float:
+        """When the CPU last fed the watchdog, in time.monotonic() seconds (0 for never)."""
+        try:
+            return int(self.wdt_feed_path.read_bytes().split()[0]) / 1000
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def wdt_expired(self) -> bool:
+        """At the timer's deadline: moves it on past the last feed, or says it has expired (a feed
+        read again once before a reset: it may have been written while it was read)."""
+        for _ in range(2):
+            deadline = max(self.wdt_armed, self.last_feed()) + (self.wdt_timeout or 0)
+            if deadline > time.monotonic():
+                self.wdt_deadline = deadline
+                return False
+        return True
 
     def start_idf_net(self, hostname: str) -> None:
         """mdns_init() at GOT_IP: once per power-on, with the hostname of that moment. Only in
@@ -513,12 +583,14 @@ class Supervisor:
         self.boot()
         self.state.mark_ready()
         while self.running or self.child is not None:
-            timeout = 0.2 if not self.fifo else max(0.0, self.fifo[0][0] + FIFO_HOLD_S - time.monotonic())
+            timeout = POLL_S if self.pending_input or self.child_fd < 0 else IDLE_S
+            if self.fifo:
+                timeout = max(0.0, self.fifo[0][0] + FIFO_HOLD_S - time.monotonic())
             if self.wdt_deadline is not None:
                 timeout = max(0.0, min(timeout, self.wdt_deadline - time.monotonic()))
             for key, _ in self.sel.select(timeout):
                 key.data(key.fileobj)
-            if self.wdt_deadline is not None and time.monotonic() >= self.wdt_deadline:
+            if self.wdt_deadline is not None and time.monotonic() >= self.wdt_deadline and self.wdt_expired():
                 self.emit(b"\r\nE (wdt) Task watchdog got triggered.\r\n")
                 self.wdt_deadline = None
                 self.reset(WDT_RESET)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
-from sbd_harness.tools import bench_fleet, bench_net, bench_ota, bench_verify, heap32
+from sbd_harness.tools import bench_capacity, bench_fleet, bench_net, bench_ota, bench_verify, heap32
 from sbd_harness.tools.bench_lab import median
 from sbd_harness.boards.emulated import EmulatedBoard
 from sbd_harness.release.bundle import FirmwareBundle
@@ -119,7 +120,7 @@ def provision_s_per_board(runs: int, bundle: FirmwareBundle) -> float:
     return median(samples)
 
 
-def run(runs: int) -> dict:
+def run(runs: int, capacity: dict) -> dict:
     bundle = FirmwareBundle.from_dir()
     results: dict = {"board_start_ms": board_start_ms(runs)}
     board = EmulatedBoard("bench")
@@ -143,7 +144,11 @@ def run(runs: int) -> dict:
     results.update(fleet_figures)
     heap_figures, heap_meta = heap32.bench()  # no board: the two MicroPythons directly
     results.update(heap_figures)
-    results["_meta"] = {**net_meta, **ota_meta, **verify_meta, **fleet_meta, **heap_meta}  # main() adds the run's own description in front
+    capacity_figures, capacity_meta = bench_capacity.run(bundle, capacity["max_boards"], capacity["duration_s"],
+                                                         only_max=capacity.get("only_max", False))
+    capacity_meta["capacity"]["mode"] = capacity["mode"]
+    results.update(capacity_figures)
+    results["_meta"] = {**net_meta, **ota_meta, **verify_meta, **fleet_meta, **heap_meta, **capacity_meta}  # main() adds the run's own description in front
     return results
 
 
@@ -151,8 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--capacity", choices=("quick", "full"), default=os.environ.get("SBD_BENCH_CAPACITY", "quick"),
+                        help="the capacity figures: quick (4 boards, 60 s, proves the path) or full (up to 128 "
+                             "boards, 5 minutes a level: about an hour, the machine to itself); default "
+                             "SBD_BENCH_CAPACITY or quick")
+    parser.add_argument("--capacity-max-boards", type=int, help="the full run's limit instead of 128")
+    parser.add_argument("--capacity-duration", type=float, help="seconds each level is watched instead of its mode's")
     args = parser.parse_args(argv)
-    results = run(args.runs)
+    capacity = dict(bench_capacity.FULL if args.capacity == "full" else {**bench_capacity.QUICK, "only_max": True},
+                    mode=args.capacity)
+    if args.capacity_max_boards:
+        capacity["max_boards"] = args.capacity_max_boards
+    if args.capacity_duration:
+        capacity["duration_s"] = args.capacity_duration
+    results = run(args.runs, capacity)
     results["_meta"] = {"runs": args.runs, "statistic": "median", "python": platform.python_version(),
                         "machine": platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         **results.get("_meta", {})}

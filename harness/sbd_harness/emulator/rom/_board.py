@@ -21,6 +21,11 @@ if conf.get("link_state"):
     except OSError:
         _link = None
 
+# The watchdog's feeds: the host's monotonic time in ms, read by the supervisor only when its
+# timer would expire (supervisor.py, wdt_expired), so a feed costs one write and wakes nobody.
+# Opened without truncating: the timer runs on across a soft reset, and so does its last feed.
+_wdt = open(conf["wdt_feed"], "r+b")
+
 SECTOR = 4096
 # Allocated once at power-on: on the chip, flash and NVS work happens in
 # ESP-IDF's heap, so the emulator must not charge MicroPython's for it.
@@ -51,6 +56,11 @@ def flash_erase(offset, size):
 def tell_supervisor(line):
     # Unbuffered: one write() per line. (No flush: it would fsync a pipe.)
     _ctl.write(line.encode() + b"\n")
+
+
+def wdt_feed():
+    _wdt.seek(0)
+    _wdt.write(b"%020d\n" % _host_time.ticks_ms())
 
 
 def uart_isr():

@@ -83,7 +83,7 @@ class WDT:
         _board.tell_supervisor("wdt %d" % timeout)
 
     def feed(self):
-        _board.tell_supervisor("feed")
+        _board.wdt_feed()
 
 
 class Pin:
