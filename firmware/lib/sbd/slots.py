@@ -262,9 +262,10 @@ def factory_id():
     return binascii.hexlify(h.digest()[:8])
 
 
-def bind_to_factory():
-    """Before a slot is recorded: the slots in /ota belong to this factory image."""
-    fid = factory_id()
+def bind_to_factory(fid=None):
+    """Before a slot is recorded: the slots in /ota belong to this factory image
+    (`fid`: its factory_id(), when already known)."""
+    fid = fid or factory_id()
     if store.get(IMAGE_NVS, 16) != fid:
         store.put(IMAGE_NVS, fid)
 
