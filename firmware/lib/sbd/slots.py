@@ -167,7 +167,7 @@ def file_sha256(path, size):
             n += r
             if n > size:
                 raise manifest.ManifestError("file larger than declared")
-            h.update(buf[:r] if r < len(buf) else buf)
+            h.update(buf if r == len(buf) else memoryview(buf)[:r])  # a slice would copy it
     if n != size:
         raise manifest.ManifestError("file smaller than declared")
     return h.digest()
@@ -183,7 +183,7 @@ class _Hashing(io.IOBase):
     def readinto(self, buf):
         n = self.f.readinto(buf)
         if n:
-            self.h.update(buf[:n] if n < len(buf) else buf)
+            self.h.update(buf if n == len(buf) else memoryview(buf)[:n])
         return n
 
 
