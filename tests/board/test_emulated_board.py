@@ -415,6 +415,36 @@ def test_firmware_store_keeps_one_nvs_handle(make_board):
     assert out.startswith("LOST") and int(out.split()[1]) < 2048, out
 
 
+
+NVS_ON_A_FRAGMENTED_HEAP = """
+import esp32, gc
+n = esp32.NVS('x')
+n.set_blob('big', bytes(3000))
+gc.collect()
+hold = [None] * 400
+try:
+    for i in range(len(hold)):
+        hold[i] = bytearray(400)
+except MemoryError:
+    pass
+for i in range(0, len(hold), 2):
+    hold[i] = None
+gc.collect()
+try:
+    n.set_blob('k', b'v')
+    print('OK', gc.mem_free())
+except MemoryError:
+    print('MemoryError', gc.mem_free())
+"""
+
+
+def test_an_nvs_write_needs_no_block_of_micropythons_heap_the_stores_size(make_board):
+    """On the chip an NVS write works in ESP-IDF's heap: a MicroPython heap left in
+    holes of 400 bytes, with tens of KiB free, still takes a write to a 3 KiB store."""
+    board = make_board()
+    out = mpremote(board.port, "resume", "exec", NVS_ON_A_FRAGMENTED_HEAP).strip()
+    assert out.startswith("OK"), out
+
 def test_ticks_run_on_across_a_soft_reset_and_restart_at_a_hard_one(make_board):
     """ticks_ms is esp_timer time since boot (ports/esp32/mphalport.c): a soft reset does not restart it."""
     board = make_board()

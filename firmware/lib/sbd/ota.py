@@ -62,6 +62,7 @@ class Receiver:
         self.filled = 0
         self.m = None
         self.target = None
+        self.factory = None     # the factory image's fingerprint, when it runs (slots.IMAGE_NVS)
         self.fi = -1
         self.left = 0
         self.h = None
@@ -130,7 +131,14 @@ class Receiver:
         if size > _free_bytes() - 8192:  # beside both slots: they stay until it has verified
             self._event("rejected", error="too large for flash")
             return
-        self.sha, self.size = sha, size
+        # The update will belong to the factory image in place (slots.IMAGE_NVS). While a
+        # slot runs, NVS names that image already: this boot ran the slot only because it
+        # did (slots.select refuses a slot recorded over another image). Under the factory
+        # image its fingerprint, a pass over every file of /lib, is taken now, before the
+        # transfer fragments the heap (taken at the end, it ran out of heap and refused
+        # updates that had verified), and written only at the switch.
+        factory = None if slots.running(st) else slots.factory_id()
+        self.sha, self.size, self.factory = sha, size, factory
         self.target = slots.other(slots.running(st)) if slots.running(st) else "a"
         self._event("ready", next=0)
 
@@ -279,7 +287,8 @@ class Receiver:
         except (manifest.ManifestError, OSError, ValueError) as e:
             self._reject("verify after write: %s" % e)
             return
-        slots.bind_to_factory()  # the image this update was installed over
+        if self.factory:
+            slots.bind_to_factory(self.factory)  # the image this update was installed over
         st = slots.state()
         st["prev"], st["try"], st["boots"] = slots.running(st), self.target, 0
         slots.save(st)  # the switch: one NVS commit

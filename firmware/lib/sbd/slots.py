@@ -167,7 +167,7 @@ def file_sha256(path, size):
             n += r
             if n > size:
                 raise manifest.ManifestError("file larger than declared")
-            h.update(buf[:r] if r < len(buf) else buf)
+            h.update(buf if r == len(buf) else memoryview(buf)[:r])  # a slice would copy it
     if n != size:
         raise manifest.ManifestError("file smaller than declared")
     return h.digest()
@@ -183,7 +183,7 @@ class _Hashing(io.IOBase):
     def readinto(self, buf):
         n = self.f.readinto(buf)
         if n:
-            self.h.update(buf[:n] if n < len(buf) else buf)
+            self.h.update(buf if n == len(buf) else memoryview(buf)[:n])
         return n
 
 
@@ -262,9 +262,10 @@ def factory_id():
     return binascii.hexlify(h.digest()[:8])
 
 
-def bind_to_factory():
-    """Before a slot is recorded: the slots in /ota belong to this factory image."""
-    fid = factory_id()
+def bind_to_factory(fid=None):
+    """Before a slot is recorded: the slots in /ota belong to this factory image
+    (`fid`: its factory_id(), when already known)."""
+    fid = fid or factory_id()
     if store.get(IMAGE_NVS, 16) != fid:
         store.put(IMAGE_NVS, fid)
 

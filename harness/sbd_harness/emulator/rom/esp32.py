@@ -262,18 +262,23 @@ def _decode(body):
     return store
 
 
-def _encode(store):
-    size = 0
-    for (ns, key), (t, val) in store.items():
-        size += 5 + len(ns) + len(key) + len(val)
-    out = bytearray(size)
+# One entry's head (name lengths, names, type, value length: at most 35 bytes),
+# made once: a write must not ask MicroPython's heap for a block the store's size.
+_ENTRY = bytearray(40)
+
+
+def _entry_head(ns, key, t, vl):
     i = 0
-    for (ns, key), (t, val) in store.items():
-        for part in (bytes([len(ns)]), ns.encode(), bytes([len(key)]), key.encode(), bytes([t]),
-                     struct.pack("<H", len(val)), val):
-            out[i:i + len(part)] = part
-            i += len(part)
-    return out
+    for name in (ns, key):
+        _ENTRY[i] = len(name)
+        i += 1
+        for c in name:
+            _ENTRY[i] = ord(c)
+            i += 1
+    _ENTRY[i] = t
+    _ENTRY[i + 1] = vl & 0xFF
+    _ENTRY[i + 2] = vl >> 8
+    return i + 3
 
 
 def _load():
@@ -291,20 +296,51 @@ def _load():
     return _store
 
 
-def _save(store):
+def _save():
+    # On the chip an NVS write works in ESP-IDF's heap, not MicroPython's
+    # (_board.py): the store goes to flash entry by entry, its CRC computed on
+    # the way, with no buffer the size of the store and no copy of it.
     global _seq, _bank
     part = _nvs_part()
     half = part[3] // 2
-    body = _encode(store)
-    if len(body) > half - 16:
+    length = 0
+    for (ns, key), (t, val) in _store.items():
+        length += 5 + len(ns) + len(key) + len(val)
+    if length > half - 16:
         raise _esp_err(0x1105)
     new = 1 - _bank
-    head = _MAGIC + struct.pack("<III", _seq + 1, len(body), binascii.crc32(body))
-    _board.flash_erase(part[2] + new * half, half)
-    _board.flash_write(part[2] + new * half + 16, body)
-    _board.flash_write(part[2] + new * half, head)  # the header last: a valid bank is a whole one
+    base = part[2] + new * half
+    _board.flash_erase(base, half)
+    at, crc = base + 16, 0
+    head = memoryview(_ENTRY)
+    for (ns, key), (t, val) in _store.items():
+        n = _entry_head(ns, key, t, len(val))
+        _board.flash_write(at, head[:n])
+        crc = binascii.crc32(head[:n], crc)
+        _board.flash_write(at + n, val)
+        crc = binascii.crc32(val, crc)
+        at += n + len(val)
+    # the header last: a valid bank is a whole one
+    _board.flash_write(base, _MAGIC + struct.pack("<III", _seq + 1, length, crc))
     _board.flash_erase(part[2] + _bank * half, half)
     _seq, _bank = _seq + 1, new
+
+
+def _change(k, item):
+    """Sets key `k` to `item` (None: erases it), in RAM and on flash or in neither."""
+    old = _store.get(k)
+    if item is None:
+        del _store[k]
+    else:
+        _store[k] = item  # a new key may grow the table: a failure here has changed nothing
+    try:
+        _save()
+    except BaseException:
+        if old is None:
+            del _store[k]
+        else:
+            _store[k] = old
+        raise
 
 
 def _check_name(name):
@@ -343,11 +379,7 @@ class NVS:
             raise _esp_err(0x1103)
         if old == (t, val):
             return
-        new = dict(_store)
-        new[(self._ns, key)] = (t, val)
-        _save(new)
-        _store.clear()
-        _store.update(new)
+        _change((self._ns, key), (t, val))
 
     def set_i32(self, key, value):
         if not -0x80000000 <= value <= 0x7FFFFFFF:
@@ -373,11 +405,7 @@ class NVS:
         _check_name(key)
         if (self._ns, key) not in _store:
             raise _esp_err(0x1102)
-        new = dict(_store)
-        del new[(self._ns, key)]
-        _save(new)
-        _store.clear()
-        _store.update(new)
+        _change((self._ns, key), None)
 
     def commit(self):
         return None
