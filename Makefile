@@ -105,8 +105,12 @@ PYTEST := PYTEST_ADDOPTS="-p no:labgrid" $(BIN)/python -m pytest -p no:cacheprov
 test-fast: setup
 	$(PYTEST) -q tests/unit tests/firmware
 
+# The longest files first (each is one worker's unit of work), so no long one starts last.
+TEST_ORDER := tests/checks/test_reference.py tests/checks/test_insecure_profile.py \
+              tests/firmware/mptest_ota_power_cuts.py tests/checks tests/board tests/firmware tests/unit
+
 test: setup
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile tests/unit tests/firmware tests/board tests/checks
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile $(TEST_ORDER)
 
 test-soak: setup
 	$(PYTEST) tests/soak

@@ -79,11 +79,20 @@ def test_flashing_a_folder_that_is_not_firmware_is_refused(board_name, tmp_path)
     assert proc.returncode == 2 and "not a firmware folder" in proc.stderr
 
 
-def _verify(board: str, tmp_path: Path, firmware: Path | None = None) -> tuple[int, dict, Path]:
+# The checks a flashed, unprovisioned board can fail: what the variants below break, and a few
+# they must leave passing.
+INTEGRITY_CHECKS = ("boot-line-identifies-firmware", "device-id-from-hardware", "firmware-matches-build",
+                    "no-default-or-shared-secrets", "no-private-key-on-serial")
+
+
+def _verify(board: str, tmp_path: Path, firmware: Path | None = None,
+            checks: tuple[str, ...] = ()) -> tuple[int, dict, Path]:
     report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
     args = ["verify", "--board", board, "--report", str(report), "--junit", str(junit)]
     if firmware:
         args += ["--firmware", str(firmware)]
+    for check in checks:
+        args += ["--check", check]
     proc = sbd(*args)
     assert report.exists(), proc.stdout + proc.stderr
     return proc.returncode, json.loads(report.read_text()), junit
@@ -129,7 +138,7 @@ def test_verify_fails_a_variant_broken_for_a_check(board_name, tmp_path, variant
     fw = firmware_variant(tmp_path, variant)
     assert sbd("board", "start", board_name).returncode == 0
     assert sbd("flash", "--board", board_name, "--firmware", str(fw)).returncode == 0
-    code, report, _ = _verify(board_name, tmp_path, firmware=fw)
+    code, report, _ = _verify(board_name, tmp_path, firmware=fw, checks=INTEGRITY_CHECKS)
     assert code == 1
     assert {k for k, v in _status(report).items() if v == "fail"} == failing
 
@@ -138,7 +147,7 @@ def test_verify_fails_an_older_build_than_the_one_verified(board_name, tmp_path)
     fw = firmware_variant(tmp_path, "old-version")
     assert sbd("board", "start", board_name).returncode == 0
     assert sbd("flash", "--board", board_name, "--firmware", str(fw)).returncode == 0
-    code, report, _ = _verify(board_name, tmp_path)
+    code, report, _ = _verify(board_name, tmp_path, checks=INTEGRITY_CHECKS)
     assert code == 1
     status = _status(report)
     assert status["boot-line-identifies-firmware"] == "fail"
@@ -149,7 +158,7 @@ def test_verify_fails_when_a_file_is_changed_on_the_board(board_name, tmp_path):
     info = json.loads(sbd("board", "start", board_name).stdout)
     assert sbd("flash", "--board", board_name).returncode == 0
     mpremote(info["serial"], "resume", "exec", "f = open('/main.py', 'a'); f.write('# changed\\n'); f.close()")
-    code, report, _ = _verify(board_name, tmp_path)
+    code, report, _ = _verify(board_name, tmp_path, checks=INTEGRITY_CHECKS)
     assert code == 1
     check = next(c for c in report["checks"] if c["id"] == "firmware-matches-build")
     assert check["status"] == "fail" and check["evidence"]["changed"] == ["/main.py"]

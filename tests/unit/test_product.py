@@ -1,6 +1,6 @@
 """The product under test, not the reference: its identity from the build and its declaration
 (release/product.py), the documents its checks read, and what happens when a value a product must
-change is left at the reference's. The same product on a board: tests/checks/test_product.py."""
+change is left at the reference's. The same product on a board: tests/checks/test_product_verify.py."""
 from __future__ import annotations
 
 import json
