@@ -121,18 +121,21 @@ def _probe_pass(ports: Iterable[int], in_flight: int, timeout: float, result: Sc
 
 def _scan(protocol: str, address: str, ports: Iterable[int], in_flight: int, retry_in_flight: int,
           timeout: float, retries: int, start: Start, finish: Finish,
-          result: ScanResult | None = None) -> ScanResult:
-    """A first pass, then the silent ports again, fewer at a time and more patiently."""
+          result: ScanResult | None = None, expected_silent: Iterable[int] = ()) -> ScanResult:
+    """A first pass, then the silent ports again, fewer at a time and more patiently; a port in
+    `expected_silent` (a listener known to keep quiet, e.g. a DHCP client) is not tried again."""
     ports = list(ports)
     result = result or ScanResult(protocol, address)
     result.ports = len(ports)
     started = time.monotonic()
     silent = _probe_pass(ports, in_flight, timeout, result, start, finish)
+    quiet = [p for p in silent if p in set(expected_silent)]
+    silent = [p for p in silent if p not in quiet]
     for attempt in range(retries):
         if not silent:
             break
         silent = _probe_pass(silent, retry_in_flight, timeout * (attempt + 3), result, start, finish)
-    result.unanswered = sorted(silent)
+    result.unanswered = sorted(silent + quiet)
     result.open.sort()
     result.seconds = time.monotonic() - started
     return result
@@ -180,12 +183,14 @@ def mdns_names(hostnames: Iterable[str]) -> list[str]:
 
 
 def probe_udp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 256,
-              timeout: float = 1.0, retries: int = 2, payloads: dict[int, bytes] | None = None) -> ScanResult:
+              timeout: float = 1.0, retries: int = 2, payloads: dict[int, bytes] | None = None,
+              expected_silent: Iterable[int] = ()) -> ScanResult:
     """A datagram to each port: closed (ICMP port unreachable), open (an answer),
     or unanswered (open|filtered: a silent service, or a lost ICMP). `payloads`:
     what to send to particular ports (a query their service answers, e.g.
     `mdns_probe` for 5353), two bytes of CR LF elsewhere. The answers are kept
-    in `ScanResult.replies`."""
+    in `ScanResult.replies`. `expected_silent`: ports not probed again when silent
+    (a declared listener that drops what it does not expect, e.g. the DHCP client)."""
     payloads = payloads or {}
 
     def start(port: int) -> tuple[socket.socket, int] | str:
@@ -210,7 +215,7 @@ def probe_udp(address: str, ports: Iterable[int] = ALL_PORTS, in_flight: int = 2
             return SILENT
 
     result = ScanResult("udp", address)
-    return _scan("udp", address, ports, in_flight, 16, timeout, retries, start, finish, result)
+    return _scan("udp", address, ports, in_flight, 16, timeout, retries, start, finish, result, expected_silent)
 
 
 def _netns(netns: str, *cmd: str) -> subprocess.CompletedProcess:
