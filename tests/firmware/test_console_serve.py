@@ -67,3 +67,42 @@ def test_a_paced_line_after_an_answered_one_is_read_whole_before_any_long_work(t
     events = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
     assert {"tick_with_unread_input": True} not in events, events
     assert events[-1] == {"line": len(LINE)}, (events, err.decode()[-2000:])
+
+
+STREAM_SCRIPT = r"""
+import json, time
+from sbd import console
+seen = [0]
+def on_line(line):
+    seen[0] += 1
+    time.sleep_ms(200)  # a signature check
+    print(json.dumps({"line": seen[0]}))
+    if seen[0] == 12:
+        raise SystemExit
+def tick():
+    print(json.dumps({"tick": seen[0]}))
+    return False
+console.serve(on_line, 1025, tick=tick, period_ms=100)
+"""
+
+
+def test_a_stream_of_lines_does_not_starve_the_network_tick(tmp_path):
+    """Anyone on the serial port can send line after line; each costs a signature check. tick()
+    (network work, and the watchdog it feeds) still runs at least once a TICK_MAX_MS."""
+    script = tmp_path / "stream.py"
+    script.write_text(STREAM_SCRIPT)
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware" / "lib"))
+    proc = subprocess.Popen(micropython_command() + [str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        time.sleep(0.3)
+        proc.stdin.write(b"x\r\n" * 12)  # all at once: the UART never empties while they are handled
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    lines_done = [e["line"] for e in events if "line" in e]
+    assert lines_done == list(range(1, 13)), events
+    # ticks while lines were still waiting: after a line in the middle of the stream, not only before or after it
+    assert any(0 < e["tick"] < 12 for e in events if "tick" in e), events

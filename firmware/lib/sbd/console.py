@@ -47,10 +47,13 @@ def serve(on_line, max_line, tick=None, period_ms=1000):
             while poll.poll(0):  # all the UART holds, before anything else
                 b = sys.stdin.buffer.read(1)
                 if b == b"\r" or b == b"\n":
-                    if line:
-                        on_line(bytes(line) + (b"..." if overflow else b""))
+                    done = bytes(line) + (b"..." if overflow else b"") if line else None
                     line = bytearray()
                     overflow = False
+                    if done:
+                        on_line(done)
+                        if tick is not None and time.ticks_diff(time.ticks_ms(), last_tick) >= TICK_MAX_MS:
+                            break  # a stream of lines may not starve tick() (and the watchdog it feeds)
                 elif len(line) < max_line:
                     line.extend(b)
                 else:
