@@ -33,6 +33,10 @@ class BoardError(SbdError, RuntimeError):
     """Something the board did or did not do; the message says what to try."""
 
 
+class BoardRaised(BoardError):
+    """The board ran the code it was given and raised: an answer, not a silence."""
+
+
 
 @dataclass
 class BootCapture:

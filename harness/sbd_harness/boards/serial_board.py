@@ -20,7 +20,7 @@ from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
 from sbd_harness.device.bootline import last_boot_line
-from sbd_harness.boards.base import Board, BoardError, BootCapture, Progress
+from sbd_harness.boards.base import Board, BoardError, BoardRaised, BootCapture, Progress
 
 WRITE_CHUNK = 1024  # bytes per raw-REPL call when copying files
 # The ESP32's console UART keeps 259 bytes (ports/esp32/mphalport.c, stdin_ringbuf)
@@ -192,7 +192,7 @@ class SerialBoard(Board):
         except TransportError as exc:
             raise BoardError(f"the board did not answer: {exc}") from exc
         if err:
-            raise BoardError("the board raised:\n" + err.decode(errors="replace"))
+            raise BoardRaised("the board raised:\n" + err.decode(errors="replace"))
         return out.decode(errors="replace")
 
     # files -------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def possession(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, An
     `attest` command; an open one through its REPL. An AssertionError says why not."""
     if locked(boot):
         return attested(board, ca, boot, evidence)
-    from sbd_harness.boards.base import BoardError
+    from sbd_harness.boards.base import BoardError, BoardRaised
     from sbd_harness.identity.attest import AttestationError, new_nonce, verify_statement
     import base64
     nonce = new_nonce()
@@ -80,7 +80,11 @@ def possession(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, An
         with board.session(soft_reset=True) as t:
             out = board._exec(t, REPL_ATTEST.format(nonce=nonce), timeout=120)
         lines = [line.strip() for line in out.splitlines() if line.strip()]
-    except BoardError as exc:
+    except BoardRaised as exc:  # it answered, with an error instead of a signature: no proof
+        evidence["attestation_error"] = " ".join(str(exc).split())[-300:]
+        raise AssertionError("the board did not prove it holds the certified key: its REPL raised instead of "
+                             "signing the nonce: " + evidence["attestation_error"]) from None
+    except BoardError as exc:  # no REPL to ask: nothing shown either way
         pytest.skip("the console is open but its REPL did not sign a nonce: " + " ".join(str(exc).split())[-300:])
     try:
         att = verify_statement(base64.b64decode(lines[-2]), base64.b64decode(lines[-1]), ca,
