@@ -221,7 +221,10 @@ def sbd_board(pytestconfig: pytest.Config, sbd_bundle: FirmwareBundle) -> Iterat
         if not board.is_running():
             raise pytest.UsageError(f"emulated board {name!r} is not running: sbd board start {name}")
     elif port:
-        board = SerialBoard.from_description(port, kind or "esp32")
+        try:
+            board = SerialBoard.from_description(port, "esp32" if kind in (None, "emulated") else kind)
+        except SbdError as exc:  # e.g. --sbd-board names no folder of boards/
+            raise pytest.UsageError(str(exc)) from exc
     elif kind in (None, "emulated"):
         owned = EmulatedBoard(f"pytest-{os.getpid()}")
         owned.start()

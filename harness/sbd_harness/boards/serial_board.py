@@ -118,7 +118,10 @@ def board_description(name: str) -> dict:
     if not path.is_file():
         known = sorted(p.parent.name for p in boards_dir().glob("*/board.json"))
         raise BoardError(f"no board description {path}; known: {', '.join(known)}")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise BoardError(f"{path} is not valid JSON: {exc}") from None
 
 
 class SerialBoard(Board):

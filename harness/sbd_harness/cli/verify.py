@@ -279,7 +279,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "boards side by side with one combined report (fleet.json, fleet.md, fleet.junit.xml)")
     p.add_argument("--port", action="append", help="a real board's serial port or rfc2217:// URL (repeatable)")
     p.add_argument("--chip", default="esp32", help="real board type, a folder under boards/ (default esp32)")
-    p.add_argument("--baud", type=int, default=115200, help="console baud rate of a real board")
+    p.add_argument("--baud", type=int, help="console baud rate of a real board (default: its description's)")
     p.add_argument("--place", metavar="NAME",
                    help="a labgrid place: acquired at the coordinator ($LG_COORDINATOR, default 127.0.0.1:20408), "
                         "its serial port used over RFC 2217 and its power switch for resets, released at the end; "

@@ -68,9 +68,15 @@ def _state_dir(address: str, port: int) -> Path:
     """One folder per endpoint (the bridge's and loopback's servers can both run)."""
     if os.geteuid() == 0:
         d = Path("/run/sbd-lab/ntp") / f"{address}-{port}"
-    else:
-        d = Path(tempfile.gettempdir()) / f"sbd-ntp-{os.getuid()}" / f"{address}-{port}"
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return d
+    d = Path(tempfile.gettempdir()) / f"sbd-ntp-{os.getuid()}" / f"{address}-{port}"
+    for level in (d.parent, d):  # in a shared /tmp: only a folder of this user's own, closed to others
+        level.mkdir(exist_ok=True, mode=0o700)
+        st = level.lstat()
+        if not level.is_dir() or level.is_symlink() or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise NtpError(f"{level} is not a folder of this user's own, closed to others: remove it "
+                           "(someone else may have made it to give the lab's NTP server their configuration)")
     return d
 
 
