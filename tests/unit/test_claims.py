@@ -311,6 +311,12 @@ def test_bad_overrides_are_refused(tmp_path):
     bad.write_text(json.dumps({"ixit": {"99-Nothing": []}}))
     with pytest.raises(OverridesError):
         load_overrides(bad)
+    bad.write_text(json.dumps({"ics": [["5.3-5", "Y"]]}))  # a list, not an object: an error, not a traceback
+    with pytest.raises(OverridesError, match="JSON objects"):
+        load_overrides(bad)
+    bad.write_text(json.dumps({"ics": {"5.3-55": {"support": "Y", "detail": "typo"}}}))  # never silently ignored
+    with pytest.raises(OverridesError, match="no such EN 303 645 provision"):
+        load_overrides(bad)
 
 
 def test_the_ixit_is_filled_from_declarations_the_mud_file_and_the_device(decl, context):

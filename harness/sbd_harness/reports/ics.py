@@ -60,14 +60,20 @@ def load_overrides(path: str | Path | None) -> dict[str, Any]:
         raise OverridesError(f"manufacturer overrides {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise OverridesError(f"manufacturer overrides {path}: expected a JSON object")
-    ics = data.get("ics", {})
+    ics, ixit = data.get("ics", {}), data.get("ixit", {})
+    if not isinstance(ics, dict) or not isinstance(ixit, dict):
+        raise OverridesError(f"manufacturer overrides {path}: \"ics\" and \"ixit\" are JSON objects")
+    from sbd_harness.reports.provisions import CATALOGUE
+    unknown_ids = sorted(set(ics) - set(CATALOGUE["etsi_en_303_645"]))
+    if unknown_ids:
+        raise OverridesError(f"manufacturer overrides {path}: ics: no such EN 303 645 provision {unknown_ids}")
     for pid, entry in ics.items():
         if not isinstance(entry, dict) or entry.get("support") not in SUPPORT or not str(entry.get("detail", "")).strip():
             raise OverridesError(f"manufacturer overrides {path}: ics {pid}: needs support Y, N or N/A and a detail")
-    unknown = sorted(set(data.get("ixit", {})) - set(IXIT_TABLES))
+    unknown = sorted(set(ixit) - set(IXIT_TABLES))
     if unknown:
         raise OverridesError(f"manufacturer overrides {path}: unknown IXIT tables {unknown}")
-    return {"ics": ics, "ixit": data.get("ixit", {})}
+    return {"ics": ics, "ixit": ixit}
 
 
 def _evidence_text(row: dict[str, Any]) -> str:
