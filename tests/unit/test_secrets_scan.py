@@ -118,3 +118,11 @@ def test_a_file_that_is_not_mpy_is_a_clear_error():
         mpy_strings("/x.mpy", b"M\x05\x00\x1f")
     with pytest.raises(ScanError, match="truncated"):
         mpy_strings("/x.mpy", b"M\x06\x00\x1f\x05")
+
+
+def test_a_secret_found_is_not_repeated_in_the_report():
+    """The finding goes to the report, the CI log and JUnit: it names where and how long, never the secret."""
+    found = scan_source("/lib/fleet.py", EXAMPLES["wifi-connect"][0].encode())
+    shown = " ".join(str(f) for f in found)
+    assert "Sup3rS3cret!" not in shown and "S3cret" not in shown
+    assert "12 characters" in shown
