@@ -55,6 +55,10 @@ def get(url: str) -> tuple[int, str]:
 
 
 def test_power_off_is_a_power_cut_and_the_board_reads_on(module_board, endpoint):
+    from sbd_harness.farm.exporter import EXPORTED_MARK, mark_exported
+    (module_board.state.dir / EXPORTED_MARK).unlink(missing_ok=True)
+    assert get(f"{endpoint}/power/{module_board.name}/0")[0] == 404  # not exported: not this switch's
+    mark_exported(module_board)
     before = module_board.control({"cmd": "status"})["boots"]
     since = module_board.log_size()
     assert get(f"{endpoint}/power/{module_board.name}/0") == (200, "1")

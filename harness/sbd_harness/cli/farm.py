@@ -17,12 +17,14 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 def cmd_exporter_config(args: argparse.Namespace) -> int:
-    from sbd_harness.farm.exporter import ExportError, exporter_config, place_commands, to_yaml
+    from sbd_harness.farm.exporter import ExportError, exporter_config, mark_exported, place_commands, to_yaml
     boards = [existing(name) for name in args.boards]
     try:
         text = to_yaml(exporter_config(boards, args.power_url))
     except ExportError as exc:
         raise CliError(str(exc)) from exc
+    for board in boards:  # the power switch serves these, and no other board of this user
+        mark_exported(board)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -73,8 +73,17 @@ def place_commands(boards: list[Any], exporter_name: str) -> list[list[str]]:
     return cmds
 
 
+EXPORTED_MARK = "exported"  # in a board's state folder: written by exporter-config, the power switch's list
+
+
+def mark_exported(board: Any) -> None:
+    """The power switch serves only boards a configuration exported, not every board of the user."""
+    (board.state.dir / EXPORTED_MARK).write_text("exported to a labgrid farm by sbd farm exporter-config\n")
+
+
 class PowerHandler(BaseHTTPRequestHandler):
-    """GET /power/NAME/0: a power cut; /power/NAME/1: on (it is); /power/NAME: "1" (on)."""
+    """GET /power/NAME/0: a power cut; /power/NAME/1: on (it is); /power/NAME: "1" (on). Only for
+    boards exported (mark_exported); anything else is not found."""
 
     server_version = "sbd-farm-power"
 
@@ -85,6 +94,8 @@ class PowerHandler(BaseHTTPRequestHandler):
         if not m:
             return self._reply(404, "use /power/NAME/0, /power/NAME/1 or /power/NAME\n")
         board = EmulatedBoard(m.group(1))
+        if not (board.state.dir / EXPORTED_MARK).is_file():
+            return self._reply(404, f"emulated board {m.group(1)!r} is not exported (sbd farm exporter-config)\n")
         if not board.is_running():
             return self._reply(404, f"emulated board {m.group(1)!r} is not running\n")
         if m.group(2) == "0":
