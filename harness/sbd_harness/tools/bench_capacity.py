@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -171,6 +172,7 @@ def run(bundle: FirmwareBundle, max_boards: int, duration_s: float, prefix: str 
     `duration_s`; returns (figures, meta). Every board and the broker are removed afterwards."""
     results: list[dict] = []
     boards: dict[str, EmulatedBoard] = {}
+    tried: list[str] = []  # every board name started, whether its preparation ended or not
     with tempfile.TemporaryDirectory() as tmp:
         ca = LabCA(Path(tmp) / "pki")
         ca.init()
@@ -178,6 +180,7 @@ def run(bundle: FirmwareBundle, max_boards: int, duration_s: float, prefix: str 
             try:
                 for level in ([max_boards] if only_max else levels(max_boards)):
                     names = [f"{prefix}-{i}" for i in range(len(boards) + 1, level + 1)]
+                    tried += names
                     with ThreadPoolExecutor(PREP_JOBS) as pool:
                         for board, device in pool.map(lambda n: _prepare(n, ca, broker, bundle), names):
                             boards[device] = board
@@ -186,9 +189,12 @@ def run(bundle: FirmwareBundle, max_boards: int, duration_s: float, prefix: str 
                     print(f"capacity: {level} boards, {len(seen['missed'])} missed their interval", flush=True)
                     if seen["missed"]:
                         break
-            finally:
-                for board in boards.values():
-                    board.remove()
+            finally:  # each one on its own: one that fails to go must not leave the rest running
+                for name in tried:
+                    try:
+                        EmulatedBoard(name).remove()
+                    except Exception as exc:  # noqa: BLE001 (the others still go)
+                        print(f"capacity: could not remove {name}: {exc}", file=sys.stderr)
     held = [r for r in results if not r["missed"]]
     best = held[-1] if held else results[-1]
     figures = {
