@@ -170,9 +170,14 @@ def sudo_shim(bindir: Path, keep: dict[str, str]) -> Path:
     return shim
 
 
-def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a runner's step: the machine's, without the variables that would point `sbd`
-    at a policy or documents the page does not give."""
-    env = {k: v for k, v in os.environ.items() if k not in ("SBD_NETWORK_POLICY", "SBD_DOCS_DIR", "VIRTUAL_ENV")}
+# The variables of this test run that keep its boards and lab leases apart from other runs (tests/conftest.py).
+ISOLATION = ("SBD_STATE_DIR", "SBD_LAB_LEASES")
+
+
+def runner_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a reader's shell or a runner's step: the machine's, without the `SBD_*` settings
+    of the test run (its broker port, CA, policy, documents) but those in ISOLATION."""
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("SBD_") and k not in ISOLATION) and k != "VIRTUAL_ENV"}
     env.update(extra or {})
     return env
