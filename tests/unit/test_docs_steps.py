@@ -65,10 +65,22 @@ def _subparser(parser, words: list[str]):
     return parser, words
 
 
+def _no_abbreviations(parser) -> None:
+    """An option the page spells must exist as spelt: argparse's prefix matching (`--check` for a
+    `--checks`) would hide a rename."""
+    import argparse
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _no_abbreviations(sub)
+
+
 def test_every_sbd_command_in_the_pages_parses():
     """A command the pages give whole (a step, a fenced block) parses as `sbd` would parse it; a command
     the running text mentions names a subcommand and options that exist."""
     parser = build_parser()
+    _no_abbreviations(parser)
     seen = set()
     for where, script in _scripts():
         for args in sbd_commands(script):
