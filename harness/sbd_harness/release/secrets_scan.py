@@ -29,7 +29,9 @@ MicroPython's (py/persistentcode.c, tools/mpy-tool.py); this reader is ours.
 
 Rule 4 leaves out long strings that vary but are no keys: format templates
 (`%s`, `{}`), URLs without a query or user part, and alphabets (runs of
-consecutive characters). With that, the reference firmware has no finding and
+consecutive characters), and the values the caller gives as `public` (the check gives the build's
+own model, version and addresses, which the device announces). With that, the reference firmware has
+no finding and
 ALLOWLIST is empty; a product that ships a literal rule 4 flags wrongly adds
 it there with the reason.
 """
