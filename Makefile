@@ -35,7 +35,9 @@ VERIFY_STAMP := $(VENV)/.installed-verify-$(shell cat pyproject.toml constraints
 
 setup: system-deps $(STAMP) $(SSLYZE_STAMP) $(EMBEDDED_STAMP) $(MPWASM_STAMP)
 
-setup-verify: system-deps-verify $(VERIFY_STAMP) $(SSLYZE_STAMP)
+# `make setup` installs all that `setup-verify` does and more: after it, setup-verify has nothing to add
+# (and must not reinstall the harness into the environment the test suite runs in).
+setup-verify: system-deps-verify $(if $(wildcard $(STAMP)),,$(VERIFY_STAMP)) $(SSLYZE_STAMP)
 
 define apt_install
 	@if [ -z "$(strip $(1))" ]; then :; \

@@ -126,3 +126,18 @@ def test_a_secret_found_is_not_repeated_in_the_report():
     shown = " ".join(str(f) for f in found)
     assert "Sup3rS3cret!" not in shown and "S3cret" not in shown
     assert "12 characters" in shown
+
+
+def test_a_products_own_model_is_no_secret_however_random_it_looks(tmp_path):
+    """docs/product.md's example model, acme-thermo-esp32, looks random to rule 4 (17 characters, 3.57 bits
+    each); the device announces it on its boot line, so the check leaves the build's own identity out,
+    and only that: the same literal elsewhere in another build is still a finding."""
+    from product_fixture import MODEL, build_product
+    assert looks_random(MODEL)
+    bundle = FirmwareBundle.from_dir(build_product(tmp_path / "acme").firmware)
+    assert [f.rule for f in scan_files(bundle.files)] == ["random-looking"]  # the scan alone flags it
+    assert scan_files(bundle.files, public=[MODEL]) == [] and scan_files(bundle.sources, public=[MODEL]) == []
+    assert _run_check(bundle)["literal_credentials"] == []
+    other = _firmware_with(tmp_path / "other", "lib/sbd/fleet.py", f'TOKEN_ID = "{MODEL}"\n'.encode())
+    with pytest.raises(AssertionError, match="random-looking"):
+        _run_check(other)

@@ -29,7 +29,9 @@ MicroPython's (py/persistentcode.c, tools/mpy-tool.py); this reader is ours.
 
 Rule 4 leaves out long strings that vary but are no keys: format templates
 (`%s`, `{}`), URLs without a query or user part, and alphabets (runs of
-consecutive characters). With that, the reference firmware has no finding and
+consecutive characters), and the values the caller gives as `public` (the check gives the build's
+own model, version and addresses, which the device announces). With that, the reference firmware has
+no finding and
 ALLOWLIST is empty; a product that ships a literal rule 4 flags wrongly adds
 it there with the reason.
 """
@@ -40,6 +42,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 from sbd_harness.errors import SbdError
 
@@ -137,7 +140,7 @@ def credential_name(name: str, value: str | bytes) -> bool:
 
 
 def _judge(path: str, where: str, value: str | bytes, name: str, in_call: bool, found: list[Finding],
-           default_arg: bool = False) -> None:
+           default_arg: bool = False, public: frozenset[str] = frozenset()) -> None:
     """Rules 1-3 for a literal in a credential place (under a credential `name`, or
     `in_call`: an argument of a credential call; rule 3 also for a default argument whose
     name a .mpy does not keep beside it); rule 4 for any literal."""
@@ -151,7 +154,7 @@ def _judge(path: str, where: str, value: str | bytes, name: str, in_call: bool, 
         found.append(Finding(path, "credential name", where, _masked(text)))
     elif in_call:
         found.append(Finding(path, "credential call", where, _masked(text)))
-    elif looks_random(value):
+    elif looks_random(value) and text not in public:
         found.append(Finding(path, "random-looking", where, _masked(text)))
 
 
@@ -179,8 +182,8 @@ def _name(node: ast.AST) -> str:
     return ""
 
 
-def scan_source(path: str, source: bytes) -> list[Finding]:
-    """The four rules on a Python module's source."""
+def scan_source(path: str, source: bytes, public: frozenset[str] = frozenset()) -> list[Finding]:
+    """The four rules on a Python module's source (rule 4 leaves out the `public` values)."""
     try:
         tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
@@ -192,7 +195,7 @@ def scan_source(path: str, source: bytes) -> list[Finding]:
         value = _literal(node)
         if value is not None:
             seen.add(id(node))
-            _judge(path, where, value, name, in_call, found)
+            _judge(path, where, value, name, in_call, found, public=public)
 
     for node in ast.walk(tree):
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -227,8 +230,8 @@ def scan_source(path: str, source: bytes) -> list[Finding]:
                           in_call=credential_call and kw.arg not in ("ssid", "user", "username", "host", "server"))
     for node in ast.walk(tree):  # rule 4 for every other literal
         value = _literal(node)
-        if value is not None and id(node) not in seen and looks_random(value):
-            found.append(Finding(path, "random-looking", f"line {getattr(node, 'lineno', '?')}", _text(value)[:16]))
+        if value is not None and id(node) not in seen and looks_random(value) and _text(value) not in public:
+            found.append(Finding(path, "random-looking", f"line {getattr(node, 'lineno', '?')}", _masked(_text(value))))
     return found
 
 
@@ -467,22 +470,27 @@ def mpy_strings(path: str, data: bytes) -> list[MpyString]:
     return out
 
 
-def scan_mpy(path: str, data: bytes) -> list[Finding]:
-    """Rules 1, 3 and 4 on a .mpy module's constants, rule 2 on those passed to a credential call."""
+def scan_mpy(path: str, data: bytes, public: frozenset[str] = frozenset()) -> list[Finding]:
+    """Rules 1, 3 and 4 on a .mpy module's constants, rule 2 on those passed to a credential call
+    (rule 4 leaves out the `public` values)."""
     found: list[Finding] = []
     for s in mpy_strings(path, data):
         where = s.stored_as or (f"{s.call}(arg {s.call_index + 1})" if s.call else
                                 "default argument" if s.default else "constant")
-        _judge(path, where, s.value, s.stored_as, bool(s.call) and s.call_index > 0, found, s.default)
+        _judge(path, where, s.value, s.stored_as, bool(s.call) and s.call_index > 0, found, s.default, public)
     return found
 
 
-def scan_files(files: dict[str, bytes]) -> list[Finding]:
-    """Every .py and .mpy file of a build (device path -> content), by the rules above."""
+def scan_files(files: dict[str, bytes], public: Iterable[str] = ()) -> list[Finding]:
+    """Every .py and .mpy file of a build (device path -> content), by the rules above. `public`: values
+    the device tells everyone (the build's model, version and addresses, on its boot line and in its
+    birth message), which rule 4 leaves out however random they look: a product's model
+    ("acme-thermo-esp32") is no key."""
     found: list[Finding] = []
+    public = frozenset(v for v in public if v)
     for path, data in sorted(files.items()):
         if path.endswith(".py"):
-            found += scan_source(path, data)
+            found += scan_source(path, data, public)
         elif path.endswith(".mpy"):
-            found += scan_mpy(path, data)
+            found += scan_mpy(path, data, public)
     return found
