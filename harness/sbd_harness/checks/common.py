@@ -56,8 +56,18 @@ def attested(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, Any]
     return att
 
 
-REPL_ATTEST = ("from sbd import attest\nimport binascii\nparts, sig = attest.answer({nonce!r})\n"
-               "print(binascii.b2a_base64(b''.join(parts), newline=False).decode())\n"
+# The statement's base64 is written a few hundred bytes at a time, as the firmware's own
+# attest.write_reply does: joined, the statement and its base64 need blocks of several KiB,
+# which the heap left after the signature may not have (a MemoryError at 156 KiB).
+REPL_ATTEST = ("from sbd import attest\nimport binascii, sys\nparts, sig = attest.answer({nonce!r})\n"
+               "pending = bytearray()\n"
+               "for part in parts:\n"
+               " pending.extend(part)\n"
+               " if len(pending) >= 384:\n"
+               "  n = len(pending) - len(pending) % 3\n"
+               "  sys.stdout.write(binascii.b2a_base64(memoryview(pending)[:n], newline=False).decode())\n"
+               "  pending = pending[n:]\n"
+               "print(binascii.b2a_base64(pending, newline=False).decode())\n"
                "print(binascii.b2a_base64(sig, newline=False).decode())")
 
 
