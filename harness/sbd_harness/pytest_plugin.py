@@ -61,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="CI policy: the comma-separated check IDs allowed to skip on this kind of board (e.g. "
                      "chip-security-fuses on an emulated one); any other check that skips fails the run. "
                      "An empty value allows none")
+    g.addoption("--sbd-advisories", default=None, metavar="FILE",
+                help="the advisory feed (OSV records) for no-known-exploitable-vulnerabilities (default: the "
+                     "firmware's advisories.osv.json)")
+    g.addoption("--sbd-vex", action="append", default=[], metavar="FILE",
+                help="VEX statements that override the firmware's vex.json (repeatable)")
     g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
     g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
     g.addoption("--sbd-html", default=None, help="write the self-contained HTML report here")
