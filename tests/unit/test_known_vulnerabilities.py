@@ -189,3 +189,14 @@ def test_the_check_fails_on_a_firmware_built_on_an_outdated_mbedtls(tmp_path):
     (check,) = _run_check(tmp_path, "--sbd-firmware", str(fw))["checks"]
     assert check["status"] == "fail"
     assert "CVE-2025-27809 in mbedtls 3.6.2" in check["message"] and "CVE-2025-47917" in check["message"]
+
+
+def test_sbd_advisories_reports_without_a_board_and_exits_1_while_one_is_open():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "harness")}
+    ok = subprocess.run([sys.executable, "-m", "sbd_harness", "advisories"], capture_output=True, text=True,
+                        timeout=120, env=env)
+    assert ok.returncode == 0 and "open: none" in ok.stdout, ok.stderr
+    assert "CVE-2026-34877     mbedtls 3.6.4    not_affected  vulnerable_code_not_in_execute_path" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "sbd_harness", "advisories", "--advisories", str(REFRESHED)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 1 and "open: CVE-2026-34874" in bad.stdout, bad.stderr
