@@ -202,3 +202,37 @@ def test_sbd_advisories_reports_without_a_board_and_exits_1_while_one_is_open():
     bad = subprocess.run([sys.executable, "-m", "sbd_harness", "advisories", "--advisories", str(REFRESHED)],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 1 and "open: CVE-2026-34874" in bad.stdout, bad.stderr
+
+
+def _sbd(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "harness")}
+    return subprocess.run([sys.executable, "-m", "sbd_harness", *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_sbd_verify_writes_the_findings_and_the_platform_into_every_report(tmp_path):
+    """As a manufacturer runs it: `sbd verify --check` on a board (the check itself does not touch it), the
+    reference's snapshot, then a refreshed feed with an advisory no statement covers."""
+    import uuid
+    name = f"vuln-{uuid.uuid4().hex[:8]}"
+    try:
+        assert _sbd("board", "start", name).returncode == 0
+        good = _sbd("verify", "--board", name, "--check", CHECK, "--report", str(tmp_path / "good" / "report.json"))
+        bad = _sbd("verify", "--board", name, "--check", CHECK, "--report", str(tmp_path / "bad" / "report.json"),
+                   "--advisories", str(REFRESHED))
+    finally:
+        _sbd("board", "rm", name)
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    assert bad.returncode == 1 and "CVE-2026-34874 in mbedtls 3.6.4" in bad.stdout, bad.stdout[-2000:]
+    report = json.loads((tmp_path / "good" / "report.json").read_text())
+    assert report["known_vulnerabilities"]["open"] == [] and len(report["known_vulnerabilities"]["vulnerabilities"]) == 9
+    assert report["sbom"]["platform"] == {"micropython": "1.28.0", "esp-idf": "5.5.1", "mbedtls": "3.6.4",
+                                          "lwip": "2.2.0"}
+    assert report["provenance"]["test_object"]["versions"]["mbedtls"].startswith("3.6.4 (the build's platform")
+    assert any(x["kind"] == "advisory feed" for x in report["limitations"])
+    md = (tmp_path / "bad" / "report.md").read_text()
+    page = (tmp_path / "bad" / "report.html").read_text()
+    assert "| CVE-2026-34874 | mbedtls 3.6.4 | AFFECTED (open) |" in md and "AFFECTED (open)" in page
+    bom = json.loads((tmp_path / "bad" / "report.sbom.cdx.json").read_text())
+    assert {c["name"]: c["version"] for c in bom["components"] if c["bom-ref"].startswith("platform:")} == \
+        report["sbom"]["platform"]
