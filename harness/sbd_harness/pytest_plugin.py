@@ -75,6 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[], "
+        "en_18031_1=[], "
         "subject='device'): a conformance check and the provisions it covers, each a claim "
         "{'id': ..., 'strength': 'full'|'partial'|'supporting', 'reason': ...} or a bare ID (supporting); "
         "the catalogue's own checks take theirs from sbd_harness/reports/claims.py")
