@@ -192,7 +192,8 @@ OJ_LISTING = {
 OJ_RESTRICTIONS: list[dict[str, Any]] = [
     {"topic": "passwords the user may choose not to set or use",
      "requirements": ["AUM-5-1", "AUM-5-2"],
-     "clauses": "6.2.5.1 and 6.2.5.2 (as the sources below give them; unconfirmed against the Decision)",
+     "clauses": "6.2.5.1 and 6.2.5.2 (as the sources below give them; unconfirmed against the Decision), read "
+                "as AUM-5-1 and AUM-5-2 because clause 6.2 holds the authentication requirements (an inference)",
      "restriction": "no presumption of conformity for equipment that lets the user choose not to set or not to "
                     "use a password",
      "feature": "passwords",
