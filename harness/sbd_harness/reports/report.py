@@ -5,6 +5,9 @@ provision of every baseline, whether an automated check covers it (and how
 those checks ended in this run), whether only documentation does
 (`doc_coverage.py`), or nothing. A skipped check never counts as a pass: a
 provision whose checks all skipped is "automated, not verified on this board".
+EN 18031-1's coverage also says where the restrictions of its Official Journal
+listing matter (`en_18031.py`); when the known-vulnerability check ran, the
+report lists its findings with their VEX status (`release/vulnerabilities.py`).
 """
 from __future__ import annotations
 
