@@ -62,13 +62,13 @@ def still_online(watcher: Watcher, topic: Topics) -> Message | None:
     an update-status request, which the device gives only over a live session with its topics
     subscribed. None otherwise. Meeting a device this way costs no reset (one reset, a boot to
     the broker, is about 2.5 s on the emulated board)."""
-    def kept(m: Message) -> bool:
-        body = m.json()
-        return m.topic == topic.state and m.retain and isinstance(body, dict) and body.get("online") is True
-    birth = watcher.wait_for(kept, RETAINED_WAIT_S)
-    if birth is None or ota_status(watcher, topic, STILL_ONLINE_S) is None:
+    state = watcher.wait_for(lambda m: m.topic == topic.state and m.retain, RETAINED_WAIT_S)
+    body = state.json() if state is not None else None
+    if not isinstance(body, dict) or body.get("online") is not True:
+        return None  # its last will (or nothing) kept: not connected
+    if ota_status(watcher, topic, STILL_ONLINE_S) is None:
         return None
-    return birth
+    return state
 
 
 def wait_online(board, watcher: Watcher, topic: Topics, reset: bool = True, ready: bool = True,
