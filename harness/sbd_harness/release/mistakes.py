@@ -376,6 +376,23 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              '        return self.nonce\n'),
         )),
     Mistake(
+        'weak-tls-suites',
+        "The device's TLS client offers whatever the port's mbedTLS has: CBC, static-RSA and PSK suites too",
+        checks=('tls-client-offers-strong-crypto',),
+        patches=(
+            ('lib/sbd/tls.py', '    getattr(ctx, "_context", ctx).set_ciphers(CIPHERS)\n', ''),
+        )),
+    Mistake(
+        'mqtt-password',
+        'A user name and a password, the same on every device, in the MQTT CONNECT beside the certificate',
+        checks=('mqtt-connect-has-no-password',),
+        patches=(
+            ('lib/sbd/mqtt.py', '        n = sum(len(f[0]) + 2 if isinstance(f, tuple) else 2 if isinstance(f, int) else len(f)\n',
+             '        fields[1] = bytes((fields[1][0] | 0xC0,))  # broken: a shared user name and password\n'
+             '        fields += [(b"sbd",), (b"sbd-fleet-2024",)]\n'
+             '        n = sum(len(f[0]) + 2 if isinstance(f, tuple) else 2 if isinstance(f, int) else len(f)\n'),
+        )),
+    Mistake(
         'no-support-period',
         'The birth message no longer says until when the device gets security fixes',
         checks=('support-period-declared',),

@@ -87,7 +87,7 @@ CLAIMS: dict[str, dict[str, Any]] = {
               full("II(6)")]},
     "support-period-declared": {"subject": "device", EN: [full("5.3-13")], PSTI: [full("Sch1(3)")],
         CRA: [partial("Art13(8)", "the end date is stated, agrees with the published one and has not passed; "
-                                  "that it is at least five years from placing on the market is not checked")]},
+                                  "five years from placing on the market is support-period-at-least-five-years'")]},
     # The chip -----------------------------------------------------------------------------------
     "chip-security-fuses": {"subject": "device", EN: [
         partial("5.6-4A", "JTAG disabled in eFuse; the serial console is console-locked's evidence"),
@@ -140,10 +140,12 @@ CLAIMS: dict[str, dict[str, Any]] = {
         CRA: [partial("I(2)(h)", "availability under malformed input from the broker")]},
     # Communication -----------------------------------------------------------------------------
     "telemetry-over-mutual-tls": {"subject": "device", EN: [
-        partial("5.5-1", "the device connects over mutual TLS; the versions and suites it offers are not inspected"),
+        partial("5.5-1", "the device connects over mutual TLS; the versions and suites it offers are "
+                         "tls-client-offers-strong-crypto's evidence"),
         supporting("5.8-1", "all telemetry travels inside the mutual-TLS connection")],
         NIST: [partial("3", "data in transit only")], CRA: [partial("I(2)(e)", "confidentiality in transit only")],
-        ISVS: [partial("4.1.1", "TLS is used; its versions and suites on the device side are not inspected")]},
+        ISVS: [partial("4.1.1", "TLS is used; the versions the device offers are tls-client-offers-strong-crypto's "
+                                "evidence")]},
     "rogue-brokers-refused": {"subject": "device", EN: [
         partial("5.5-1", "certificate validation and the refusal of TLS 1.1"),
         partial("5.6-2", "the device sends nothing to a broker that fails authentication"),
@@ -205,6 +207,19 @@ CLAIMS: dict[str, dict[str, Any]] = {
         partial("5.6-5", "every flow the device starts is declared and needed")],
         CRA: [partial("I(2)(i)", "the device talks only to what its MUD file declares"),
               partial("I(2)(j)", "outbound flows only")]},
+    # Device evidence added for what the review found missing -----------------------------------
+    "tls-client-offers-strong-crypto": {"subject": "device", EN: [
+        partial("5.5-1", "the versions, suites and signature algorithms the device offers and its refusal of weak "
+                         "suites; certificate validation is rogue-brokers-refused's evidence")],
+        NIST: [partial("3", "data in transit: the device's TLS offer")],
+        CRA: [partial("I(2)(e)", "the strength of the device's TLS in transit")],
+        ISVS: [partial("4.1.1", "the versions the device offers; TLS 1.1 refused is rogue-brokers-refused's"),
+               partial("4.1.2", "the suites and signature algorithms the device offers, and weak suites refused")]},
+    "mqtt-connect-has-no-password": {"subject": "device", EN: [
+        partial("5.1-3", "the device authenticates to its broker with its certificate alone: no password is sent"),
+        supporting("5.4-3", "no shared password crosses the network")],
+        PSTI: [supporting("Sch1(1)", "no password in the device's MQTT CONNECT")],
+        ISVS: [supporting("2.1.9", "no credential in the device's MQTT CONNECT")]},
 }
 
 

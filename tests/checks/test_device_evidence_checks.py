@@ -1,0 +1,89 @@
+"""The device-evidence checks of `sbd verify` that read the device's own clients, interfaces,
+documents, data and keys: each passes on the reference firmware (one board, the checks selected
+together as a run meets them) and fails on a firmware variant made to break it."""
+from __future__ import annotations
+
+import json
+from helpers import only, unexpected, verify_report
+
+import pytest
+
+from sbd_harness.lab.broker import free_port, lab_address
+from sbd_harness.release.mistakes import build_variant
+
+# Checks that leave the device as they found it, run together on one reference board.
+NON_DESTRUCTIVE = ("tls-client-offers-strong-crypto", "mqtt-connect-has-no-password")
+
+
+def _check(report: dict, check_id: str) -> dict:
+    return next(c for c in report["checks"] if c["id"] == check_id)
+
+
+@pytest.fixture(scope="module")
+def reference(locked_board, ca, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evidence")
+    port = free_port(lab_address())
+    board = locked_board(None, port)
+    code, report = verify_report(board, ca, tmp / "report.json", *only(*NON_DESTRUCTIVE), port=port)
+    return code, report
+
+
+@pytest.fixture(scope="module")
+def locked_board(ca):  # module-scoped: the reference board serves every test of the module
+    import uuid
+
+    from sbd_harness.boards import lifecycle
+    from sbd_harness.boards.emulated import EmulatedBoard
+    from sbd_harness.release.bundle import FirmwareBundle
+    made = []
+
+    def make(firmware=None, port=None, lock=True):
+        board = EmulatedBoard(f"e-{uuid.uuid4().hex[:8]}")
+        board.start()
+        made.append(board)
+        lifecycle.flashed(board, FirmwareBundle.from_dir(firmware))
+        lifecycle.provisioned(board, ca, lock=lock, broker_port=port if port is not None else 8883)
+        return board
+
+    yield make
+    for board in made:
+        board.remove()
+
+
+def test_the_reference_passes_each_check(reference):
+    code, report = reference
+    assert {c["id"]: c["status"] for c in report["checks"]} == {c: "pass" for c in NON_DESTRUCTIVE}, \
+        unexpected(report)
+    assert code == 0
+
+
+def test_the_reference_offers_only_strong_tls_and_refuses_weak_suites(reference):
+    _code, report = reference
+    seen = _check(report, "tls-client-offers-strong-crypto")["evidence"]
+    assert seen["client_hello"]["versions"] == ["TLS 1.2"]
+    assert seen["client_hello"]["cipher_suites"] == ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"]
+    assert "ecdsa_secp256r1_sha256" in seen["client_hello"]["signature_algorithms"]
+    assert seen["weak_suite_broker"]["handshake_completed"] is False
+
+
+def test_the_reference_connect_has_no_password(reference):
+    _code, report = reference
+    seen = _check(report, "mqtt-connect-has-no-password")["evidence"]
+    assert seen["connect"]["password_flag"] is False and seen["connect"]["username_flag"] is False
+    assert seen["connect"]["client_id"] and seen["connect"]["bytes_after_fields"] == 0
+
+
+@pytest.mark.parametrize("variant, failing, reason", [
+    ("weak-tls-suites", "tls-client-offers-strong-crypto", "without forward secrecy or AEAD"),
+    ("mqtt-password", "mqtt-connect-has-no-password", "carries a password (14 bytes, user name 'sbd')"),
+])
+def test_each_check_fails_on_the_variant_broken_for_it(locked_board, ca, tmp_path, variant, failing, reason):
+    port = free_port(lab_address())
+    fw = build_variant(variant, tmp_path / "fw")
+    board = locked_board(fw, port)
+    code, report = verify_report(board, ca, tmp_path / "report.json", "--firmware", str(fw), *only(failing),
+                                 port=port)
+    check = _check(report, failing)
+    assert check["status"] == "fail", json.dumps(check, indent=1)[-3000:]
+    assert reason in check["message"], check["message"]
+    assert code == 1
