@@ -12,7 +12,8 @@ from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.release.mistakes import build_variant
 
 # Checks that leave the device as they found it, run together on one reference board.
-NON_DESTRUCTIVE = ("tls-client-offers-strong-crypto", "mqtt-connect-has-no-password")
+NON_DESTRUCTIVE = ("tls-client-offers-strong-crypto", "mqtt-connect-has-no-password", "only-declared-interfaces-on",
+                   "support-period-at-least-five-years", "telemetry-matches-data-inventory")
 
 
 def _check(report: dict, check_id: str) -> dict:
@@ -73,7 +74,34 @@ def test_the_reference_connect_has_no_password(reference):
     assert seen["connect"]["client_id"] and seen["connect"]["bytes_after_fields"] == 0
 
 
+def test_the_reference_has_only_the_wifi_station_on(reference):
+    _code, report = reference
+    seen = _check(report, "only-declared-interfaces-on")["evidence"]
+    assert seen["reported"] == {"wifi_sta": True, "wifi_ap": False, "bluetooth": False}
+    assert seen["declared"] == seen["reported"]
+
+
+def test_the_reference_supports_five_years_from_placing_on_the_market(reference):
+    _code, report = reference
+    seen = _check(report, "support-period-at-least-five-years")["evidence"]
+    assert seen["placed_on_market"] == "2026-11-28" and seen["device_support_until"] == "2031-12-31"
+    assert seen["needed_until"] == "2031-11-28" and seen["support_years"] >= 5
+
+
+def test_the_reference_sends_only_declared_telemetry_fields(reference):
+    _code, report = reference
+    seen = _check(report, "telemetry-matches-data-inventory")["evidence"]
+    assert seen["sent"] == ["data.heap_free", "data.uptime_s", "seq"]
+    assert seen["readings_from"] == "readings asked for by this check"  # run without the telemetry check
+
+
 @pytest.mark.parametrize("variant, failing, reason", [
+    ("access-point-on", "only-declared-interfaces-on", "wifi_ap is on, and the policy declares it off"),
+    ("bluetooth-on", "only-declared-interfaces-on", "bluetooth is on, and the policy declares it off"),
+    ("short-support-period", "support-period-at-least-five-years",
+     "support ends on 2029-11-30, 3.01 years after the product was placed on the market (2026-11-28)"),
+    ("undeclared-telemetry-field", "telemetry-matches-data-inventory",
+     "telemetry fields its data inventory does not declare: ['data.ssid']"),
     ("weak-tls-suites", "tls-client-offers-strong-crypto", "without forward secrecy or AEAD"),
     ("mqtt-password", "mqtt-connect-has-no-password", "carries a password (14 bytes, user name 'sbd')"),
 ])

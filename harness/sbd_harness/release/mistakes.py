@@ -393,6 +393,41 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              '        n = sum(len(f[0]) + 2 if isinstance(f, tuple) else 2 if isinstance(f, int) else len(f)\n'),
         )),
     Mistake(
+        'access-point-on',
+        "The Wi-Fi access point is started beside the station, as a setup network that is never turned off",
+        checks=('only-declared-interfaces-on',),
+        patches=(
+            ('lib/sbd/link.py', '        self.wlan = network.WLAN(network.STA_IF)\n',
+             '        self.wlan = network.WLAN(network.STA_IF)\n'
+             '        network.WLAN(network.AP_IF).active(True)  # broken: a setup access point left on\n'),
+        )),
+    Mistake(
+        'bluetooth-on',
+        "Bluetooth is turned on at start and never off again",
+        checks=('only-declared-interfaces-on',),
+        patches=(
+            ('lib/sbd/link.py', '        self.wlan = network.WLAN(network.STA_IF)\n',
+             '        self.wlan = network.WLAN(network.STA_IF)\n'
+             '        import bluetooth  # broken: the radio turned on for a feature the product does not have\n'
+             '        bluetooth.BLE().active(True)\n'),
+        )),
+    Mistake(
+        'undeclared-telemetry-field',
+        "Telemetry also carries the Wi-Fi network's name, a field the data inventory never declared",
+        checks=('telemetry-matches-data-inventory',),
+        patches=(
+            ('lib/sbd/link.py', '        reading = {"uptime_s": time.ticks_ms() // 1000, "heap_free": gc.mem_free()}\n',
+             '        reading = {"uptime_s": time.ticks_ms() // 1000, "heap_free": gc.mem_free(),\n'
+             '                   "ssid": self.cfg["wifi_ssid"]}  # broken: a field nobody declared\n'),
+        )),
+    Mistake(
+        'short-support-period',
+        "The device states a support period that ends three years after the product was placed on the market",
+        checks=('support-period-at-least-five-years', 'support-period-declared'),
+        patches=(
+            ('lib/sbd/version.py', 'SUPPORT_UNTIL = "2031-12-31"', 'SUPPORT_UNTIL = "2029-11-30"'),
+        )),
+    Mistake(
         'no-support-period',
         'The birth message no longer says until when the device gets security fixes',
         checks=('support-period-declared',),

@@ -220,6 +220,20 @@ CLAIMS: dict[str, dict[str, Any]] = {
         supporting("5.4-3", "no shared password crosses the network")],
         PSTI: [supporting("Sch1(1)", "no password in the device's MQTT CONNECT")],
         ISVS: [supporting("2.1.9", "no credential in the device's MQTT CONNECT")]},
+    "only-declared-interfaces-on": {"subject": "device", EN: [
+        partial("5.6-1", "the radio interfaces as the device's port reports them (Wi-Fi station, access point, "
+                         "Bluetooth) against the declared ones; not observed over the air")],
+        NIST: [partial("4", "radio interfaces not declared are off")],
+        CRA: [partial("I(2)(j)", "radio interfaces only")]},
+    "support-period-at-least-five-years": {"subject": "device", CRA: [
+        partial("Art13(8)", "at least five years from the declared placing on the market; whether it reflects the "
+                            "time the product is expected to be in use is for a person to judge")],
+        EN: [supporting("5.3-13", "the end date the device states is a full date")],
+        PSTI: [supporting("Sch1(3)", "the end date the device states is a full date")]},
+    "telemetry-matches-data-inventory": {"subject": "device", CRA: [
+        partial("I(2)(g)", "the fields the device sends match its declared data inventory; whether each is needed "
+                           "is for a person to judge")],
+        EN: [partial("6-4", "telemetry fields against the declared inventory")]},
 }
 
 
