@@ -21,12 +21,35 @@ def _check(report: dict, check_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(locked_board, ca, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("evidence")
+def reference_board(locked_board):
     port = free_port(lab_address())
-    board = locked_board(None, port)
-    code, report = verify_report(board, ca, tmp / "report.json", *only(*NON_DESTRUCTIVE), port=port)
+    return locked_board(None, port), port
+
+
+@pytest.fixture(scope="module")
+def reference(reference_board, ca, tmp_path_factory):
+    board, port = reference_board
+    code, report = verify_report(board, ca, tmp_path_factory.mktemp("evidence") / "report.json",
+                                 *only(*NON_DESTRUCTIVE), port=port)
     return code, report
+
+
+def test_keys_at_rest_fail_honestly_on_the_reference_as_on_the_official_build(reference_board, ca, tmp_path):
+    """The emulated board keeps NVS in plaintext, as the official MicroPython build does: the harness finds
+    the certified key in the flash it reads back, and the check fails saying so (it passes only with NVS
+    encryption, on a build of the manufacturer's own: tests/unit/test_keys_at_rest.py shows the search
+    find nothing in an encrypted partition)."""
+    board, port = reference_board
+    code, report = verify_report(board, ca, tmp_path / "report.json", *only("keys-at-rest-protected"), port=port)
+    check = _check(report, "keys-at-rest-protected")
+    assert check["status"] == "fail" and code == 1, json.dumps(check, indent=1)
+    assert "stored in plaintext in NVS" in check["message"] and "esptool read-flash" in check["message"]
+    assert check["evidence"]["read_from"] == "the emulated board's flash image"
+    assert check["evidence"]["key_found_at"] is not None
+    # a product that documents the gap accepts it for its exit code; the report still says fail
+    code, report = verify_report(board, ca, tmp_path / "accepted.json", *only("keys-at-rest-protected"),
+                                 "--accepted-failures", "keys-at-rest-protected", port=port)
+    assert _check(report, "keys-at-rest-protected")["status"] == "fail" and code == 0
 
 
 @pytest.fixture(scope="module")

@@ -201,7 +201,7 @@ def test_only_full_coverage_is_verified_and_absent_features_do_not_apply(decl, c
     en = "etsi_en_303_645"
     assert _row(report, en, "5.3-9")["verdict"] == "verified"          # full, passed
     assert _row(report, en, "5.5-1")["verdict"] == "partly_verified"   # partial claims only
-    assert _row(report, en, "5.4-1")["verdict"] == "supporting_only"   # chip-security-fuses: supporting
+    assert _row(report, en, "5.4-1")["verdict"] == "partly_verified"   # keys-at-rest-protected: partial
     assert _row(report, en, "5.8-2")["verdict"] == "not_applicable"
     assert _row(report, en, "5.1-1")["verdict"] == "not_applicable"
     assert _row(report, en, "5.1-1")["not_applicable"]["feature"] == "passwords"

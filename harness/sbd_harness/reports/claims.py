@@ -234,6 +234,11 @@ CLAIMS: dict[str, dict[str, Any]] = {
         partial("I(2)(g)", "the fields the device sends match its declared data inventory; whether each is needed "
                            "is for a person to judge")],
         EN: [partial("6-4", "telemetry fields against the declared inventory")]},
+    "keys-at-rest-protected": {"subject": "device", EN: [
+        partial("5.4-1", "the device's private key in NVS, read back from the flash as an attacker with the board "
+                         "would; protection of the eFuse keys themselves is not assessed")],
+        NIST: [partial("3", "data at rest: the device key")],
+        CRA: [partial("I(2)(e)", "confidentiality of the device key at rest")]},
 }
 
 
