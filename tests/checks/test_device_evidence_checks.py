@@ -61,12 +61,13 @@ def locked_board(ca):  # module-scoped: the reference board serves every test of
     from sbd_harness.release.bundle import FirmwareBundle
     made = []
 
-    def make(firmware=None, port=None, lock=True):
+    def make(firmware=None, port=None, lock=True, release_keys=None):
         board = EmulatedBoard(f"e-{uuid.uuid4().hex[:8]}")
         board.start()
         made.append(board)
         lifecycle.flashed(board, FirmwareBundle.from_dir(firmware))
-        lifecycle.provisioned(board, ca, lock=lock, broker_port=port if port is not None else 8883)
+        lifecycle.provisioned(board, ca, lock=lock, broker_port=port if port is not None else 8883,
+                              release_keys=release_keys)
         return board
 
     yield make
@@ -134,6 +135,46 @@ def test_each_check_fails_on_the_variant_broken_for_it(locked_board, ca, tmp_pat
     board = locked_board(fw, port)
     code, report = verify_report(board, ca, tmp_path / "report.json", "--firmware", str(fw), *only(failing),
                                  port=port)
+    check = _check(report, failing)
+    assert check["status"] == "fail", json.dumps(check, indent=1)[-3000:]
+    assert reason in check["message"], check["message"]
+    assert code == 1
+
+
+UPDATE_CHECKS = ("signed-update-installs-and-commits", "changed-file-caught-at-boot", "update-rollback-refused")
+
+
+def test_a_valid_update_commits_then_a_changed_byte_is_caught_and_the_rollback_check_needs_no_setup(
+        locked_board, ca, release_key, tmp_path):
+    port = free_port(lab_address())
+    board = locked_board(None, port, release_keys=[release_key.public_point])
+    code, report = verify_report(board, ca, tmp_path / "report.json", "--destructive", *only(*UPDATE_CHECKS),
+                                 port=port)
+    assert {c["id"]: c["status"] for c in report["checks"]} == {c: "pass" for c in UPDATE_CHECKS}, \
+        unexpected(report)
+    installed = _check(report, "signed-update-installs-and-commits")["evidence"]
+    assert installed["status_before"]["counter"] == 0 and installed["status_after"]["counter"] == 1
+    assert installed["birth_versions"][-1] == installed["fw_version_after"] != installed["fw_version_before"]
+    caught = _check(report, "changed-file-caught-at-boot")["evidence"]
+    assert caught["running_before"]["fw_version"] == installed["fw_version_after"]
+    assert caught["incident"]["event"] == "integrity" and "version.mpy" in caught["incident"]["error"]
+    assert caught["incident"]["runs"] == "" and caught["fw_version_after"] == installed["fw_version_before"]
+    rollback = _check(report, "update-rollback-refused")["evidence"]
+    assert "setup_update_1" not in rollback and rollback["status_before"]["counter"] == 1
+    assert code == 0
+
+
+@pytest.mark.parametrize("variant, failing, reason", [
+    ("refuses-own-updates", "signed-update-installs-and-commits", "was not installed"),
+    ("unchecked-update-files", "changed-file-caught-at-boot", "it booted the changed update"),
+])
+def test_each_update_check_fails_on_the_variant_broken_for_it(locked_board, ca, release_key, tmp_path, variant,
+                                                              failing, reason):
+    port = free_port(lab_address())
+    fw = build_variant(variant, tmp_path / "fw")
+    board = locked_board(fw, port, release_keys=[release_key.public_point])
+    code, report = verify_report(board, ca, tmp_path / "report.json", "--firmware", str(fw), "--destructive",
+                                 *only(failing), port=port)
     check = _check(report, failing)
     assert check["status"] == "fail", json.dumps(check, indent=1)[-3000:]
     assert reason in check["message"], check["message"]

@@ -211,7 +211,10 @@ def test_only_full_coverage_is_verified_and_absent_features_do_not_apply(decl, c
     for baseline, pid in ((en, "5.2-1"), (en, "5.3-13"), ("uk_psti", "Sch1(2)"), ("eu_cra", "II(6)")):
         assert _row(report, baseline, pid)["verdict"] == "inconclusive", pid
     # documented limitations are not coverage
-    assert _row(report, en, "5.3-1")["verdict"] == "documented_limitation"
+    assert _row(report, en, "5.3-1")["verdict"] == "partly_verified"  # signed-update-installs-and-commits
+    without = [c for c in ALL_PASS if c["id"] != "signed-update-installs-and-commits"]
+    assert _row(build_report(BOARD, FIRMWARE, without, features=decl, context=context), en,
+                "5.3-1")["verdict"] == "documented_limitation"
     # the lab broker's checks never raise the device's coverage
     row = _row(report, "owasp_isvs", "4.2.2")
     assert row["associated_service"] and not row["checks"] and row["verdict"] == "not_covered"

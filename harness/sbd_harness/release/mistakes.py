@@ -305,7 +305,7 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
         'unchecked-update-files',
         "The signed manifest is checked, the update's files against it never are",
-        checks=('unsigned-or-foreign-updates-refused',),
+        checks=('unsigned-or-foreign-updates-refused', 'changed-file-caught-at-boot'),
         patches=(
             ('lib/sbd/ota.py', '            if self.h.digest() != binascii.unhexlify(self.m["files"][self.fi]["sha256"]):\n                raise Rejected("hash mismatch " + self.m["files"][self.fi]["path"])\n',
              "            pass  # broken: a file's hash is not compared with the manifest\n"),
@@ -426,6 +426,15 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         checks=('support-period-at-least-five-years', 'support-period-declared'),
         patches=(
             ('lib/sbd/version.py', 'SUPPORT_UNTIL = "2031-12-31"', 'SUPPORT_UNTIL = "2029-11-30"'),
+        )),
+    Mistake(
+        'refuses-own-updates',
+        "The updater compares the model the wrong way round: it refuses every update made for it (and so passes "
+        "every refusal check)",
+        checks=('signed-update-installs-and-commits',),
+        patches=(
+            ('lib/sbd/ota.py', '        if m["model"] != version.MODEL:\n',
+             '        if m["model"] == version.MODEL:  # broken: the comparison the wrong way round\n'),
         )),
     Mistake(
         'no-support-period',

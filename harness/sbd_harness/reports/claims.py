@@ -239,6 +239,21 @@ CLAIMS: dict[str, dict[str, Any]] = {
                          "would; protection of the eFuse keys themselves is not assessed")],
         NIST: [partial("3", "data at rest: the device key")],
         CRA: [partial("I(2)(e)", "confidentiality of the device key at rest")]},
+    "signed-update-installs-and-commits": {"subject": "device", EN: [
+        partial("5.3-2", "a valid signed update installs, its trial commits and the device reports the new version; "
+                         "power cuts during it are the test suite's evidence"),
+        partial("5.3-1", "the application's files are updated; MicroPython itself needs a new build by cable")],
+        NIST: [partial("5", "the device updates itself with a verified update")],
+        CRA: [partial("I(2)(c)", "a security update installs; automatic delivery and opt-out are not checked")],
+        ISVS: [supporting("3.4.3", "the update installed is the signed one")]},
+    "changed-file-caught-at-boot": {"subject": "device", EN: [
+        partial("5.7-1", "the update slot that runs is verified against its signed manifest at every boot; the "
+                         "factory image and MicroPython are not (no hardware secure boot on the official build)"),
+        partial("5.7-2", "the change is reported to the broker and the verified factory image runs instead; "
+                         "networking is not limited to alerting")],
+        NIST: [partial("6", "a changed program file is reported as an incident")],
+        CRA: [partial("I(2)(f)", "the integrity of the programs in the update slot, with corruption reported")],
+        ISVS: [partial("3.1.4", "the update slot verified at boot, not the boot chain")]},
 }
 
 
