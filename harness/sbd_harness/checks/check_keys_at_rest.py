@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from sbd_harness.boards.base import FlashReadback, has
-from sbd_harness.checks.common import NVS_NS, boot_line_or_skip, flash_store
+from sbd_harness.checks.common import NVS_NS, boot_line_or_skip, flash_store, require_provisioned
 from sbd_harness.identity.keys_at_rest import KeysAtRestError, find_private_key, nvs_partition, read_flash
 from sbd_harness.identity.pki import public_point
 from sbd_harness.paths import boards_dir
@@ -38,6 +38,7 @@ def _nvs_bytes(board) -> tuple[bytes, list[bytes], str]:
           "private key of the certificate the lab CA issued")
 def check_keys_at_rest(sbd_board, sbd_boot, sbd_ca, sbd_evidence):
     boot = boot_line_or_skip(sbd_boot)
+    require_provisioned(boot)  # the key to look for is the one the lab CA certified
     device_id = str(boot.get("device_id"))
     cert = sbd_ca.issued_certificate(device_id) if sbd_ca.exists() else None
     if cert is None:
