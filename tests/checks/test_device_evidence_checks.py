@@ -179,3 +179,36 @@ def test_each_update_check_fails_on_the_variant_broken_for_it(locked_board, ca, 
     assert check["status"] == "fail", json.dumps(check, indent=1)[-3000:]
     assert reason in check["message"], check["message"]
     assert code == 1
+
+
+def test_a_device_that_runs_a_release_over_an_older_factory_image_is_left_running_that_release(
+        locked_board, ca, release_key, tmp_path):
+    """As in the demo and in the field: the factory image is 0.1.0, the device runs release 0.2.0 (pushed
+    as a maker would) and that is the build under test. After the change on the flash it falls back to
+    the factory image; the check then installs the build once more, and firmware-matches-build, after it,
+    finds the device running the build."""
+    import shutil
+    import subprocess
+    import sys
+
+    from sbd_harness.paths import firmware_dir
+    port = free_port(lab_address())
+    board = locked_board(None, port, release_keys=[release_key.public_point])
+    fw = tmp_path / "fw-0.2.0"
+    shutil.copytree(firmware_dir(), fw, ignore=shutil.ignore_patterns("__pycache__"))
+    version_py = fw / "lib/sbd/version.py"
+    version_py.write_text(version_py.read_text().replace('VERSION = "0.1.0"', 'VERSION = "0.2.0"'))
+    update = tmp_path / "release-0.2.0.sbdota"
+    for args in (["ota", "build", "--firmware", str(fw), "--counter", "1", "--out", str(update)],
+                 ["ota", "push", "--board", board.name, "--broker", f"{lab_address()}:{port}", "--pki", str(ca.dir),
+                  "--update", str(update)]):
+        proc = subprocess.run([sys.executable, "-m", "sbd_harness", *args], capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    selected = ("signed-update-installs-and-commits", "changed-file-caught-at-boot", "firmware-matches-build")
+    code, report = verify_report(board, ca, tmp_path / "report.json", "--firmware", str(fw), "--destructive",
+                                 *only(*selected), port=port)
+    assert {c["id"]: c["status"] for c in report["checks"]} == {c: "pass" for c in selected}, unexpected(report)
+    caught = _check(report, "changed-file-caught-at-boot")["evidence"]
+    assert caught["fw_version_after"] == "0.1.0" and caught["restored"] == "0.2.0"
+    assert code == 0

@@ -4,10 +4,12 @@ at the next boot and reported.
 
 Both change the board for good: the first raises the device's security
 counter (its anti-rollback floor), the second leaves it on its factory image
-after the fallback. They run only with --destructive (like the factory
-reset), and in this order, before the refusal checks of
-check_signed_updates.py, which then find a device that has committed an
-update (no setup update of their own) and runs its factory image, as built.
+after the fallback (or, where the factory image is not the build under
+test, on the build pushed once more as an update). They run only with
+--destructive (like the factory reset), and in this order, before the
+refusal checks of check_signed_updates.py, which then find a device that has
+committed an update (no setup update of their own) and runs the build under
+test.
 
 The update is the build under test (`sbd_bundle`) stamped with a new
 version, signed with the lab release key; the change on the flash is made
@@ -41,14 +43,15 @@ def _needs(pytestconfig, key) -> None:
         pytest.skip(f"the harness cannot sign an update: {key[1]}")
 
 
-def _install(device: _Device, bundle, key: ota.ReleaseKey, status: dict[str, Any], evidence: dict[str, Any]) -> str:
-    """Pushes the build as a new version with the next counter; waits until it commits and the device,
-    restarted into it, announces it. Returns the new version."""
+def _install(device: _Device, bundle, key: ota.ReleaseKey, status: dict[str, Any], evidence: dict[str, Any],
+             version: str | None = None) -> str:
+    """Pushes the build as a new version (or as `version`) with the next counter; waits until it commits
+    and the device, restarted into it, announces it. Returns the version."""
     if key.key_id.hex() not in status["keys"]:
         pytest.skip(f"the device does not trust the lab release key {key.key_id.hex()} (it trusts "
                     f"{', '.join(status['keys'])}): the harness cannot sign an update it would take")
     counter = int(status.get("counter") or 0) + 1
-    version = _label("v")
+    version = version or _label("v")
     model = device.birth.get("model") or ota.MODEL
     since = time.monotonic()
     result = device.push(_stream(bundle, version, counter, model, key))
@@ -90,8 +93,9 @@ def _device_id(sbd_boot) -> str:
     return locked_device_id(sbd_boot)
 
 
-# Run on the device's REPL once the console is unlocked: one byte of the running slot's version module
-# changed in place (same size: only its hash tells), then the console locked again.
+# Run on the device's REPL once the console is unlocked: the first byte of the version string in the
+# running slot's version module changed in place (its case flipped: same size, only the hash tells),
+# then the console locked again.
 CHANGE = ("from sbd import slots, store\n"
           "p = slots.slot_dir(slots.running()) + '/{path}'\n"
           "b = bytearray(open(p, 'rb').read())\n"
@@ -125,6 +129,7 @@ def check_changed_file_caught(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_c
         except BoardRaised as exc:
             raise AssertionError(f"the running update's {VERSION_FILE} could not be changed: {exc}") from None
         except BoardError as exc:
+            sbd_board.reset("hard")  # the console locks again at boot (nothing was changed)
             pytest.skip(f"the console was unlocked, but its REPL did not answer: {exc}")
         sbd_evidence["changed"] = {"file": VERSION_FILE, "repl": out.strip()[-120:]}
         since = time.monotonic()
@@ -136,11 +141,16 @@ def check_changed_file_caught(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_c
         sbd_evidence.update({"incident": incident.json() if incident else None,
                              "fw_version_after": births[-1].get("fw_version")})
         now = births[-1].get("fw_version")
-        assert now == sbd_bundle.version, (
-            f"after the change the device announces version {now}, not its factory image's {sbd_bundle.version}: "
-            + ("it booted the changed update (its version string is the changed byte): the boot-time check of "
-               "the update slot is missing" if now and now.lower() == version.lower() else "it did not fall back"))
+        changed = chr(ord(version[0]) ^ 0x20) + version[1:]  # as CHANGE flips it
+        assert now not in (version, changed), (
+            f"after the change the device announces version {now}: it booted the changed update"
+            + (" (its version string is the changed byte)" if now == changed else "")
+            + ": the boot-time check of the update slot is missing")
         assert incident is not None, (f"the device did not report an integrity incident to its broker within "
                                       f"{INCIDENT_TIMEOUT_S} s of the boot{serial_tail(sbd_board)}")
         body = incident.json()
         assert VERSION_FILE.rsplit("/", 1)[-1] in json.dumps(body), f"the incident does not name the file: {body}"
+        if now != sbd_bundle.version:  # it fell back to an image that is not the build: the build, once more
+            device.birth = births[-1]
+            sbd_evidence["restored"] = _install(device, sbd_bundle, key[0], device.status(), {},
+                                                version=sbd_bundle.version)
