@@ -326,12 +326,14 @@ def test_the_ixit_is_filled_from_declarations_the_mud_file_and_the_device(decl, 
     mud = {"ietf-access-control-list:acls": {"acl": [{"name": "mud-x-v4fr", "aces": {"ace": [
         {"name": "mqtt0-frdev", "matches": {"ipv4": {"protocol": 6, "destination-ipv4-network": "198.18.0.1/32"},
                                             "tcp": {"destination-port": {"operator": "eq", "port": 8883}}}}]}}]}}
-    results = [r if r["id"] != "connections-match-mud" else
-               _result(r["id"], "pass", {"mud_url": "https://mud.example.invalid/x.json", "mud_file": mud})
-               for r in ALL_PASS]
+    seen = {"connections-match-mud": {"mud_url": "https://mud.example.invalid/x.json", "mud_file": mud},
+            "only-declared-interfaces-on": {"reported": {"wifi_sta": True, "wifi_ap": False, "bluetooth": False}}}
+    results = [r if r["id"] not in seen else _result(r["id"], "pass", seen[r["id"]]) for r in ALL_PASS]
     report = build_report(BOARD, FIRMWARE, results, features=decl, context=context)
     doc = ixit(report, decl, nvs_keys=["sk", "pk", "cert", "ca", "config", "stray"])
     t = doc["tables"]
+    radios = next(e for e in t["15-Intf"]["entries"] if e["name"] == "radio interfaces on")
+    assert '"wifi_ap": false' in radios["detail"] and radios["source"] == "check only-declared-interfaces-on (pass)"
     layout = next(e for e in t["10-SecParam"]["entries"] if e["name"] == "NVS layout on the device")
     assert layout["undeclared"] == ["stray"] and "relkeys" in layout["declared_not_present"]
     assert any("8883" in e["detail"] and "198.18.0.1/32" in e["detail"] for e in t["11-ComMech"]["entries"])

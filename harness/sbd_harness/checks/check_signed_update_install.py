@@ -36,7 +36,8 @@ VERSION_FILE = "lib/sbd/version.mpy"  # the stamped version's module in an updat
 INCIDENT_TIMEOUT_S = ONLINE_TIMEOUT_S + 15
 
 
-def _needs(pytestconfig, key) -> None:
+def _needs(pytestconfig: pytest.Config, key: tuple[ota.ReleaseKey | None, str]) -> None:
+    """Skips, saying why, without --destructive or without the lab release key."""
     if not pytestconfig.getoption("--sbd-destructive"):
         pytest.skip("installing an update raises the device's security counter for good: run with --destructive")
     if key[0] is None:
@@ -79,7 +80,7 @@ def _install(device: _Device, bundle, key: ota.ReleaseKey, status: dict[str, Any
 def check_signed_update_installs(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence, pytestconfig):
     key = _lab_key()
     _needs(pytestconfig, key)
-    with Watcher(sbd_broker, f"devices/{_device_id(sbd_boot)}/#", persistent=True) as w:
+    with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
         device, before = _online_device(sbd_board, sbd_boot, w)
         sbd_evidence.update({"fw_version_before": device.birth.get("fw_version"), "status_before": before})
         version = _install(device, sbd_bundle, key[0], before, sbd_evidence)
@@ -87,10 +88,6 @@ def check_signed_update_installs(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sb
         sbd_evidence.update({"fw_version_after": version, "status_after": after})
         assert after.get("counter") == int(before.get("counter") or 0) + 1 and after.get("active"), \
             f"after the commit the device's OTA state is {after}"
-
-
-def _device_id(sbd_boot) -> str:
-    return locked_device_id(sbd_boot)
 
 
 # Run on the device's REPL once the console is unlocked: the first byte of the version string in the
@@ -114,7 +111,7 @@ CHANGE = ("from sbd import slots, store\n"
 def check_changed_file_caught(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_ca, sbd_evidence, pytestconfig):
     key = _lab_key()
     _needs(pytestconfig, key)
-    device_id = _device_id(sbd_boot)
+    device_id = locked_device_id(sbd_boot)
     with Watcher(sbd_broker, f"devices/{device_id}/#", persistent=True) as w:
         device, status = _online_device(sbd_board, sbd_boot, w)
         version = device.birth.get("fw_version")
