@@ -380,7 +380,7 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         "The device's TLS client offers whatever the port's mbedTLS has: CBC, static-RSA and PSK suites too",
         checks=('tls-client-offers-strong-crypto',),
         patches=(
-            ('lib/sbd/tls.py', '    getattr(ctx, "_context", ctx).set_ciphers(CIPHERS)\n', ''),
+            ('lib/sbd/tls.py', '        getattr(ctx, "_context", ctx).set_ciphers(CIPHERS)\n', ''),
         )),
     Mistake(
         'mqtt-password',
@@ -443,6 +443,14 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
         patches=(
             ('lib/sbd/link.py', '"security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}',
              '"security_policy": version.SECURITY_POLICY}  # broken: no support_until'),
+        )),
+    Mistake(
+        'outdated-mbedtls',
+        'The firmware ships on a MicroPython build whose mbedTLS (3.6.2) predates the fixes of known '
+        'vulnerabilities no VEX statement covers',
+        checks=('no-known-exploitable-vulnerabilities',),
+        patches=(
+            ('platform.json', '{"name": "mbedtls", "version": "3.6.4",', '{"name": "mbedtls", "version": "3.6.2",'),
         )),
 )
 
