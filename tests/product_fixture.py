@@ -52,6 +52,7 @@ SUPPORT_MD = f"""# Acme Thermo: support period
 |---|---|
 | Product | `{MODEL}` |
 | Security updates until | {SUPPORT_UNTIL} |
+| Placed on the market | 2025-05-01 |
 
 ## What support covers
 

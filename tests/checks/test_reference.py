@@ -25,11 +25,15 @@ from sbd_harness.lab.broker import free_port, lab_address
 from sbd_harness.release import mud
 from sbd_harness.release.bundle import FirmwareBundle
 from sbd_harness.release.docs_policy import docs_url
+from sbd_harness.reports.provisions import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_URL = "https://mud.example.invalid/sbd-reference-esp32.json"
 VERSION_PY = (ROOT / "firmware/lib/sbd/version.py").read_text()
 HARDWARE_ONLY = {"chip-security-fuses"}
+# Fails on the emulated board as on the official MicroPython build (plaintext NVS), accepted as a gap the
+# reference documents (docs/identity.md): the report says fail, the exit code leaves it out.
+KNOWN_GAPS = {"keys-at-rest-protected"}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,8 @@ def run(ca, release_key, tmp_path_factory):
         made = subprocess.run([sys.executable, "-m", "sbd_harness", "mud", "--board", board.name,
                                "--out", str(mud_file)], capture_output=True, text=True, timeout=60)
         assert made.returncode == 0, made.stderr
-        code, report = verify_report(board, ca, tmp / "report.json", "--destructive", port=port)
+        code, report = verify_report(board, ca, tmp / "report.json", "--destructive",
+                                     "--accepted-failures", ",".join(KNOWN_GAPS), port=port)
         after = board.capture_boot("hard").boot_line
         yield SimpleNamespace(board=board, port=port, cert=cert, mud=json.loads(mud_file.read_text()), code=code,
                               report=report, checks={c["id"]: c for c in report["checks"]}, dir=tmp,
@@ -56,20 +61,34 @@ def run(ca, release_key, tmp_path_factory):
         board.remove()
 
 
-def test_every_check_passes_and_only_hardware_checks_skip(run):
+def test_every_check_passes_but_the_known_gap_and_only_hardware_checks_skip(run):
     status = {c: v["status"] for c, v in run.checks.items()}
     skipped = {c for c, s in status.items() if s == "skip"}
     assert skipped <= HARDWARE_ONLY, unexpected(run.report)
     assert {c: s for c, s in status.items() if c not in skipped} == \
-        {c: "pass" for c in status if c not in skipped}, unexpected(run.report)
+        {c: "fail" if c in KNOWN_GAPS else "pass" for c in status if c not in skipped}, unexpected(run.report)
+    assert "stored in plaintext in NVS" in run.checks["keys-at-rest-protected"]["message"]
     assert run.code == 0
+
+
+def test_the_update_checks_ran_first_and_left_the_factory_image_running(run):
+    order = [c["id"] for c in run.report["checks"]]
+    assert order.index("signed-update-installs-and-commits") < order.index("changed-file-caught-at-boot") \
+        < order.index("unsigned-or-foreign-updates-refused") < order.index("firmware-matches-build")
+    assert "setup_update_1" not in run.checks["update-rollback-refused"]["evidence"]
+    assert run.checks["changed-file-caught-at-boot"]["evidence"]["fw_version_after"] == \
+        FirmwareBundle.from_dir().version
+    # the CONNECT came from the hostile broker's first connection: no connection of its own
+    assert run.checks["mqtt-connect-has-no-password"]["evidence"]["seen_at"].startswith("the hostile broker")
+    assert run.checks["telemetry-matches-data-inventory"]["evidence"]["readings_from"] == \
+        "the telemetry check of this run"
 
 
 def test_the_reports_are_written_in_every_format(run):
     assert set(run.report) >= {"board", "firmware", "checks", "summary"}
     for check in run.report["checks"]:
         assert set(check) >= {"id", "title", "status", "provisions", "evidence", "duration_s"}
-        assert set(check["provisions"]) == {"etsi_en_303_645", "nist_ir_8259a", "eu_cra", "uk_psti", "owasp_isvs"}
+        assert set(check["provisions"]) == set(CATALOGUE)  # every baseline, EN 18031-1 among them
     cases = list(ET.parse(run.dir / "report.junit.xml").getroot().iter("testcase"))
     assert [p.get("name") for case in cases for p in case.iter("property")].count("provisions") == len(cases)
     assert "| `firmware-matches-build` | PASS |" in (run.dir / "report.md").read_text()

@@ -28,6 +28,9 @@ class CountingContext:
     def load_cert_chain(self, cert, key):
         self.chain = (cert, key)
 
+    def set_ciphers(self, ciphers):  # the port's tls.SSLContext has it (extmod/modtls_mbedtls.c)
+        self.ciphers = list(ciphers)
+
 
 tls.ssl = type("ssl", (), {"SSLContext": CountingContext, "PROTOCOL_TLS_CLIENT": ssl.PROTOCOL_TLS_CLIENT,
                            "CERT_REQUIRED": ssl.CERT_REQUIRED})
@@ -47,3 +50,4 @@ def test_every_connection_of_a_boot_uses_the_one_context():
     assert gc.mem_alloc() - before == 0
     assert len(made) == 1
     assert first.verify_mode == ssl.CERT_REQUIRED and first.ca == b"ca" and first.chain == (b"cert", b"key")
+    assert first.ciphers == list(tls.CIPHERS)

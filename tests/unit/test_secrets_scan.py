@@ -141,3 +141,10 @@ def test_a_products_own_model_is_no_secret_however_random_it_looks(tmp_path):
     other = _firmware_with(tmp_path / "other", "lib/sbd/fleet.py", f'TOKEN_ID = "{MODEL}"\n'.encode())
     with pytest.raises(AssertionError, match="random-looking"):
         _run_check(other)
+
+
+def test_a_cipher_suite_name_is_not_a_secret_but_a_key_beside_it_is():
+    from sbd_harness.release.secrets_scan import looks_random
+    assert not looks_random("TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256")
+    assert not looks_random("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384")
+    assert looks_random("TLS-9fQ2xLr7Vb0KpZ3mWc8TnY4a")  # a token that merely starts like one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sbd_harness.cli.verify import _not_tested
+from sbd_harness.cli.verify import _failed, _not_tested
 
 REPORT = {"checks": [
     {"id": "chip-security-fuses", "status": "skip", "message": "hardware only"},
@@ -33,3 +33,13 @@ def test_a_selection_counts_its_skips_and_errors_as_not_tested():
     assert [line.split(" (")[0] for line in lines] == ["not tested: chip-security-fuses",
                                                        "not tested: telemetry-over-mutual-tls",
                                                        "not tested: outages-lose-nothing"]
+
+
+def test_an_accepted_failure_stays_a_failure_but_only_the_others_fail_the_run():
+    report = {"checks": REPORT["checks"] + [
+        {"id": "keys-at-rest-protected", "status": "fail", "message": "plaintext NVS"},
+        {"id": "console-locked", "status": "fail", "message": "REPL open"}]}
+    failing, known = _failed(report, args(accepted_failures="keys-at-rest-protected"))
+    assert failing == ["console-locked: REPL open"] and known == ["keys-at-rest-protected: plaintext NVS"]
+    failing, known = _failed(report, args())
+    assert len(failing) == 2 and known == []

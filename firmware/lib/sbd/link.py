@@ -218,6 +218,7 @@ class Link:
                      # where to report a vulnerability, and until when it gets fixed
                      "security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}
             birth["mud_url"] = network_policy.mud_url()  # RFC 8520: where the network finds what this device needs
+            birth["interfaces"] = network_policy.interfaces()  # which radios are on, as the port says
             client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
             client.subscribe(self.base + "/cmd", 1)
             client.subscribe(self.base + "/ota/#", 1)

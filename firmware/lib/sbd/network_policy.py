@@ -13,7 +13,9 @@
 # device to the reviewed policy in boards/network-policy.json (never running
 # this file on the host), which must say the same. The device announces its
 # MUD URL in its birth message; the lab CA puts it in the device certificate
-# (id-pe-mud-url).
+# (id-pe-mud-url). Of the radio interfaces the product uses the Wi-Fi station
+# alone: the access point and Bluetooth stay off (the port starts neither by
+# itself), and the birth message reports all three as the port sees them.
 # Provisions: ETSI EN 303 645 5.6-1, 5.6-5; NIST IR 8259A 4;
 # EU CRA Annex I (2)(j).
 from sbd import version
@@ -32,6 +34,21 @@ def hostname(device_id):
     # (not the port's "mpy-esp32", which every board shares and which names the
     # runtime). Set before Wi-Fi connects: the port takes it at the first GOT_IP.
     return "sbd-" + device_id
+
+
+def interfaces():
+    """Which radio interfaces are on now, as the port reports them (not as
+    intended): WLAN.active() of the station and the access point, and
+    BLE().active(), which only asks and starts nothing."""
+    import network
+    on = {"wifi_sta": network.WLAN(network.STA_IF).active(), "wifi_ap": network.WLAN(network.AP_IF).active()}
+    try:
+        import bluetooth
+    except ImportError:  # a build without Bluetooth: nothing to turn on
+        on["bluetooth"] = False
+    else:
+        on["bluetooth"] = bluetooth.BLE().active()
+    return on
 
 
 def mud_url():

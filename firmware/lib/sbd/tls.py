@@ -1,12 +1,19 @@
 # The device's TLS client: mutual TLS with the lab CA. Verification is always
 # on (CERT_REQUIRED, the CA from provisioning, the broker's host name); there
 # is no switch to turn it off. After the handshake the device also checks the
-# broker certificate's validity dates itself against its (set) clock.
+# broker certificate's validity dates itself against its (set) clock. It
+# offers only cipher suites with forward secrecy (ECDHE) and authenticated
+# encryption (AES-GCM) for its ECDSA key: the port's mbedTLS would otherwise
+# also offer CBC, static-RSA and PSK suites (sbd verify reads the ClientHello).
 # Provisions: ETSI EN 303 645 5.5-1, 5.5-6, 5.8-1, 5.8-2; NIST IR 8259A 3;
-# EU CRA Annex I (2)(e); OWASP ISVS 4.1.1, 4.1.3, 4.2.3.
+# EU CRA Annex I (2)(e); OWASP ISVS 4.1.1, 4.1.2, 4.1.3.
 import socket
 import ssl
 from sbd import clock, der, identity, store
+
+
+# mbedTLS's names (SSLContext.set_ciphers, extmod/modtls_mbedtls.c)
+CIPHERS = ("TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384")
 
 
 class TLSError(Exception):
@@ -36,6 +43,8 @@ def context():
     if _context is None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED
+        # micropython-lib's ssl.SSLContext wraps the port's tls.SSLContext, which has set_ciphers
+        getattr(ctx, "_context", ctx).set_ciphers(CIPHERS)
         ctx.load_verify_locations(cadata=identity.ca_certificate())
         ctx.load_cert_chain(identity.certificate(), _private_key_der())
         _context = ctx

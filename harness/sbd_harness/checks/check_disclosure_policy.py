@@ -18,31 +18,15 @@ from typing import Any
 
 import pytest
 
-from sbd_harness.checks.online import locked_device_id, wait_online
-from sbd_harness.device.contract import topics
-from sbd_harness.lab.watch import Watcher
-from sbd_harness.release.docs_policy import DocsError, PLACEHOLDER_RE, docs_url, read_policy, read_support, resolve, support_document
+from sbd_harness.checks.online import kept_birth
+from sbd_harness.release.docs_policy import (DocsError, PLACEHOLDER_RE, docs_url, read_policy, read_support,
+                                             read_support_length, resolve, support_document)
 from sbd_harness.release.product import docs_folder, from_bundle, leftover, no_docs_reason, support_leftover
-
-RETAINED_WAIT_S = 3  # a retained birth message arrives as soon as the subscription does
 
 
 def _birth(sbd_board, sbd_boot, sbd_broker) -> dict[str, Any]:
-    """The device's birth message in this run: the one the broker kept (retained),
-    or a fresh one after a reset. Kept on the broker for the next check."""
-    device_id = locked_device_id(sbd_boot)  # skips on a board that is not provisioned and locked
-    cached = getattr(sbd_broker, "docs_birth", {}).get(device_id)
-    if cached is not None:
-        return cached
-    topic = topics(device_id)
-    with Watcher(sbd_broker, topic.state) as w:
-        def kept(m) -> bool:
-            body = m.json()
-            return m.retain and isinstance(body, dict) and body.get("online") is True
-        message = w.wait_for(kept, RETAINED_WAIT_S) or wait_online(sbd_board, w, topic)
-    birth = message.json()
-    sbd_broker.docs_birth = {**getattr(sbd_broker, "docs_birth", {}), device_id: birth}
-    return birth
+    """The device's birth message in this run (online.kept_birth: the retained one, else a fresh one)."""
+    return kept_birth(sbd_board, sbd_boot, sbd_broker)
 
 
 def _policy(pytestconfig, sbd_bundle, birth: dict[str, Any], evidence: dict[str, Any]):
@@ -105,4 +89,25 @@ def check_support_period(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bund
     date_left = support_leftover(from_bundle(sbd_bundle), device_date, found.get("declared_support_until"))
     if date_left:
         problems.append(date_left)
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.sbd_check(
+    id="support-period-at-least-five-years",
+    title="The support period the device states ends at least five years after the product was placed on the "
+          "market, as its published declaration dates that, and is a full date")
+def check_support_period_length(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evidence):
+    birth = _birth(sbd_board, sbd_boot, sbd_broker)
+    device_date = birth.get("support_until")
+    assert device_date, f"the birth message does not state the end of the support period (no support_until): {birth}"
+    policy, _stale = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
+    found, _ = read_policy(policy.read_text(errors="replace"))
+    try:
+        declaration = support_document(policy, found)
+    except DocsError as exc:
+        raise AssertionError(str(exc)) from None
+    sbd_evidence["support_file"] = str(declaration)
+    assert declaration.is_file(), f"{policy.name} links its support period to {declaration}, which does not exist"
+    found, problems = read_support_length(declaration.read_text(errors="replace"), device_date)
+    sbd_evidence.update(found)
     assert not problems, "; ".join(problems)

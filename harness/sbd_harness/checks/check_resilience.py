@@ -19,6 +19,7 @@ from sbd_harness.boards.base import BoardError, LinkControl, PowerControl, Seria
 from sbd_harness.checks.online import (FastTelemetry, board_address, locked_device_id, log_offset, net_events,
                                        reset_board, serial_tail, telemetry_readings, wait_net_event, wait_online)
 from sbd_harness.device.contract import ONLINE_TIMEOUT_S, Topics, backoff_ceiling_ms, is_birth, topics
+from sbd_harness.lab import first_contact
 from sbd_harness.lab.hostile import FIXED_SEED, HostileBroker, designed_cases, random_cases, representative_cases
 from sbd_harness.lab.rogue import HangUpListener
 from sbd_harness.lab.watch import Message, Watcher, on_topic
@@ -372,6 +373,7 @@ def check_hostile_broker(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, 
             finally:
                 sbd_broker.start()
                 w.resume()
+            first_contact.remember(sbd_broker, device_id, hostile.client_hello, hostile.connect)
             results = hostile.results
             kept_open = [r.name for r, c in zip(results, cases) if c.must_close and not r.device_closed]
             restarts = sbd_board.log_since(log_from).count("rst:0x") if serial else None

@@ -47,6 +47,7 @@ def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_s
     assert birth.get("security", {}).get("console") == "locked", f"birth message: {birth}"
     assert as_user, "the broker did not take the device's certificate CN as its user name"
     bodies = [m.json() for m in telemetry]
+    sbd_broker.telemetry_seen = {**getattr(sbd_broker, "telemetry_seen", {}), device_id: bodies}  # for later checks
     assert len(bodies) == 2, f"no telemetry arrived on {topic.telemetry} within {timeout} s"
     seqs = [b.get("seq") if isinstance(b, dict) else None for b in bodies]
     assert all(isinstance(s, int) for s in seqs) and seqs[0] < seqs[1], f"telemetry without increasing seq: {bodies}"

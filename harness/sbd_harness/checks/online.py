@@ -187,6 +187,27 @@ def signed_command(watcher: Watcher, ca, device_id: str, cmd: str, args: dict | 
     return reply.json() if reply else None
 
 
+RETAINED_WAIT_S = 3  # a retained birth message arrives as soon as the subscription does
+
+
+def kept_birth(board, sbd_boot, broker) -> dict[str, Any]:
+    """The device's birth message in this run: the one the broker kept (retained), or a fresh one
+    after a reset. Kept on the broker object for the next check that reads it."""
+    device_id = locked_device_id(sbd_boot)  # skips on a board that is not provisioned and locked
+    cached = getattr(broker, "docs_birth", {}).get(device_id)
+    if cached is not None:
+        return cached
+    topic = topics(device_id)
+    with Watcher(broker, topic.state) as w:
+        def kept(m) -> bool:
+            body = m.json()
+            return m.retain and isinstance(body, dict) and body.get("online") is True
+        message = w.wait_for(kept, RETAINED_WAIT_S) or wait_online(board, w, topic)
+    birth = message.json()
+    broker.docs_birth = {**getattr(broker, "docs_birth", {}), device_id: birth}
+    return birth
+
+
 def telemetry_since(watcher: Watcher, topic: Topics, since: float, count: int, timeout: float) -> list[Message]:
     """The first `count` telemetry messages that arrived from host time `since` on, waiting up to
     `timeout` for them: those already in (a reading taken at connection, say) count too."""

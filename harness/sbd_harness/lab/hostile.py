@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sbd_harness.lab.broker import BROKER_HOSTNAME
+from sbd_harness.lab.client_hello import peek_client_hello
 from sbd_harness.lab.listener import Listener
 from sbd_harness.identity.pki import LabCA
 
@@ -148,6 +149,9 @@ class HostileBroker(Listener):
     observe_s: float = 3.0  # how long a case watches the device after the strike (must_close: its hang-up)
     quiet_s: float = 0.25   # the device is connected and waiting once it sent nothing for this long
     results: list[CaseResult] = field(default_factory=list)
+    # The device's first ClientHello and CONNECT, as first_contact.remember keeps them for later checks
+    client_hello: bytes = b""
+    connect: bytes | None = None
     join_s = 15.0  # leaving waits for the case under way (not a field)
 
     def __post_init__(self) -> None:
@@ -185,6 +189,8 @@ class HostileBroker(Listener):
         start = time.monotonic()
         struck = False
         try:
+            if not self.client_hello:
+                self.client_hello = peek_client_hello(conn)
             conn.settimeout(10)
             with self.ctx.wrap_socket(conn, server_side=True) as tls:
                 struck = self._run_case(tls, case, result)
@@ -197,9 +203,11 @@ class HostileBroker(Listener):
     def _run_case(self, tls: ssl.SSLSocket, case: FuzzCase, result: CaseResult) -> bool:
         """True once the case's bytes went out; result says what the device did."""
         reader = _PacketReader(tls)
-        kind, _ = reader.next(10)
+        kind, body = reader.next(10)
         if kind != 1:
             return False
+        if self.connect is None:
+            self.connect = body
         result.connected = True
         if not case.before_connack:
             tls.sendall(CONNACK_OK)

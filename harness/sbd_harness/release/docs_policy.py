@@ -156,3 +156,46 @@ def read_support(text: str, device_date: str | None, today: dt.date) -> tuple[di
         if device_date != declared.isoformat():
             problems.append(f"the device says support_until {device_date!r}, the document {declared}")
     return found, problems
+
+
+MIN_SUPPORT_YEARS = 5  # EU CRA Art. 13(8), unless the product is expected to be in use for less
+
+
+def years_after(day: dt.date, years: int) -> dt.date:
+    """The same day `years` later (28 February for a 29 February that has none)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def read_support_length(text: str, device_date: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The support period's length: from the date the declaration says the product was first placed on
+    the market (its 'Placed on the market' row) to the end date the device states, which must be a full
+    ISO date (day, month and year: EU CRA Art. 13(19) asks for at least the month and year)."""
+    found: dict[str, Any] = {"device_support_until": device_date}
+    problems: list[str] = []
+    cell = glance(text).get("placed on the market")
+    m = DATE_RE.search(cell or "")
+    placed = end = None
+    if cell is None:
+        problems.append("no 'Placed on the market' row: the support period's length cannot be judged")
+    elif not m:
+        problems.append(f"the date of placing on the market is not an ISO date (YYYY-MM-DD): {cell!r}")
+    else:
+        try:
+            placed = dt.date.fromisoformat(m.group(1))
+        except ValueError:
+            problems.append(f"the date of placing on the market {m.group(1)} is not a date")
+    try:
+        end = dt.date.fromisoformat(str(device_date))
+    except ValueError:
+        problems.append(f"the device's support_until {device_date!r} is not a full ISO date (YYYY-MM-DD)")
+    found["placed_on_market"] = placed.isoformat() if placed else None
+    if placed and end:
+        needed = years_after(placed, MIN_SUPPORT_YEARS)
+        found.update({"support_years": round((end - placed).days / 365.25, 2), "needed_until": needed.isoformat()})
+        if end < needed:
+            problems.append(f"support ends on {end}, {found['support_years']} years after the product was placed on "
+                            f"the market ({placed}): at least {MIN_SUPPORT_YEARS} years, until {needed}, are needed")
+    return found, problems

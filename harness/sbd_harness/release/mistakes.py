@@ -305,7 +305,7 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
         'unchecked-update-files',
         "The signed manifest is checked, the update's files against it never are",
-        checks=('unsigned-or-foreign-updates-refused',),
+        checks=('unsigned-or-foreign-updates-refused', 'changed-file-caught-at-boot'),
         patches=(
             ('lib/sbd/ota.py', '            if self.h.digest() != binascii.unhexlify(self.m["files"][self.fi]["sha256"]):\n                raise Rejected("hash mismatch " + self.m["files"][self.fi]["path"])\n',
              "            pass  # broken: a file's hash is not compared with the manifest\n"),
@@ -374,6 +374,67 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
             ('lib/sbd/commands.py', '        self.issued = now_ms\n        return self.nonce\n',
              '        self.issued = now_ms\n        from sbd import store\n        store.put("chal", self.nonce.encode())\n'
              '        return self.nonce\n'),
+        )),
+    Mistake(
+        'weak-tls-suites',
+        "The device's TLS client offers whatever the port's mbedTLS has: CBC, static-RSA and PSK suites too",
+        checks=('tls-client-offers-strong-crypto',),
+        patches=(
+            ('lib/sbd/tls.py', '        getattr(ctx, "_context", ctx).set_ciphers(CIPHERS)\n', ''),
+        )),
+    Mistake(
+        'mqtt-password',
+        'A user name and a password, the same on every device, in the MQTT CONNECT beside the certificate',
+        checks=('mqtt-connect-has-no-password',),
+        patches=(
+            ('lib/sbd/mqtt.py', '        n = sum(len(f[0]) + 2 if isinstance(f, tuple) else 2 if isinstance(f, int) else len(f)\n',
+             '        fields[1] = bytes((fields[1][0] | 0xC0,))  # broken: a shared user name and password\n'
+             '        fields += [(b"sbd",), (b"sbd-fleet-2024",)]\n'
+             '        n = sum(len(f[0]) + 2 if isinstance(f, tuple) else 2 if isinstance(f, int) else len(f)\n'),
+        )),
+    Mistake(
+        'access-point-on',
+        "The Wi-Fi access point is started beside the station, as a setup network that is never turned off",
+        checks=('only-declared-interfaces-on',),
+        patches=(
+            ('lib/sbd/link.py', '        self.wlan = network.WLAN(network.STA_IF)\n',
+             '        self.wlan = network.WLAN(network.STA_IF)\n'
+             '        network.WLAN(network.AP_IF).active(True)  # broken: a setup access point left on\n'),
+        )),
+    Mistake(
+        'bluetooth-on',
+        "Bluetooth is turned on at start and never off again",
+        checks=('only-declared-interfaces-on',),
+        patches=(
+            ('lib/sbd/link.py', '        self.wlan = network.WLAN(network.STA_IF)\n',
+             '        self.wlan = network.WLAN(network.STA_IF)\n'
+             '        import bluetooth  # broken: the radio turned on for a feature the product does not have\n'
+             '        bluetooth.BLE().active(True)\n'),
+        )),
+    Mistake(
+        'undeclared-telemetry-field',
+        "Telemetry also carries the Wi-Fi network's name, a field the data inventory never declared",
+        checks=('telemetry-matches-data-inventory',),
+        patches=(
+            ('lib/sbd/link.py', '        reading = {"uptime_s": time.ticks_ms() // 1000, "heap_free": gc.mem_free()}\n',
+             '        reading = {"uptime_s": time.ticks_ms() // 1000, "heap_free": gc.mem_free(),\n'
+             '                   "ssid": self.cfg["wifi_ssid"]}  # broken: a field nobody declared\n'),
+        )),
+    Mistake(
+        'short-support-period',
+        "The device states a support period that ends three years after the product was placed on the market",
+        checks=('support-period-at-least-five-years', 'support-period-declared'),
+        patches=(
+            ('lib/sbd/version.py', 'SUPPORT_UNTIL = "2031-12-31"', 'SUPPORT_UNTIL = "2029-11-30"'),
+        )),
+    Mistake(
+        'refuses-own-updates',
+        "The updater compares the model the wrong way round: it refuses every update made for it (and so passes "
+        "every refusal check)",
+        checks=('signed-update-installs-and-commits',),
+        patches=(
+            ('lib/sbd/ota.py', '        if m["model"] != version.MODEL:\n',
+             '        if m["model"] == version.MODEL:  # broken: the comparison the wrong way round\n'),
         )),
     Mistake(
         'no-support-period',

@@ -117,10 +117,15 @@ TEMPLATE = re.compile(r"%[-+0-9.]*[sdrxXf]|\{[0-9a-z_]*\}")
 PLAIN_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s?#@]*")
 
 
+# A TLS cipher suite's name as mbedTLS or IANA spell it: "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256".
+CIPHER_SUITE = re.compile(r"TLS[-_][A-Z0-9]+(?:[-_][A-Z0-9]+){3,}")
+
+
 def _not_random(value: str) -> bool:
     """Long, varied strings that are not keys: a format template (`%s`, `{}`), a URL without
-    query or user part, an alphabet (runs of consecutive characters: "ABC...xyz0-9")."""
-    if TEMPLATE.search(value) or PLAIN_URL.fullmatch(value):
+    query or user part, a TLS cipher suite's name, an alphabet (runs of consecutive characters:
+    "ABC...xyz0-9")."""
+    if TEMPLATE.search(value) or PLAIN_URL.fullmatch(value) or CIPHER_SUITE.fullmatch(value):
         return True
     steps = sum(ord(b) - ord(a) == 1 for a, b in zip(value, value[1:]))
     return steps >= (len(value) - 1) / 2

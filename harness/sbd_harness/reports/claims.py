@@ -95,7 +95,7 @@ CLAIMS: dict[str, dict[str, Any]] = {
               full("II(6)")]},
     "support-period-declared": {"subject": "device", EN: [full("5.3-13")], PSTI: [full("Sch1(3)")],
         CRA: [partial("Art13(8)", "the end date is stated, agrees with the published one and has not passed; "
-                                  "that it is at least five years from placing on the market is not checked")]},
+                                  "five years from placing on the market is support-period-at-least-five-years'")]},
     # The chip -----------------------------------------------------------------------------------
     "chip-security-fuses": {"subject": "device", EN: [
         partial("5.6-4A", "JTAG disabled in eFuse; the serial console is console-locked's evidence"),
@@ -148,10 +148,12 @@ CLAIMS: dict[str, dict[str, Any]] = {
         CRA: [partial("I(2)(h)", "availability under malformed input from the broker")]},
     # Communication -----------------------------------------------------------------------------
     "telemetry-over-mutual-tls": {"subject": "device", EN: [
-        partial("5.5-1", "the device connects over mutual TLS; the versions and suites it offers are not inspected"),
+        partial("5.5-1", "the device connects over mutual TLS; the versions and suites it offers are "
+                         "tls-client-offers-strong-crypto's evidence"),
         supporting("5.8-1", "all telemetry travels inside the mutual-TLS connection")],
         NIST: [partial("3", "data in transit only")], CRA: [partial("I(2)(e)", "confidentiality in transit only")],
-        ISVS: [partial("4.1.1", "TLS is used; its versions and suites on the device side are not inspected")]},
+        ISVS: [partial("4.1.1", "TLS is used; the versions the device offers are tls-client-offers-strong-crypto's "
+                                "evidence")]},
     "rogue-brokers-refused": {"subject": "device", EN: [
         partial("5.5-1", "certificate validation and the refusal of TLS 1.1"),
         partial("5.6-2", "the device sends nothing to a broker that fails authentication"),
@@ -213,6 +215,53 @@ CLAIMS: dict[str, dict[str, Any]] = {
         partial("5.6-5", "every flow the device starts is declared and needed")],
         CRA: [partial("I(2)(i)", "the device talks only to what its MUD file declares"),
               partial("I(2)(j)", "outbound flows only")]},
+    # Device evidence added for what the review found missing -----------------------------------
+    "tls-client-offers-strong-crypto": {"subject": "device", EN: [
+        partial("5.5-1", "the versions, suites and signature algorithms the device offers and its refusal of weak "
+                         "suites; certificate validation is rogue-brokers-refused's evidence")],
+        NIST: [partial("3", "data in transit: the device's TLS offer")],
+        CRA: [partial("I(2)(e)", "the strength of the device's TLS in transit")],
+        ISVS: [partial("4.1.1", "the versions the device offers; TLS 1.1 refused is rogue-brokers-refused's"),
+               partial("4.1.2", "the suites and signature algorithms the device offers, and weak suites refused")]},
+    "mqtt-connect-has-no-password": {"subject": "device", EN: [
+        partial("5.1-3", "the device authenticates to its broker with its certificate alone: no password is sent"),
+        supporting("5.4-3", "no shared password crosses the network")],
+        PSTI: [supporting("Sch1(1)", "no password in the device's MQTT CONNECT")],
+        ISVS: [supporting("2.1.9", "no credential in the device's MQTT CONNECT")]},
+    "only-declared-interfaces-on": {"subject": "device", EN: [
+        partial("5.6-1", "the radio interfaces as the device's port reports them (Wi-Fi station, access point, "
+                         "Bluetooth) against the declared ones; not observed over the air")],
+        NIST: [partial("4", "radio interfaces not declared are off")],
+        CRA: [partial("I(2)(j)", "radio interfaces only")]},
+    "support-period-at-least-five-years": {"subject": "device", CRA: [
+        partial("Art13(8)", "at least five years from the declared placing on the market; whether it reflects the "
+                            "time the product is expected to be in use is for a person to judge")],
+        EN: [supporting("5.3-13", "the end date the device states is a full date")],
+        PSTI: [supporting("Sch1(3)", "the end date the device states is a full date")]},
+    "telemetry-matches-data-inventory": {"subject": "device", CRA: [
+        partial("I(2)(g)", "the fields the device sends match its declared data inventory; whether each is needed "
+                           "is for a person to judge")],
+        EN: [partial("6-4", "telemetry fields against the declared inventory")]},
+    "keys-at-rest-protected": {"subject": "device", EN: [
+        partial("5.4-1", "the device's private key in NVS, read back from the flash as an attacker with the board "
+                         "would; protection of the eFuse keys themselves is not assessed")],
+        NIST: [partial("3", "data at rest: the device key")],
+        CRA: [partial("I(2)(e)", "confidentiality of the device key at rest")]},
+    "signed-update-installs-and-commits": {"subject": "device", EN: [
+        partial("5.3-2", "a valid signed update installs, its trial commits and the device reports the new version; "
+                         "power cuts during it are the test suite's evidence"),
+        partial("5.3-1", "the application's files are updated; MicroPython itself needs a new build by cable")],
+        NIST: [partial("5", "the device updates itself with a verified update")],
+        CRA: [partial("I(2)(c)", "a security update installs; automatic delivery and opt-out are not checked")],
+        ISVS: [supporting("3.4.3", "the update installed is the signed one")]},
+    "changed-file-caught-at-boot": {"subject": "device", EN: [
+        partial("5.7-1", "the update slot that runs is verified against its signed manifest at every boot; the "
+                         "factory image and MicroPython are not (no hardware secure boot on the official build)"),
+        partial("5.7-2", "the change is reported to the broker and the verified factory image runs instead; "
+                         "networking is not limited to alerting")],
+        NIST: [partial("6", "a changed program file is reported as an incident")],
+        CRA: [partial("I(2)(f)", "the integrity of the programs in the update slot, with corruption reported")],
+        ISVS: [partial("3.1.4", "the update slot verified at boot, not the boot chain")]},
 }
 
 # EN 18031-1's claims are kept in en_18031.py, with the requirement IDs and how far they were confirmed;

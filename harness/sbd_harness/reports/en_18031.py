@@ -176,6 +176,23 @@ CLAIMS: dict[str, list[dict[str, str]]] = {
     "no-known-exploitable-vulnerabilities": [
         _partial("GEC-1", "the software components the SBOM names, against the advisory feed given; hardware "
                           "and the feed's completeness are not checked")],
+    # the device-evidence checks
+    "signed-update-installs-and-commits": [
+        _partial("SUM-2", "a valid signed update installs, commits and runs; the refusals are the other update "
+                          "checks' evidence")],
+    "changed-file-caught-at-boot": [
+        _partial("SSM-2", "the running update's files are checked against their signed manifest at every boot; "
+                          "the factory image is not")],
+    "keys-at-rest-protected": [
+        _partial("SSM-3", "the device key in NVS, read back from the flash as anyone holding the board reads it")],
+    "tls-client-offers-strong-crypto": [
+        _partial("SCM-2", "the versions and suites the device offers, and a broker of weak suites refused"),
+        _partial("SCM-3", "the device offers only ECDHE with AEAD suites"),
+        _partial("CRY-1", "the TLS versions, suites and signature algorithms the device offers")],
+    "mqtt-connect-has-no-password": [
+        _supporting("AUM-2", "the device authenticates to its broker with its certificate alone")],
+    "only-declared-interfaces-on": [
+        _partial("GEC-5", "the radio interfaces as the device reports them: Wi-Fi access point and Bluetooth off")],
 }
 
 # The restrictions of the OJ listing that matter for this product, and whether they bite here.

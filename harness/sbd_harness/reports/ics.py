@@ -193,6 +193,18 @@ def ixit(report: dict[str, Any], features: dict[str, Any] | None, overrides: dic
         c = _check(report, cid)
         if c:
             tables[table].append({"name": cid, "detail": what, "source": f"check {cid} ({c['status']})"})
+    # What the device-evidence checks saw, each as its evidence says it
+    for cid, table, name, key in (("only-declared-interfaces-on", "15-Intf", "radio interfaces on", "reported"),
+                                  ("tls-client-offers-strong-crypto", "11-ComMech", "TLS ClientHello offer",
+                                   "client_hello"),
+                                  ("keys-at-rest-protected", "10-SecParam", "private key in the flash at rest",
+                                   "key_found_at"),
+                                  ("changed-file-caught-at-boot", "20-SecBoot", "changed update file at boot",
+                                   "incident")):
+        c = _check(report, cid)
+        if c and c["status"] in ("pass", "fail") and key in c.get("evidence", {}):
+            tables[table].append({"name": name, "detail": json.dumps(c["evidence"][key], sort_keys=True),
+                                  "source": f"check {cid} ({c['status']})"})
     fuses = _check(report, "chip-security-fuses")
     if fuses and fuses.get("evidence"):
         tables["20-SecBoot"].append({"name": "eFuse summary", "detail": json.dumps(fuses["evidence"], sort_keys=True),

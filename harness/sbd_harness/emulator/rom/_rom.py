@@ -82,9 +82,11 @@ def _install_board_modules():
     import esp32
     import network
     import ntptime  # frozen in the ESP32 build (micropython-lib); sys.path loses the ROM's folder below
+    import bluetooth  # the radio's state only (rom/bluetooth.py)
     sys.modules["micropython"] = _MicroPythonModule(micropython)
     sys.modules["time"] = sys.modules["utime"] = _TimeModule(time)
-    for name, mod in (("machine", machine), ("esp32", esp32), ("network", network), ("ntptime", ntptime)):
+    for name, mod in (("machine", machine), ("esp32", esp32), ("network", network), ("ntptime", ntptime),
+                      ("bluetooth", bluetooth)):
         sys.modules[name] = mod
 
 

@@ -1,0 +1,13 @@
+# The emulated board's `bluetooth` module: the radio's on/off state only, as
+# BLE().active() of the ESP32 port (extmod/modbluetooth.c with NimBLE): every
+# BLE() is the board's one radio, active() asks, active(True) starts the
+# stack. There is no stack here: nothing advertises, scans or connects.
+
+_active = [False]
+
+
+class BLE:
+    def active(self, state=None):
+        if state is not None:
+            _active[0] = bool(state)
+        return _active[0]
