@@ -137,7 +137,8 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
         "unsigned-updates",
         "Updates are installed without checking who signed them",
-        checks=("unsigned-or-foreign-updates-refused",),
+        # the unverified update the first installs stays: the board no longer runs the build
+        checks=("unsigned-or-foreign-updates-refused", "firmware-matches-build"),
         provisions={"etsi_en_303_645": ["5.3-9", "5.3-10"], "nist_ir_8259a": ["5"], "owasp_isvs": ["3.4.3"],
                     "eu_cra": ["I(2)(f)"]},
         patches=(
