@@ -105,3 +105,43 @@ def test_flash_without_builds_every_other_mistake(tmp_path):
     # A good selection gets as far as the board (which does not exist), and no further.
     good = flash("--profile", "insecure", "--without", "open-console", "--build-dir", str(tmp_path / "b"))
     assert good.returncode == 2 and "labs-no-such-board" in good.stderr, good.stderr
+
+
+def test_every_sbd_command_of_the_lab_pages_parses():
+    """The lab pages' steps are run in tests/checks and tests/soak; here, without a board, every `sbd`
+    line of their `sh` blocks parses as `sbd` parses it (options spelt as they are, no prefixes), and
+    each page has the steps the runner expects: a check to find it, an exploit, a fix checked."""
+    import argparse
+    import contextlib
+    import io
+
+    from docsteps import sbd_commands
+    from labsteps import LABS, blocks, readme_setup
+    from sbd_harness.cli import build_parser
+
+    def exact(parser: argparse.ArgumentParser) -> None:
+        parser.allow_abbrev = False
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    exact(sub)
+
+    parser = build_parser()
+    exact(parser)
+    setup = readme_setup()
+    assert [b.script.split()[:3] for b in setup] == [["sbd", "pki", "init"], ["sbd", "board", "start"],
+                                                     ["sbd", "flash", "--board"], ["sbd", "bootline", "--board"]]
+    for page in sorted(LABS.glob("*.md")):
+        steps = blocks(page)
+        if page.name != "README.md":
+            sections = {b.section for b in steps}
+            assert {"Find it with the harness", "Exploit it", "Fix it"} <= sections, (page.name, sections)
+            assert all(b.verifies for b in steps if b.section.startswith("Find it") and "verify" in b.script)
+        for block in steps:
+            for args in sbd_commands(block.script):
+                args = args[:args.index("|")] if "|" in args else args  # what it pipes into is not sbd
+                try:
+                    with contextlib.redirect_stderr(io.StringIO()) as err:
+                        parser.parse_args(args)
+                except SystemExit:
+                    pytest.fail(f"{page.name}: sbd {' '.join(args)}: {err.getvalue().strip()}")

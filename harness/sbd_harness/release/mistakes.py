@@ -34,7 +34,7 @@ class Mistake:
     checks: tuple[str, ...]          # catalogue check IDs that fail because of it
     provisions: dict[str, list[str]] = field(default_factory=dict)  # what it breaks (lab mistakes say)
     patches: tuple[Patch, ...] = ()
-    files: tuple[str, ...] = ()      # extra files, relative to profile_files/<profile>/
+    files: tuple[str, ...] = ()      # extra files, relative to mistake_files/
     requires: tuple[str, ...] = ()   # mistakes it builds on
 
     @property
@@ -162,6 +162,10 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
              '        if m["security_counter"] <= slots.counter():\n'
              '            raise Rejected("rollback: security counter not higher")\n',
              "        pass  # broken: no anti-rollback, any signed release installs\n"),
+            # and the boot-time check of the slot, which would otherwise refuse to run what was installed
+            ("lib/sbd/slots.py",
+             '    if m["security_counter"] < floor:\n        raise manifest.ManifestError("below the rollback floor")\n',
+             "    pass  # broken: no anti-rollback at boot either\n"),
         )),
 )
 
