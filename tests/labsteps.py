@@ -114,21 +114,18 @@ class LabRun:
         return subprocess.Popen(["bash", "-e", "-c", self.text(block.script)], cwd=self.dir, env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    def run(self, block: Block, timeout: float = 900) -> Ran:
-        """Runs a block (and, for a second-terminal block, the one before it alongside)."""
-        if block.second_terminal:
-            first = self.ran.pop()
-            started = time.monotonic()
-            proc = self._start(first.block)
-            time.sleep(2)  # the first terminal's command is listening before the second's starts
-            here = self._one(block, timeout)
-            out, _ = proc.communicate(timeout=timeout)
-            self.ran.append(Ran(first.block, proc.returncode, out, time.monotonic() - started))
-            self.ran.append(here)
-            return here
-        ran = self._one(block, timeout)
-        self.ran.append(ran)
-        return ran
+    def run(self, block: Block, second: Block | None = None, timeout: float = 900) -> list[Ran]:
+        """Runs a block; with `second` (a block for a second terminal), runs that one while `block` runs."""
+        if second is None:
+            self.ran.append(self._one(block, timeout))
+            return self.ran[-1:]
+        started = time.monotonic()
+        proc = self._start(block)
+        time.sleep(2)  # the first terminal's command is listening before the second's starts
+        here = self._one(second, timeout)
+        out, _ = proc.communicate(timeout=timeout)
+        self.ran += [Ran(block, proc.returncode, out, time.monotonic() - started), here]
+        return self.ran[-2:]
 
     def _one(self, block: Block, timeout: float) -> Ran:
         started = time.monotonic()
@@ -259,14 +256,16 @@ def run_lab(name: str, workspace: Path) -> LabRun:
     steps = readme_setup() + blocks(LABS / f"{name}.md")
     assert any(b.section == "Fix it" for b in steps), f"{name}.md has no steps under 'Fix it'"
     try:
-        exploited = False
-        for block in steps:
+        exploited, i = False, 0
+        while i < len(steps):
+            block = steps[i]
+            second = steps[i + 1] if i + 1 < len(steps) and steps[i + 1].second_terminal else None
             if block.section == "Fix it" and not exploited:
                 EXPLOITED[name](run)
                 exploited = True
-            ran = run.run(block)
-            for done in run.ran[-2 if block.second_terminal else -1:]:
+            for done in run.run(block, second):
                 run.after(done, REFUSED)
+            i += 2 if second else 1
     finally:
         started = time.monotonic()
         subprocess.run(["sbd", "board", "rm", BOARD], cwd=run.dir, env=run.env, capture_output=True, timeout=120)
