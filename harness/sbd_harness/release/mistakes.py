@@ -137,8 +137,9 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
         "unsigned-updates",
         "Updates are installed without checking who signed them",
-        # the unverified update the first installs stays: the board no longer runs the build
-        checks=("unsigned-or-foreign-updates-refused", "firmware-matches-build"),
+        # the unverified update the first installs stays: the board no longer runs the build, and the
+        # checks that compare it with the build say so
+        checks=("unsigned-or-foreign-updates-refused", "firmware-matches-build", "no-default-or-shared-secrets"),
         provisions={"etsi_en_303_645": ["5.3-9", "5.3-10"], "nist_ir_8259a": ["5"], "owasp_isvs": ["3.4.3"],
                     "eu_cra": ["I(2)(f)"]},
         patches=(
