@@ -145,3 +145,28 @@ def test_every_sbd_command_of_the_lab_pages_parses():
                         parser.parse_args(args)
                 except SystemExit:
                     pytest.fail(f"{page.name}: sbd {' '.join(args)}: {err.getvalue().strip()}")
+
+
+def test_a_reserved_sequence_number_is_never_signed_again(tmp_path):
+    """A forged command in a check carries a number the lab CA gives up: one the device wrongly obeys
+    does not put its counter past the CA's, so the CA's next command is still fresh to it."""
+    import base64
+
+    from sbd_harness.identity.pki import LabCA, PKIError
+
+    ca = LabCA(tmp_path / "pki")
+    ca.init()
+    device = "0123456789ab"
+    index = ca.index()
+    index["devices"][device] = {"fingerprint": "00" * 32}
+    ca._write_index(index)
+
+    def seq_of(line: str) -> int:
+        return json.loads(base64.b64decode(line.split()[1]))["seq"]
+
+    first = seq_of(ca.sign_command(device, "status"))
+    reserved = ca.reserve_seq(device)
+    assert reserved == first + 1
+    assert seq_of(ca.sign_command(device, "status")) == reserved + 1
+    with pytest.raises(PKIError, match="no certificate issued"):
+        ca.reserve_seq("ffffffffffff")
