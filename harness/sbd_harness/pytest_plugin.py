@@ -61,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="CI policy: the comma-separated check IDs allowed to skip on this kind of board (e.g. "
                      "chip-security-fuses on an emulated one); any other check that skips fails the run. "
                      "An empty value allows none")
+    g.addoption("--sbd-advisories", default=None, metavar="FILE",
+                help="the advisory feed (OSV records) for no-known-exploitable-vulnerabilities (default: the "
+                     "firmware's advisories.osv.json)")
+    g.addoption("--sbd-vex", action="append", default=[], metavar="FILE",
+                help="VEX statements that override the firmware's vex.json (repeatable)")
     g.addoption("--sbd-report", default=None, help="write the JSON conformance report here")
     g.addoption("--sbd-markdown", default=None, help="write the Markdown summary here")
     g.addoption("--sbd-html", default=None, help="write the self-contained HTML report here")
@@ -70,6 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "sbd_check(id, title, etsi_en_303_645=[], nist_ir_8259a=[], eu_cra=[], uk_psti=[], owasp_isvs=[], "
+        "en_18031_1=[], "
         "subject='device'): a conformance check and the provisions it covers, each a claim "
         "{'id': ..., 'strength': 'full'|'partial'|'supporting', 'reason': ...} or a bare ID (supporting); "
         "the catalogue's own checks take theirs from sbd_harness/reports/claims.py")

@@ -53,12 +53,12 @@ def test_every_claim_names_a_known_id_and_a_strength_and_every_partial_a_reason(
 def test_the_claim_check_rejects_invented_ids_bad_strengths_and_unreasoned_partials():
     bad = problems({"etsi_en_303_645": [full("5.99-1"), {"id": "5.1-1", "strength": "most"},
                                         {"id": "5.4-1", "strength": "partial"}],
-                    "owasp_isvs": [full("4.2.3")], "en_18031_1": [full("ACM-1")]})
+                    "owasp_isvs": [full("4.2.3")], "en_18031_2": [full("ACM-3")]})
     assert "etsi_en_303_645: 5.99-1" in bad
     assert any("strength 'most'" in b for b in bad)
     assert any("5.4-1: a partial claim needs a reason" in b for b in bad)
     assert "owasp_isvs: 4.2.3" in bad, "ISVS 1.0 RC's ID: the catalogue pins the 1.0 release"
-    assert "en_18031_1: unknown baseline" in bad
+    assert "en_18031_2: unknown baseline" in bad, "EN 18031-2 (personal data) is not a baseline of this product"
 
 
 @pytest.mark.skipif(not BASELINES_MD.exists(), reason="the shared baselines reference is not on this machine")

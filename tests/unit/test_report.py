@@ -274,10 +274,21 @@ def test_the_sbom_validates_and_lists_every_file_with_its_hash(bundle, tmp_path)
     assert {"name": "sbd:source-sha256",
             "value": hashlib.sha256(bundle.sources["/lib/sbd/app.py"]).hexdigest()} in app["properties"]
     mp = next(c for c in doc["components"] if c["name"] == "micropython")
-    assert mp["version"] == micropython_target()["minimum_version"] == "1.26"
+    assert micropython_target()["minimum_version"] == "1.26"
+    assert {"name": "sbd:micropython:minimum-version", "value": "1.26"} in mp["properties"]
     assert {"name": "sbd:mpy:format", "value": "6"} in mp["properties"]
+    # what runs under the application, with exact versions (the firmware's platform.json)
+    platform = json.loads((ROOT / "firmware" / "platform.json").read_text())["components"]
+    exact = {c["name"]: c["version"] for c in platform}
+    listed = {c["name"]: c for c in doc["components"] if c["bom-ref"].startswith("platform:")}
+    assert {n: c["version"] for n, c in listed.items()} == exact == summary["platform"]
+    assert set(exact) == {"micropython", "esp-idf", "mbedtls", "lwip"}
+    assert listed["mbedtls"]["purl"] == "pkg:github/mbed-tls/mbedtls@v3.6.4"
+    assert {d["ref"]: set(d.get("dependsOn", [])) for d in doc["dependencies"]}["platform:micropython"] == {
+        "platform:esp-idf", "platform:mbedtls", "platform:lwip"}
     deps = {d["ref"]: d.get("dependsOn", []) for d in doc["dependencies"]}
-    assert set(deps[fw["bom-ref"]]) == {c["bom-ref"] for c in doc["components"]}
+    assert set(deps[fw["bom-ref"]]) == {c["bom-ref"] for c in doc["components"]} - {
+        "platform:esp-idf", "platform:mbedtls", "platform:lwip"}
 
 
 def test_a_broken_sbom_does_not_validate(bundle):

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from sbd_harness.release.vulnerabilities import evaluate
 from sbd_harness.reports.claims import CLAIMS, claims_for
 from sbd_harness.reports.features import load
 from sbd_harness.reports.report import build_report, to_html
@@ -45,9 +46,12 @@ def _report() -> dict:
     for i, cid in enumerate(CLAIMS):
         meta = claims_for(cid)
         status = ("pass", "skip", "fail")[i % 3]
+        evidence = {"path": LONG, "list": list(range(40))}
+        if cid == "no-known-exploitable-vulnerabilities":  # its findings make a table of their own
+            evidence = evaluate(ROOT / "firmware", ROOT / "tests/unit/data/advisories/refreshed.osv.json")
         checks.append({"id": cid, "title": f"{cid}: what it shows, at some length " * 2, "status": status,
                        "message": "" if status == "pass" else f"why: {LONG}", "duration_s": 1.5,
-                       "evidence": {"path": LONG, "list": list(range(40))}, "subject": meta["subject"],
+                       "evidence": evidence, "subject": meta["subject"],
                        "provisions": meta["provisions"]})
     board = {"name": "lab-" + "b" * 60, "kind": "emulated", "serial": "/dev/pts/3", "address": "198.18.0.5",
              "network": "loopback", "weakened_by_loopback": ["the device's ports share the host's: " + LONG]}
@@ -57,8 +61,10 @@ def _report() -> dict:
 
 
 def test_the_html_report_fits_a_1280_pixel_window(tmp_path):
-    seen = _render(to_html(_report()), tmp_path, 1280)
-    assert seen["tables"] >= 7  # counts, checks, and a coverage table per baseline
+    page = to_html(_report())
+    assert "<h2>Known vulnerabilities</h2>" in page and "Restriction on passwords" in page
+    seen = _render(page, tmp_path, 1280)
+    assert seen["tables"] >= 9  # counts, checks, a coverage table per baseline (six), known vulnerabilities
     assert seen["scroll"] <= seen["client"], f"the page scrolls sideways at 1280 px: {seen}"
 
 

@@ -92,7 +92,8 @@ def run_locked():
         return reply
 
     def attest(reply, nonce):
-        # The statement stays bytes: on_line writes it out as base64 piece by piece.
+        # The statement is hashed here and made again as on_line writes it out,
+        # as base64 piece by piece (sbd.attest.Statement).
         try:
             from sbd import attest as attestation
             body, signature = attestation.answer(nonce)
@@ -121,7 +122,15 @@ def run_locked():
         if reply is not None:
             if "statement" in reply:
                 from sbd import attest as attestation
-                attestation.write_reply(reply)
+                try:
+                    attestation.write_reply(reply)
+                except (MemoryError, OSError) as e:
+                    # The line so far is cut short (its JSON invalid); the answer is the next one.
+                    gc.collect()
+                    print()
+                    print(json.dumps({"sbd": "cmd", "ok": False,
+                                      "error": "out of memory" if isinstance(e, MemoryError) else "file unreadable"}))
+                    return
             else:
                 print(json.dumps(reply))
             if reply.get("status") is not None:

@@ -66,21 +66,21 @@ def covered(path, slot=""):
     return not path.startswith(USER_DATA + "/") or path.endswith(MODULES[0]) or path.endswith(MODULES[1])
 
 
-def _walk(root, path, slot, found):
-    """Appends the covered files under device folder `path` to `found`, sorted."""
+def _walk(root, path, slot):
+    """Yields the covered files under device folder `path`, sorted folder by
+    folder: only one folder's names are held at a time."""
     entries = sorted((e[0], e[1]) for e in os.ilistdir(root + (path or "/")))
     for name, kind in entries:
         p = path + "/" + name
         if kind & _DIR:
-            _walk(root, p, slot, found)
+            yield from _walk(root, p, slot)
         elif covered(p, slot):
-            found.append(p)
-    return found
+            yield p
 
 
 def files(root="", slot=""):
     """Device paths of the covered files, sorted folder by folder."""
-    return _walk(root, "", slot, [])
+    return list(_walk(root, "", slot))
 
 
 def file_digest(path, buf):
@@ -97,42 +97,55 @@ def file_digest(path, buf):
     return size, h.digest()
 
 
-def statement(nonce, root="", slot=None):
-    """The statement's exact bytes, for nonce (32 lower-case hex digits,
-    checked by sbd.commands), as a list of short pieces: joined, they would
-    need one block of several KiB, which a fragmented heap may not have.
+class Statement:
+    """The statement's exact bytes for nonce (32 lower-case hex digits, checked
+    by sbd.commands), made afresh, piece by piece, each time it is iterated:
+    once to hash it for the signature, once to write it out. Nothing holds the
+    whole (several KiB, and a list of every file), which a heap fragmented by a
+    long run may not have room for beside the signature's work. Nothing on the
+    device writes files between the two passes (commands run one at a time).
     `root` is where the device filesystem is (tests)."""
-    if slot is None:
-        slot = running_slot(root)
-    head = ('{"format":"%s","device_id":"%s","nonce":"%s","cert_sha256":%s,"model":%s,"fw_version":%s,'
-            '"profile":%s,"slot":"%s","counter":%d,"files":{' % (
-                FORMAT, binascii.hexlify(machine.unique_id()).decode(), nonce, json.dumps(identity.fingerprint()),
-                json.dumps(version.MODEL), json.dumps(version.VERSION), json.dumps(version.PROFILE),
-                slot or "factory", slots.counter()))
-    parts = [head.encode()]
-    buf = bytearray(512)
-    for path in files(root, slot):
-        size, digest = file_digest(root + path, buf)
-        entry = '%s%s:{"size":%d,"sha256":"%s"}' % ("," if len(parts) > 1 else "", json.dumps(path), size,
-                                                     binascii.hexlify(digest).decode())
-        parts.append(entry.encode())
-    parts.append(b"}}")
-    return parts
+
+    def __init__(self, nonce, root="", slot=None):
+        self.nonce = nonce
+        self.root = root
+        self.slot = running_slot(root) if slot is None else slot
+
+    def __iter__(self):
+        root, slot = self.root, self.slot
+        yield ('{"format":"%s","device_id":"%s","nonce":"%s","cert_sha256":%s,"model":%s,"fw_version":%s,'
+               '"profile":%s,"slot":"%s","counter":%d,"files":{' % (
+                   FORMAT, binascii.hexlify(machine.unique_id()).decode(), self.nonce,
+                   json.dumps(identity.fingerprint()), json.dumps(version.MODEL), json.dumps(version.VERSION),
+                   json.dumps(version.PROFILE), slot or "factory", slots.counter())).encode()
+        buf = bytearray(512)
+        sep = ""
+        for path in _walk(root, "", slot):
+            size, digest = file_digest(root + path, buf)
+            yield ('%s%s:{"size":%d,"sha256":"%s"}' % (sep, json.dumps(path), size,
+                                                        binascii.hexlify(digest).decode())).encode()
+            sep = ","
+        yield b"}}"
+
+
+def statement(nonce, root="", slot=None):
+    """The statement's pieces (a Statement: iterate it, or join it in tests)."""
+    return Statement(nonce, root, slot)
 
 
 def answer(nonce, root=""):
-    """(statement pieces, signature r || s by the device key over the SHA-256 of their bytes)."""
-    parts = statement(nonce, root)
-    gc.collect()
+    """(statement, signature r || s by the device key over the SHA-256 of its bytes)."""
+    parts = Statement(nonce, root)
     h = hashlib.sha256()
     for part in parts:
         h.update(part)
+    gc.collect()
     return parts, identity.sign(h.digest())
 
 
 def write_reply(reply, out=None):
-    """Prints the reply as one JSON line, its "statement" (pieces of bytes)
-    as base64 written a few hundred bytes at a time: no copy of the whole."""
+    """Prints the reply as one JSON line, its "statement" (pieces of bytes, made
+    as they are written) as base64 a few hundred bytes at a time: no copy of the whole."""
     out = out or sys.stdout
     parts = reply.pop("statement")
     head = json.dumps(reply)

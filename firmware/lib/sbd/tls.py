@@ -21,12 +21,25 @@ def _private_key_der():
                         der.context(1, der.bit_string(identity.public_key())))
 
 
+_context = None
+
+
 def context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=identity.ca_certificate())
-    ctx.load_cert_chain(identity.certificate(), _private_key_der())
-    return ctx
+    """The one TLS context of this boot, made at the first connection and reused
+    by every reconnection: an SSLContext is one block of about 3 KiB in the
+    Python heap (mbedTLS's configuration, entropy and certificates inside it),
+    which a heap fragmented by an hour online may no longer have in one piece
+    when the broker comes back (seen on the emulated board: every reconnection
+    after a broker outage refused "memory allocation failed"). It holds the
+    parsed device key in RAM for the boot, as the open connection does anyway."""
+    global _context
+    if _context is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=identity.ca_certificate())
+        ctx.load_cert_chain(identity.certificate(), _private_key_der())
+        _context = ctx
+    return _context
 
 
 def connect(address, port, hostname, timeout_s=10):

@@ -31,6 +31,13 @@ PACED_GAP_S = PACED_CHUNK * 10 / 115200   # a chunk's time on the wire at 115200
 # A line the firmware answers (an error: no valid command) and that changes nothing:
 # its answer shows the firmware at its console, reading, before the real line goes out.
 PING = b"SBD-CMD ping"
+PING_ERROR = "expected payload and signature"  # what the firmware answers PING (sbd/commands.py)
+PROBE_AFTER_S = 5.0   # silence after a line before a PING asks whether it arrived
+RESENDS = 2           # times a line the device lost is sent again
+
+
+def _is_ping_answer(reply: dict) -> bool:
+    return reply.get("ok") is False and reply.get("error") == PING_ERROR
 
 _SHA256_CODE = """
 import hashlib, json
@@ -354,31 +361,62 @@ class SerialBoard(Board):
 
         The device's console buffer holds 259 bytes, less than a signed line, and the
         firmware may be busy (a TLS handshake) for seconds: a short line goes first,
-        and the real one, paced, only once the firmware has answered it."""
+        and the real one, paced, only once the firmware has answered it. Should the
+        firmware block all the same while the line comes in (a reconnection), its
+        buffer overflows and the line is lost: after PROBE_AFTER_S of silence a PING
+        follows it, and a PING answered before the line is the proof it was lost; the
+        line is then sent again, at most RESENDS times. Sending again changes nothing
+        on the device: a refused command is refused again, and an accepted one has
+        already answered before the PING's answer."""
         from sbd_harness.device.bootline import parse_json_lines
-        data = bytearray()
         with self.open_port() as port:
             port.reset_input_buffer()
             deadline = time.monotonic() + timeout
-            # A newline first ends whatever partial line noise left in the device's buffer.
-            port.write(b"\r\n" + PING + b"\r\n")
-            while not any(o.get("sbd") == "cmd" for o in parse_json_lines(data.decode(errors="replace"))):
-                if time.monotonic() > deadline:
-                    raise BoardError(f"{self.name} did not answer on its console within {timeout}s: "
-                                     f"{bytes(data[-300:])!r}")
-                data += port.read(port.in_waiting or 1)
-            data = bytearray()
-            self.write_paced(port, line.encode() + b"\r\n")
-            while time.monotonic() < deadline:
-                data += port.read(port.in_waiting or 1)  # what has arrived; never wait for a full buffer
-                found = parse_json_lines(data.decode(errors="replace"))
-                replies = [o for o in found if o.get("sbd") == reply_key]
-                if replies and (follow is None or not replies[0].get("ok")):
-                    return replies[0]
-                results = [o for o in found if o.get("sbd") == follow]
-                if replies and results:
-                    return dict(replies[0], result=results[0])
+            for attempt in range(RESENDS + 1):
+                self._await_console(port, deadline, timeout)
+                self.write_paced(port, line.encode() + b"\r\n")
+                data = bytearray()
+                probed_at: float | None = None
+                sent_at = time.monotonic()
+                while time.monotonic() < deadline:
+                    data += port.read(port.in_waiting or 1)  # what has arrived; never wait for a full buffer
+                    found = parse_json_lines(data.decode(errors="replace"))
+                    replies = [o for o in found if o.get("sbd") == reply_key]
+                    if probed_at is not None and replies and _is_ping_answer(replies[-1]):
+                        if len(replies) == 1 or not any(r.get("ok") for r in replies[:-1]):
+                            break  # the PING came back first (or after noise): the line was lost
+                        replies = replies[:-1]
+                    if probed_at is not None and replies and not replies[0].get("ok") and \
+                            not any(_is_ping_answer(r) for r in replies):
+                        replies = []  # refused or garbled: wait for the PING's answer to tell
+                    if replies and (follow is None or not replies[0].get("ok")):
+                        return replies[0]
+                    results = [o for o in found if o.get("sbd") == follow]
+                    if replies and results:
+                        return dict(replies[0], result=results[0])
+                    if probed_at is None and not replies and time.monotonic() - sent_at > PROBE_AFTER_S:
+                        port.write(b"\r\n" + PING + b"\r\n")  # short: fits the buffer even if busy
+                        probed_at = time.monotonic()
+                else:
+                    break
+                if attempt == RESENDS:
+                    replies = [o for o in parse_json_lines(data.decode(errors="replace"))
+                               if o.get("sbd") == reply_key and not _is_ping_answer(o)]
+                    if replies:
+                        return replies[0]  # refused every time: that is the answer
         raise BoardError(f"no answer from {self.name} within {timeout}s: {bytes(data[-300:])!r}")
+
+    def _await_console(self, port: serial.Serial, deadline: float, timeout: float) -> None:
+        """Sends a PING and returns once the firmware has answered it: it is at its console, reading."""
+        from sbd_harness.device.bootline import parse_json_lines
+        data = bytearray()
+        # A newline first ends whatever partial line noise left in the device's buffer.
+        port.write(b"\r\n" + PING + b"\r\n")
+        while not any(o.get("sbd") == "cmd" for o in parse_json_lines(data.decode(errors="replace"))):
+            if time.monotonic() > deadline:
+                raise BoardError(f"{self.name} did not answer on its console within {timeout}s: "
+                                 f"{bytes(data[-300:])!r}")
+            data += port.read(port.in_waiting or 1)
 
     # MicroPython itself ---------------------------------------------------------------
     def esptool_command(self, firmware_bin: Path, offset: int, flash_args: list[str], baud: int) -> list[str]:

@@ -150,7 +150,7 @@ def check_invalid_commands(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence
         forged = rogue.sign_payload(dict(body, cmd="status", seq=sbd_ca.reserve_seq(device_id)))  # as above
     payloads = INVALID_COMMANDS + [forged] + [sbd_ca.sign_payload(b) for b in signed]
     with Watcher(sbd_broker, topic.all) as w:
-        wait_online(sbd_board, w, topic)
+        wait_online(sbd_board, w, topic, reuse=True)
         for payload in payloads:
             w.publish(topic.cmd, payload)
         replies = w.collect(on_topic(topic.result), len(payloads), timeout=2 * COMMAND_TIMEOUT_S)

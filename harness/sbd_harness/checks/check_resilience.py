@@ -293,7 +293,7 @@ def check_outages(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soa
     cut = "power-cut" if has(sbd_board, PowerControl) else "hard"
     with Watcher(sbd_broker, topic.all, persistent=True) as w:
         since = log_offset(sbd_board)
-        wait_online(sbd_board, w, topic)
+        wait_online(sbd_board, w, topic, reuse=True)
         o = _Outages(sbd_board, sbd_broker, w, topic, since)
         sbd_evidence.update({"plan": vars(plan), "phases": o.phases})
         with FastTelemetry(w, sbd_ca, device_id):
@@ -334,12 +334,7 @@ def _uptime_of(m: Message) -> int | None:
     return data.get("uptime_s") if isinstance(data, dict) else None
 
 
-def _uptime(watcher: Watcher, topic: Topics, timeout: float) -> int | None:
-    m = watcher.wait_for(on_topic(topic.telemetry), timeout)
-    return _uptime_of(m) if m else None
-
-
-UPTIME_SLACK_S = 3  # from boot to birth message, a reading up to a period old, uptime in whole seconds
+UPTIME_SLACK_S = 3  # a reading up to a period old, uptime in whole seconds, delivery
 
 
 @pytest.mark.sbd_check(
@@ -357,10 +352,11 @@ def check_hostile_broker(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, 
         observe_s, quiet_s = 1.0, 0.1
     serial = has(sbd_board, SerialLog)
     with Watcher(sbd_broker, topic.all, persistent=True) as w:
-        fresh = wait_online(sbd_board, w, topic)  # a fresh boot: its uptime counts from about now
+        wait_online(sbd_board, w, topic, reuse=True)
         with FastTelemetry(w, sbd_ca, device_id):
-            before = _uptime(w, topic, 30)
-            assert before is not None, "no telemetry before the hostile broker"
+            reading = w.wait_for(lambda m: m.topic == topic.telemetry and _uptime_of(m) is not None, 30)
+            assert reading is not None, "no telemetry before the hostile broker"
+            before, before_at = _uptime_of(reading), reading.at  # the device's uptime, and when it said so
             started = time.monotonic()
             log_from = log_offset(sbd_board)
 
@@ -387,14 +383,14 @@ def check_hostile_broker(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, 
             assert not restarts, f"the device restarted {restarts} times during the fuzzing"
             assert finished, f"the device stopped reconnecting after {len(results)} of {len(cases)} cases"
             birth = wait_online(sbd_board, w, topic, reset=False)
-            # A reading taken after the device came back: a device that restarted meanwhile reports
-            # less uptime than the time since its birth message before the fuzzing (readings still
-            # queued from an earlier boot, or from before the fuzzing, report less too).
-            target = (birth.at - fresh.at) - UPTIME_SLACK_S
+            # A reading taken after the device came back: a device that restarted meanwhile counts its
+            # uptime from the restart, after `before_at`, and reports less than its uptime then plus
+            # the time since (readings still queued from before the fuzzing report less too).
+            target = before + (birth.at - before_at) - UPTIME_SLACK_S
             latest = w.wait_for(lambda m: m.topic == topic.telemetry and (_uptime_of(m) or 0) >= target, 30)
             after = max([_uptime_of(m) or 0 for m in w.seen(lambda m: m.topic == topic.telemetry
                                                              and m.at >= birth.at)], default=None)
     sbd_evidence.update({"uptime_after_s": after, "uptime_needed_s": round(target, 1)})
-    assert latest is not None, (f"the device restarted during the fuzzing: {target:.0f} s after its boot before "
-                                f"it, it reported an uptime of at most {after} s")
+    assert latest is not None, (f"the device restarted during the fuzzing: it reported an uptime of {before} s "
+                                f"before it and at most {after} s after, where {target:.0f} s were due")
     assert not kept_open, f"the device accepted malformed packets without hanging up: {kept_open}"

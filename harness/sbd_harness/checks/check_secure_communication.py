@@ -29,7 +29,7 @@ def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_s
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)
     with Watcher(sbd_broker, topic.all) as w:
-        message = wait_online(sbd_board, w, topic)
+        message = wait_online(sbd_board, w, topic, reuse=True)  # connected now; its birth as the broker kept it
         birth = message.json()
         timeout = SLOW_TELEMETRY_S
         if sbd_soak:  # at the device's own pace

@@ -10,14 +10,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from sbd_harness.cli import board, classroom, farm, firmware, hwcheck, identity, release, verify
+from sbd_harness.cli import advisories, board, classroom, farm, firmware, hwcheck, identity, release, verify
 from sbd_harness.errors import SbdError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (board, classroom, firmware, identity, verify, release, hwcheck, farm):
+    for group in (board, classroom, firmware, identity, verify, release, hwcheck, farm, advisories):
         group.add_commands(sub)
     return parser
 

@@ -110,9 +110,12 @@ def shared_args(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--firmware", args.firmware), ("--docs", args.docs), ("-k", args.k),
                         ("--broker-flaws", args.broker_flaws or None), ("--pki", args.pki),
                         ("--allowed-skips", args.allowed_skips),
-                        ("--manufacturer-overrides", getattr(args, "manufacturer_overrides", None))):
+                        ("--manufacturer-overrides", getattr(args, "manufacturer_overrides", None)),
+                        ("--advisories", getattr(args, "advisories", None))):
         if value is not None:
             out += [flag, value]
+    for vex in getattr(args, "vex", None) or []:
+        out += ["--vex", vex]
     for check in args.check or []:
         out += ["--check", check]
     for flag, on in (("--flash", args.flash), ("--destructive", args.destructive), ("--soak", args.soak)):

@@ -147,6 +147,10 @@ def _verify_one(args: argparse.Namespace, board: Board, bundle, features, overri
         pytest_args += ["--sbd-pki", args.pki]
     if args.allowed_skips is not None:
         pytest_args += ["--sbd-allowed-skips", args.allowed_skips]
+    if args.advisories:
+        pytest_args += ["--sbd-advisories", args.advisories]
+    for vex in args.vex or []:
+        pytest_args += ["--sbd-vex", vex]
     if args.destructive:
         pytest_args.append("--sbd-destructive")
     if args.soak:
@@ -191,7 +195,7 @@ def _verify_one(args: argparse.Namespace, board: Board, bundle, features, overri
 
 
 SHORT_BASELINE = {"etsi_en_303_645": "EN303645", "nist_ir_8259a": "IR8259A", "eu_cra": "CRA",
-                  "uk_psti": "PSTI", "owasp_isvs": "ISVS"}
+                  "uk_psti": "PSTI", "owasp_isvs": "ISVS", "en_18031_1": "EN18031-1"}
 
 
 def _nvs_keys(board: Board) -> list[str] | None:
@@ -315,6 +319,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="JSON with what only the manufacturer can state, for the ICS and IXIT beside the report: "
                         "{\"ics\": {ID: {\"support\": \"Y|N|N/A\", \"detail\": ...}}, \"ixit\": {TABLE: [...]}}")
     add_pki(p)
+    p.add_argument("--advisories", metavar="FILE",
+                   help="advisory feed in OSV format for no-known-exploitable-vulnerabilities (default: the "
+                        "firmware's advisories.osv.json, a snapshot to refresh)")
+    p.add_argument("--vex", action="append", metavar="FILE",
+                   help="the manufacturer's VEX statements (affected, not_affected with a justification, fixed), "
+                        "overriding the firmware's vex.json (repeatable)")
     p.add_argument("--allowed-skips", metavar="IDS",
                    help="CI policy: the comma-separated check IDs allowed to skip on this board (e.g. "
                         "chip-security-fuses on an emulated one); any other skip fails the run (exit 1). "

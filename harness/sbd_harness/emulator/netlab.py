@@ -112,8 +112,18 @@ def _ensure_bridge() -> None:
 
 
 def _lease(owner: Path) -> int:
-    """Leases a host number for the board in `owner`; reclaims leases of boards gone."""
+    """Leases a host number for the board in `owner`; reclaims leases of boards gone. One
+    process at a time, machine-wide: two that found the same stale lease both reclaimed it,
+    and the second destroyed the namespace the first had just made (`ip link set ... netns`
+    then failed "Invalid netns value" in a run beside another user's)."""
+    import fcntl
     LEASES.mkdir(parents=True, exist_ok=True)
+    with open(LEASES.parent / "lease.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _lease_locked(owner)
+
+
+def _lease_locked(owner: Path) -> int:
     for host in range(FIRST_BOARD_HOST, SUBNET.num_addresses - 1):
         path = LEASES / str(host)
         try:

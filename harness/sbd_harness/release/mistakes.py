@@ -389,6 +389,14 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
             ('lib/sbd/link.py', '"security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}',
              '"security_policy": version.SECURITY_POLICY}  # broken: no support_until'),
         )),
+    Mistake(
+        'outdated-mbedtls',
+        'The firmware ships on a MicroPython build whose mbedTLS (3.6.2) predates the fixes of known '
+        'vulnerabilities no VEX statement covers',
+        checks=('no-known-exploitable-vulnerabilities',),
+        patches=(
+            ('platform.json', '{"name": "mbedtls", "version": "3.6.4",', '{"name": "mbedtls", "version": "3.6.2",'),
+        )),
 )
 
 CATALOGUE: dict[str, Mistake] = {m.name: m for m in LAB_MISTAKES + TEST_MISTAKES}

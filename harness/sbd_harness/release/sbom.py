@@ -15,8 +15,13 @@ report. It lists:
   with its SHA-256 and size, and for a compiled module the SHA-256 of its
   `.py` source;
 - MicroPython, the runtime the bundle targets (not part of the bundle): the
-  oldest official build the board descriptions accept, the `.mpy` format of
-  the compiled modules and the mpy-cross release that compiled them.
+  exact release of the firmware's platform declaration (platform.json) when it
+  has one, else the oldest official build the board descriptions accept, with
+  the `.mpy` format of the compiled modules and the mpy-cross release that
+  compiled them;
+- the rest of the platform under the application, with exact versions and
+  purls (platform.json: ESP-IDF, mbedTLS, lwIP), which the known-vulnerability
+  check looks up in its advisory feed (release/vulnerabilities.py).
 
 Built with cyclonedx-python-lib, and validated against the CycloneDX JSON
 schema before it is written.
@@ -90,6 +95,28 @@ def _source_text(bundle: FirmwareBundle, regex: re.Pattern[str]) -> str | None:
     return m.group(1) if m else None
 
 
+def _platform(bundle: FirmwareBundle) -> list[dict[str, Any]]:
+    """The firmware's platform declaration (platform.json beside boot.py), [] when it has none."""
+    from sbd_harness.release.vulnerabilities import PLATFORM_FILE, VulnerabilityDataError, load_platform
+    path = Path(bundle.source) / PLATFORM_FILE if bundle.source else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        return load_platform(path)
+    except VulnerabilityDataError as exc:
+        raise SBOMError(str(exc)) from exc
+
+
+def _purl(component: Mapping[str, Any] | None):
+    from packageurl import PackageURL
+    if not component or not component.get("purl"):
+        return None
+    try:
+        return PackageURL.from_string(component["purl"])
+    except ValueError as exc:
+        raise SBOMError(f"platform.json: {component['name']}: {exc}") from exc
+
+
 def _package_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -144,6 +171,11 @@ def build_sbom(bundle: FirmwareBundle, version: str | None = None,
                                      f"{product.description or product.name or model}",
                          properties=fw_props)
 
+    platform = _platform(bundle)
+    exact = next((c for c in platform if c["name"] == "micropython"), None)
+    if exact is not None and _version_key(str(exact["version"]).split("-")[0]) < _version_key(target["minimum_version"]):
+        raise SBOMError(f"platform.json names MicroPython {exact['version']}, older than the "
+                        f"v{target['minimum_version']} the board descriptions require")
     description = (f"The MicroPython runtime this bundle targets, not part of it: the official builds "
                    f"v{target['minimum_version']} or newer "
                    f"({'; '.join(f'{chip}: {text}' for chip, text in sorted(target['builds'].items()))})")
@@ -151,9 +183,15 @@ def build_sbom(bundle: FirmwareBundle, version: str | None = None,
                 Property(name="sbd:mpy-cross:version", value=mpy_cross)]
     if mpy is not None:
         mp_props.append(Property(name="sbd:mpy:format", value=mpy))
-    micropython = Component(name="micropython", version=target["minimum_version"], type=ComponentType.PLATFORM,
-                            bom_ref="platform:micropython", scope=ComponentScope.REQUIRED,
-                            description=description, properties=mp_props)
+    micropython = Component(name="micropython", version=str(exact["version"]) if exact else target["minimum_version"],
+                            type=ComponentType.PLATFORM, bom_ref="platform:micropython", scope=ComponentScope.REQUIRED,
+                            description=description + (f"; this release is made for v{exact['version']}: "
+                                                       f"{exact.get('source', '')}" if exact else ""),
+                            properties=mp_props, purl=_purl(exact))
+    under = [Component(name=c["name"], version=str(c["version"]), type=ComponentType.LIBRARY,
+                       bom_ref=f"platform:{c['name']}", scope=ComponentScope.REQUIRED, purl=_purl(c),
+                       description=f"Part of the MicroPython build under the application: {c.get('source', '')}")
+             for c in platform if c["name"] != "micropython"]
 
     files = []
     for path, data in sorted(bundle.files.items()):
@@ -176,9 +214,10 @@ def build_sbom(bundle: FirmwareBundle, version: str | None = None,
                         type=ComponentType.APPLICATION, bom_ref="tool:sbd-harness")
     bom = Bom(metadata=BomMetaData(component=firmware, tools=ToolRepository(components=[harness]),
                                    supplier=supplier),
-              components=[micropython, *files])
+              components=[micropython, *under, *files])
     bom.dependencies.add(Dependency(ref=firmware.bom_ref,
                                     dependencies=[Dependency(ref=c.bom_ref) for c in (micropython, *files)]))
+    bom.dependencies.add(Dependency(ref=micropython.bom_ref, dependencies=[Dependency(ref=c.bom_ref) for c in under]))
     return bom
 
 
@@ -222,4 +261,5 @@ def write_sbom(bundle: FirmwareBundle, path: Path, version: str | None = None,
             "serial_number": doc.get("serialNumber"), "sha256": hashlib.sha256(text.encode()).hexdigest(),
             "firmware": doc["metadata"]["component"]["name"], "version": doc["metadata"]["component"]["version"],
             "files": sum(1 for c in doc.get("components", []) if c["type"] == "file"),
-            "micropython": next(c["version"] for c in doc["components"] if c["name"] == "micropython")}
+            "micropython": next(c["version"] for c in doc["components"] if c["name"] == "micropython"),
+            "platform": {c["name"]: c["version"] for c in doc["components"] if c["bom-ref"].startswith("platform:")}}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sbd_harness.reports.en_18031 import BASELINE as EN_18031_1, CLAIMS as EN_18031_CLAIMS
 from sbd_harness.reports.provisions import CATALOGUE
 
 STRENGTHS = ("full", "partial", "supporting")
@@ -60,6 +61,13 @@ CLAIMS: dict[str, dict[str, Any]] = {
     "firmware-matches-build": {"subject": "device", CRA: [
         partial("I(2)(f)", "the integrity of the programs on the device against the build; of data, commands and "
                            "configuration, and the reporting of corruption, not checked here")]},
+    # Known vulnerabilities of the components the SBOM names --------------------------------------
+    "no-known-exploitable-vulnerabilities": {"subject": "device", CRA: [
+        partial("I(2)(a)", "the software components the SBOM names (firmware, MicroPython, ESP-IDF, mbedTLS, "
+                           "lwIP) against the advisory feed given, with the manufacturer's VEX statements; the "
+                           "feed's completeness and the statements' truth are the manufacturer's")],
+        EN: [supporting("5.2-3", "known vulnerabilities are checked at each run; fixing them is the "
+                                 "manufacturer's")]},
     # The debug interface (the UART console) ------------------------------------------------------
     "no-private-key-on-serial": {"subject": "device", EN: [
         partial("5.6-4A", "the serial debug interface never carries the private key; whether it is disabled or "
@@ -206,6 +214,12 @@ CLAIMS: dict[str, dict[str, Any]] = {
         CRA: [partial("I(2)(i)", "the device talks only to what its MUD file declares"),
               partial("I(2)(j)", "outbound flows only")]},
 }
+
+# EN 18031-1's claims are kept in en_18031.py, with the requirement IDs and how far they were confirmed;
+# merged here so that every check's claims are read from this one table.
+for _check, _items in EN_18031_CLAIMS.items():
+    if _check in CLAIMS:
+        CLAIMS[_check][EN_18031_1] = [dict(c) for c in _items]
 
 
 def claims_for(check_id: str) -> dict[str, Any] | None:

@@ -25,6 +25,8 @@ SECURITY = "docs/SECURITY.md"
 SUPPORT = "docs/support.md"
 OTA = "docs/ota.md"
 IDENTITY = "docs/identity.md"
+VULNS = "docs/known-vulnerabilities.md"
+SURFACE = "docs/attack-surface.md"
 
 DOC_COVERAGE: DocRefs = {
     "etsi_en_303_645": {
@@ -56,6 +58,8 @@ DOC_COVERAGE: DocRefs = {
     },
     "eu_cra": {
         "I(2)(c)": [(OTA, "security updates delivered as signed updates over the device's connection")],
+        "I(2)(a)": [(VULNS, "known vulnerabilities of the platform under the application, against an advisory "
+                            "feed the manufacturer refreshes, with a VEX status and reason for each")],
         "II(2)": [(SECURITY + "#what-happens-after-you-report", "a fix aimed within 90 days of the report, sooner "
                                                                 "the more severe")],
         "II(4)": [(SECURITY + "#coordinated-disclosure", "every fixed vulnerability disclosed in an advisory")],
@@ -85,6 +89,18 @@ DOC_COVERAGE: DocRefs = {
         "3.4.7": [(OTA + "#what-the-device-does-step-by-step", "a trial that does not commit is reverted; a slot "
                                                                "that fails its check falls back")],
     },
+    "en_18031_1": {
+        "SUM-2": [(OTA + "#threat-model", "the device checks the signature, every file's size and SHA-256, the "
+                                          "model and the security counter before it installs an update")],
+        "CCK-2": [(IDENTITY + "#keys-born-on-the-device", "the device makes its own P-256 key pair at first boot "
+                                                          "from the chip's random number generator")],
+        "GEC-1": [(VULNS, "the platform under the application with exact versions, the advisory feed and the "
+                          "manufacturer's VEX statements, with what the shipped snapshot leaves out")],
+        "GEC-4": [(SURFACE + "#what-the-firmware-exposes", "the network interfaces and services the firmware "
+                                                           "exposes, and the official build's mDNS and DHCP"),
+                  (SURFACE + "#the-reviewed-policy-boardsnetwork-policyjson", "the reviewed declaration of what "
+                                                                               "listens and every outbound flow")],
+    },
 }
 
 
@@ -107,6 +123,13 @@ DOC_LIMITATIONS: DocRefs = {
     "owasp_isvs": {
         "3.1.4": [(OTA + "#slots-and-the-switch", "every boot verifies the update slot it runs before importing "
                                                   "it; the factory image is not verified")],
+    },
+    "en_18031_1": {
+        "SUM-1": [(OTA, "the application's /lib is updated by signed updates over the device's MQTT connection; "
+                        "boot.py, main.py and MicroPython itself are not (they need sbd flash)")],
+        "SSM-3": [(IDENTITY + "#storage-in-nvs-and-at-rest-on-a-real-esp32",
+                   "keys and certificates in NVS, never in files; NVS is plaintext on the official MicroPython "
+                   "builds, and how to enable flash and NVS encryption")],
     },
 }
 

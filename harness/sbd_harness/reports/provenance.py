@@ -95,11 +95,15 @@ def test_object(board: dict[str, Any], firmware: dict[str, Any], checks: list[di
                                   "matches_build": True}
     else:
         obj["firmware_hashes"] = {"source": "not attested in this run"}
+    platform = (sbom or {}).get("platform") or {}
+    declared = "(the build's platform declaration, platform.json; not reported by the device)"
     obj["versions"] = {
         "firmware": obj["firmware_version"],
-        "micropython": (f"{sbom['micropython']} or newer (the build's declared minimum, not reported by the device)"
+        "micropython": (f"{platform['micropython']} {declared}" if platform.get("micropython") else
+                        f"{sbom['micropython']} or newer (the build's declared minimum, not reported by the device)"
                         if sbom and sbom.get("micropython") else "not reported by the device"),
-        "esp_idf": "not reported by the device", "mbedtls": "not reported by the device",
+        **{key: f"{platform[name]} {declared}" if platform.get(name) else "not reported by the device"
+           for key, name in (("esp_idf", "esp-idf"), ("mbedtls", "mbedtls"), ("lwip", "lwip"))},
     }
     return obj
 

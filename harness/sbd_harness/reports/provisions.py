@@ -3,8 +3,11 @@
 Every check cites provisions from these tables only; a test rejects any ID
 that is not here, so none can be invented. Titles are short paraphrases.
 ETSI TS 103 701 has one test group per EN 303 645 provision, with the same ID.
+EN 18031-1's requirement IDs live in `en_18031.py`, with how far each was confirmed.
 """
 from __future__ import annotations
+
+from sbd_harness.reports import en_18031
 
 BASELINES = {
     "etsi_en_303_645": "ETSI EN 303 645 V3.1.3",
@@ -12,6 +15,7 @@ BASELINES = {
     "eu_cra": "EU Cyber Resilience Act (Regulation (EU) 2024/2847), Annex I",
     "uk_psti": "UK PSTI (SI 2023/1007), Schedule 1",
     "owasp_isvs": "OWASP ISVS 1.0",
+    "en_18031_1": en_18031.TITLE,
 }
 
 # The edition of each baseline the IDs are taken from, for the report's provenance.
@@ -21,6 +25,7 @@ EDITIONS = {
     "eu_cra": "Regulation (EU) 2024/2847; reporting obligations from 2026-09-11, full application 2027-12-11",
     "uk_psti": "SI 2023/1007, in force 2024-04-29 (refers to EN 303 645 V2.1.1)",
     "owasp_isvs": "1.0 (the published release, not 1.0 RC: IDs moved between them)",
+    "en_18031_1": en_18031.EDITION,
 }
 
 ETSI_EN_303_645 = {
@@ -154,6 +159,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "eu_cra": EU_CRA,
     "uk_psti": UK_PSTI,
     "owasp_isvs": OWASP_ISVS,
+    "en_18031_1": en_18031.REQUIREMENTS,
 }
 
 
@@ -195,7 +201,8 @@ def en_category(pid: str) -> str:
 # firmware/features.json) -> baseline -> IDs. A provision whose feature the firmware declares absent is
 # "not applicable (feature absent)", with the declaration as its justification (EN 303 645 5.0-1).
 FEATURE_PROVISIONS: dict[str, dict[str, list[str]]] = {
-    "passwords": {"etsi_en_303_645": ["5.1-1", "5.1-2"], "uk_psti": ["Sch1(1)"]},
+    "passwords": {"etsi_en_303_645": ["5.1-1", "5.1-2"], "uk_psti": ["Sch1(1)"],
+                  "en_18031_1": en_18031.FEATURE_REQUIREMENTS["passwords"]},
     "personal_data": {"etsi_en_303_645": ["5.8-1", "6-1", "6-2", "6-3A", "6-3B", "6-4", "6-5", "6-6", "6-7",
                                           "6-8"]},
     "sensitive_data": {"etsi_en_303_645": ["5.8-2"]},

@@ -5,6 +5,9 @@ provision of every baseline, whether an automated check covers it (and how
 those checks ended in this run), whether only documentation does
 (`doc_coverage.py`), or nothing. A skipped check never counts as a pass: a
 provision whose checks all skipped is "automated, not verified on this board".
+EN 18031-1's coverage also says where the restrictions of its Official Journal
+listing matter (`en_18031.py`); when the known-vulnerability check ran, the
+report lists its findings with their VEX status (`release/vulnerabilities.py`).
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from sbd_harness.release import vulnerabilities
+from sbd_harness.reports import en_18031
 from sbd_harness.reports.claims import normalise
 from sbd_harness.reports.doc_coverage import DOC_COVERAGE, DOC_LIMITATIONS, DocRefs
 from sbd_harness.reports.features import not_applicable
@@ -32,7 +37,7 @@ RESULTS = {
 }
 COVERAGE_KINDS = ("automated", "documentation", "none")
 SHORT = {"etsi_en_303_645": "EN 303 645", "nist_ir_8259a": "NISTIR 8259A", "eu_cra": "CRA",
-         "uk_psti": "PSTI", "owasp_isvs": "ISVS"}
+         "uk_psti": "PSTI", "owasp_isvs": "ISVS", "en_18031_1": "EN 18031-1"}
 
 
 def summarise(checks: list[dict[str, Any]]) -> dict[str, int]:
@@ -75,6 +80,12 @@ def build_report(board: dict[str, Any], firmware: dict[str, Any], checks: list[d
         "limitations": limitations(checks, context, features, prov["environment"]),
         "notes": notes or [],
     }
+    known = vulnerabilities.for_report(checks)
+    if known is not None:
+        report["known_vulnerabilities"] = known
+        extra = vulnerabilities.limitation(known)
+        if extra:
+            report["limitations"].append(extra)
     if sbom is not None:
         report["sbom"] = sbom
     return report
@@ -167,6 +178,9 @@ def coverage(checks: list[dict[str, Any]], docs: DocRefs | None = None, features
     docs = DOC_COVERAGE if docs is None else docs
     limits = DOC_LIMITATIONS if limits is None else limits
     absent = not_applicable(features)
+    for pid, why in en_18031.SCOPE_NOT_APPLICABLE.items():  # not a feature of the product: the standard's scope
+        absent.setdefault(en_18031.BASELINE, {}).setdefault(pid, {"feature": "network equipment (scope)",
+                                                                   "detail": why})
     inconclusive = inconclusive or {}
     out: dict[str, dict[str, Any]] = {}
     for baseline, known in CATALOGUE.items():
@@ -223,7 +237,28 @@ def coverage(checks: list[dict[str, Any]], docs: DocRefs | None = None, features
             "counts": counts,
             "provisions": rows,
         }
+        if baseline == en_18031.BASELINE:
+            out[baseline]["ids"] = en_18031.ID_SOURCE
+            out[baseline]["oj_listing"] = en_18031.OJ_LISTING
+            out[baseline]["oj_restrictions"] = en_18031.restrictions(features)
     return out
+
+
+def restriction_lines(cov: dict[str, Any]) -> list[str]:
+    """EN 18031-1's OJ listing and its restrictions, one line each, for the Markdown and HTML pages."""
+    if "oj_restrictions" not in cov:
+        return []
+    oj = cov["oj_listing"]
+
+    def bare(url: str) -> str:  # the page links nothing (self-contained): an address shown as text
+        return re.sub(r"^https?://", "", url)
+    lines = [f"Listed in the Official Journal by {oj['act']} ({oj['oj']}, ELI {bare(oj['eli'])}); confirmed: "
+             f"{oj['confirmed']}. {cov['ids']}."]
+    for r in cov["oj_restrictions"]:
+        reqs = ", ".join(r["requirements"]) or "all requirements"
+        lines.append(f"Restriction on {r['topic']} ({reqs}; clauses {r['clauses']}): {r['restriction']}. "
+                     f"For this product: {r['for_this_product']}. Sources: {', '.join(bare(u) for u in r['sources'])}")
+    return lines
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
@@ -359,6 +394,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 row += f" {_md(_ts_text(r))} |"
             lines.append(row)
         lines.append("")
+        lines += [f"- {_md(t)}" for t in restriction_lines(cov)] + ([""] if restriction_lines(cov) else [])
+    lines += _md_vulnerabilities(report)
     lines += _md_limitations(report)
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {_md(n)}" for n in report["notes"]]
@@ -381,6 +418,31 @@ def _md_provenance(report: dict[str, Any]) -> list[str]:
              f"{_md(obj['firmware_hashes']['source'])}",
              "- Versions: " + ", ".join(f"{k} {_md(v)}" for k, v in obj["versions"].items())]
     return lines
+
+
+VEX_TEXT = {"affected": "AFFECTED (open)", "not_affected": "not affected", "fixed": "fixed"}
+
+
+def _vuln_reason(v: dict[str, Any]) -> str:
+    why = v.get("justification", "")
+    if v.get("detail"):
+        why = f"{why}: {v['detail']}" if why else v["detail"]
+    return why or v.get("source", "")
+
+
+def _md_vulnerabilities(report: dict[str, Any]) -> list[str]:
+    known = report.get("known_vulnerabilities")
+    if not known:
+        return []
+    comps = ", ".join(f"{c['name']} {c['version']}" for c in known["components"])
+    lines = ["## Known vulnerabilities", "",
+             f"Components: {_md(comps)}. Feed: {_md(known['feed']['path'])} ({known['feed']['records']} records). "
+             f"VEX: {_md(', '.join(known['vex_files']) or 'none')}. Open: {_md(', '.join(known['open']) or 'none')}.",
+             "", "| Vulnerability | Component | Status | Why | Fixed in |", "|---|---|---|---|---|"]
+    for v in known["vulnerabilities"]:
+        lines.append(f"| {_md(v['id'])} | {_md(v['component'])} {_md(v['version'])} | {_md(VEX_TEXT[v['status']])} | "
+                     f"{_md(_vuln_reason(v))} | {_md(', '.join(v['fixed_in']))} |")
+    return lines + [""]
 
 
 def _md_limitations(report: dict[str, Any]) -> list[str]:
@@ -494,8 +556,10 @@ def to_html(report: dict[str, Any]) -> str:
         sb = report["sbom"]
         link = (f'<a href="{_h(sb["path"])}">{_h(sb["path"])}</a>' if ":" not in str(sb["path"])
                 else f"<code>{_h(sb['path'])}</code>")  # a relative file name, never a URL scheme
+        runtime = (", ".join(f"{k} {v}" for k, v in sorted(sb["platform"].items())) if sb.get("platform")
+                   else f"MicroPython {sb.get('micropython')} or newer")
         out.append(f'<dt>SBOM</dt><dd>{link} ({_h(sb.get("format"))}, '
-                   f'{_h(sb.get("files"))} files, MicroPython {_h(sb.get("micropython"))} or newer)</dd>')
+                   f'{_h(sb.get("files"))} files, {_h(runtime)})</dd>')
     out.append("</dl>")
     cols = (("verified", "pass", "verified"), ("partly_verified", "partial", "partly verified"),
             ("failed", "fail", "failed"), ("inconclusive", "skip", "inconclusive"),
@@ -556,6 +620,23 @@ def to_html(report: dict[str, Any]) -> str:
             out.append(f"<tr><td><b>{_h(r['id'])}</b> {_h(r['title'])}{ts}</td>"
                        + (f"<td>{_h(r.get('status') or 'unconfirmed')}</td>" if etsi else "")
                        + f"<td>{_coverage_badge(r)}</td><td>{checks}</td><td>{service}</td><td>{docs}</td></tr>")
+        out.append("</tbody></table>")
+        if restriction_lines(cov):
+            out.append("<ul>" + "".join(f"<li>{_h(t)}</li>" for t in restriction_lines(cov)) + "</ul>")
+    known = report.get("known_vulnerabilities")
+    if known:
+        comps = ", ".join(f"{c['name']} {c['version']}" for c in known["components"])
+        out.append(f"<h2>Known vulnerabilities</h2><p>Components: {_h(comps)}. Feed: <code>{_h(known['feed']['path'])}"
+                   f"</code> ({_h(known['feed']['records'])} records). VEX: {_h(', '.join(known['vex_files']) or 'none')}. "
+                   f"Open: {_h(', '.join(known['open']) or 'none')}.</p>")
+        out.append('<table><colgroup><col style="width:16%"><col style="width:14%"><col style="width:12%"><col>'
+                   '<col style="width:10%"></colgroup><thead><tr><th>Vulnerability</th><th>Component</th>'
+                   "<th>Status</th><th>Why</th><th>Fixed in</th></tr></thead><tbody>")
+        for v in known["vulnerabilities"]:
+            cls = {"affected": "fail", "not_affected": "pass", "fixed": "pass"}[v["status"]]
+            out.append(f"<tr><td><code>{_h(v['id'])}</code><div class=\"muted\">{_h(v['summary'])}</div></td>"
+                       f"<td>{_h(v['component'])} {_h(v['version'])}</td><td>{_badge(cls, VEX_TEXT[v['status']])}</td>"
+                       f"<td>{_h(_vuln_reason(v))}</td><td>{_h(', '.join(v['fixed_in']))}</td></tr>")
         out.append("</tbody></table>")
     if report.get("limitations"):
         out.append("<h2>Limitations of this run</h2><ul>")
