@@ -108,7 +108,7 @@ test-fast: setup
 	$(PYTEST) -q tests/unit tests/firmware
 
 # The longest files first (each is one worker's unit of work), so no long one starts last.
-TEST_ORDER := tests/checks/test_reference.py tests/checks/test_insecure_profile.py \
+TEST_ORDER := tests/checks/test_reference.py tests/checks/test_insecure_profile.py tests/checks/test_lab_pages.py \
               tests/firmware/mptest_ota_power_cuts.py tests/checks tests/board tests/firmware tests/unit
 
 test: setup

@@ -32,7 +32,10 @@ def check_commands_authenticated(sbd_board, sbd_boot, sbd_ca, sbd_evidence, sbd_
     with tempfile.TemporaryDirectory() as tmp:
         rogue = LabCA(tmp)
         rogue.init("rogue CA")
-        forged = rogue.sign_payload({"cmd": "status", "device": device_id, "cert": cert, "seq": 2**30})
+        # A sequence number the lab CA gives up: a device that wrongly obeys the forged command
+        # does not move its counter past the CA's (the checks after this one sign with it).
+        forged = rogue.sign_payload({"cmd": "status", "device": device_id, "cert": cert,
+                                     "seq": sbd_ca.reserve_seq(device_id)})
     body = {"device": device_id, "cert": cert, "seq": 2**30}
     # Harmless commands only: a device that wrongly accepts one must not wipe itself.
     must_refuse = {
@@ -144,7 +147,7 @@ def check_invalid_commands(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence
     with tempfile.TemporaryDirectory() as tmp:  # well-formed, but signed by someone else's CA
         rogue = LabCA(tmp)
         rogue.init("rogue CA")
-        forged = rogue.sign_payload(dict(body, cmd="status"))
+        forged = rogue.sign_payload(dict(body, cmd="status", seq=sbd_ca.reserve_seq(device_id)))  # as above
     payloads = INVALID_COMMANDS + [forged] + [sbd_ca.sign_payload(b) for b in signed]
     with Watcher(sbd_broker, topic.all) as w:
         wait_online(sbd_board, w, topic, reuse=True)

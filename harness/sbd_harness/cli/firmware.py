@@ -14,10 +14,14 @@ from sbd_harness.release.bundle import FirmwareBundle
 # firmware ------------------------------------------------------------------------------
 def _flash_profile(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
     """The profile and mistakes asked for, checked before any board is touched."""
-    from sbd_harness.release.profiles import ProfileError, get_profile, select_mistakes
+    from sbd_harness.release.profiles import ProfileError, get_profile, mistakes_without, select_mistakes
+    if args.mistakes is not None and args.without is not None:
+        raise CliError("give --mistakes (those to build) or --without (those to leave out), not both")
     mistakes = args.mistakes.split(",") if args.mistakes is not None else None
     try:
         profile = get_profile(args.profile)
+        if args.without is not None:
+            mistakes = mistakes_without(profile, args.without.split(","))
         select_mistakes(profile, mistakes)
     except ProfileError as exc:
         raise CliError(str(exc)) from exc
@@ -124,6 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mistakes", metavar="A,B",
                    help="insecure profile: only these mistakes (default: all): "
                         + ", ".join(PROFILES["insecure"].mistakes))
+    p.add_argument("--without", metavar="A,B",
+                   help="insecure profile: every mistake but these (and those that build on them), "
+                        "e.g. --without open-console once its lab is done")
     p.add_argument("--build-dir", help="insecure profile: where to build the patched copy "
                                        "(default: build/profiles/<board>)")
     p.set_defaults(func=cmd_flash)

@@ -101,6 +101,20 @@ def cmd_ota_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_verdict(verified: bool, key_trusted: bool, signature_valid: bool, kid: bytes,
+                     error: str | None) -> str:
+    """One line a person reads first: would a device that trusts these keys install it, and why not."""
+    if verified:
+        return "verified: valid signature, trusted key, every file as the manifest lists it"
+    if not key_trusted:
+        which = f"key ID {kid.hex()}, not among the keys checked against"
+        return (f"refused: valid signature, untrusted key ({which})" if signature_valid
+                else f"refused: untrusted key ({which}), and the signature is not valid under it either")
+    if not signature_valid:
+        return f"refused: trusted key, invalid signature: the manifest is not the one key {kid.hex()} signed"
+    return f"refused: valid signature, trusted key, but {error}"
+
+
 def cmd_ota_inspect(args: argparse.Namespace) -> int:
     import hashlib
 
@@ -121,17 +135,23 @@ def cmd_ota_inspect(args: argparse.Namespace) -> int:
         manifest = json.loads(manifest_bytes)
     except ValueError:
         manifest = None
-    signer = next((p for p in trusted if key_id(p) == kid), None)
-    report: dict[str, Any] = {"file": args.file, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                              "key_id": kid.hex(), "key_trusted": signer is not None,
-                              "signature_valid": signer is not None and verify_signature(signer, manifest_bytes,
-                                                                                         signature),
-                              "file_bytes": len(payload), "manifest": manifest}
+    from sbd_harness.release.signer import signer as recovered_signer
+    trusted_signer = next((p for p in trusted if key_id(p) == kid), None)
+    # Valid under the key the stream names, trusted or not: an untrusted key's valid signature is
+    # somebody else's release, a bad one is damage or forgery.
+    signature_valid = (verify_signature(trusted_signer, manifest_bytes, signature) if trusted_signer
+                       else recovered_signer(manifest_bytes, kid, signature) is not None)
     try:
         verify_stream(data, trusted)
-        report.update(verified=True, error=None)
+        verified, error = True, None
     except OTAError as exc:
-        report.update(verified=False, error=str(exc))
+        verified, error = False, str(exc)
+    report: dict[str, Any] = {"verdict": _inspect_verdict(verified, trusted_signer is not None, signature_valid,
+                                                          kid, error),
+                              "file": args.file, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                              "key_id": kid.hex(), "key_trusted": trusted_signer is not None,
+                              "signature_valid": signature_valid, "verified": verified, "error": error,
+                              "file_bytes": len(payload), "manifest": manifest}
     print_json(report)
     return 0 if report["verified"] else EXIT_FAIL
 

@@ -427,20 +427,31 @@ class LabCA:
         `challenge`: the nonce the device handed out (identity/commands.py asks for it),
         which `unlock_console` and `factory_reset` must carry."""
         with self._locked():
-            index = self.index()
-            entry = index["devices"].get(device_id)
+            entry = self.index()["devices"].get(device_id)
             if entry is None:
                 raise PKIError(f"no certificate issued for {device_id}: not a device of this CA")
-            if seq is None:
-                seq = entry.get("cmd_seq", 0) + 1
-                entry["cmd_seq"] = seq
-                self._write_index(index)
+        if seq is None:
+            seq = self.reserve_seq(device_id)
         body: dict[str, Any] = {"cmd": cmd, "device": device_id, "cert": entry["fingerprint"], "seq": seq}
         if args:
             body["args"] = args
         if challenge is not None:
             body["challenge"] = challenge
         return self.sign_payload(body)
+
+    def reserve_seq(self, device_id: str) -> int:
+        """The device's next command sequence number, taken: the CA never signs with it again. A check
+        gives it to a command someone else signed (a forged one), so that a device that wrongly accepts
+        it has not moved its counter past the CA's, and the CA's next commands are still fresh to it."""
+        with self._locked():
+            index = self.index()
+            entry = index["devices"].get(device_id)
+            if entry is None:
+                raise PKIError(f"no certificate issued for {device_id}: not a device of this CA")
+            seq = entry.get("cmd_seq", 0) + 1
+            entry["cmd_seq"] = seq
+            self._write_index(index)
+        return seq
 
     def sign_payload(self, body: dict[str, Any]) -> str:
         """Signs any command body as it is (no checks, no counter): for tests and checks."""

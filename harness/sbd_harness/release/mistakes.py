@@ -34,7 +34,7 @@ class Mistake:
     checks: tuple[str, ...]          # catalogue check IDs that fail because of it
     provisions: dict[str, list[str]] = field(default_factory=dict)  # what it breaks (lab mistakes say)
     patches: tuple[Patch, ...] = ()
-    files: tuple[str, ...] = ()      # extra files, relative to profile_files/<profile>/
+    files: tuple[str, ...] = ()      # extra files, relative to mistake_files/
     requires: tuple[str, ...] = ()   # mistakes it builds on
 
     @property
@@ -137,7 +137,9 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
         "unsigned-updates",
         "Updates are installed without checking who signed them",
-        checks=("unsigned-or-foreign-updates-refused",),
+        # the unverified update the first installs stays: the board no longer runs the build, and the
+        # checks that compare it with the build say so
+        checks=("unsigned-or-foreign-updates-refused", "firmware-matches-build", "no-default-or-shared-secrets"),
         provisions={"etsi_en_303_645": ["5.3-9", "5.3-10"], "nist_ir_8259a": ["5"], "owasp_isvs": ["3.4.3"],
                     "eu_cra": ["I(2)(f)"]},
         patches=(
@@ -161,6 +163,10 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
              '        if m["security_counter"] <= slots.counter():\n'
              '            raise Rejected("rollback: security counter not higher")\n',
              "        pass  # broken: no anti-rollback, any signed release installs\n"),
+            # and the boot-time check of the slot, which would otherwise refuse to run what was installed
+            ("lib/sbd/slots.py",
+             '    if m["security_counter"] < floor:\n        raise manifest.ManifestError("below the rollback floor")\n',
+             "    pass  # broken: no anti-rollback at boot either\n"),
         )),
 )
 

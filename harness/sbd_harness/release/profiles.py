@@ -78,6 +78,23 @@ def select_mistakes(profile: Profile, names: Sequence[str] | None) -> list[Mista
     return [m for m in profile.mistakes.values() if m.name in wanted]
 
 
+def mistakes_without(profile: Profile, names: Sequence[str]) -> list[str]:
+    """Every mistake of the profile but those named and those that build on them (`--without open-port`
+    leaves out default-password too: there is no shell left for its password), in the profile's order."""
+    unwanted = {n.strip() for n in names if n.strip()}
+    if not profile.mistakes:
+        raise ProfileError(f"the {profile.name} profile makes no mistakes")
+    unknown = sorted(unwanted - set(profile.mistakes))
+    if unknown:
+        raise ProfileError(f"unknown mistakes {unknown} in profile {profile.name}: "
+                           f"choose from {', '.join(profile.mistakes)}")
+    kept = []
+    for name, mistake in profile.mistakes.items():  # requirements come before what builds on them
+        if name not in unwanted and all(r in kept for r in mistake.requires):
+            kept.append(name)
+    return kept
+
+
 def _label_patches(profile: Profile, mistakes: list[Mistake]) -> list[Patch]:
     listed = ", ".join(m.name for m in mistakes) or "none"
     return [
