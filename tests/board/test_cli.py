@@ -122,7 +122,8 @@ def test_verify_passes_the_reference_firmware_and_writes_all_reports(board_name,
                 or "no eFuses on the emulated board" in check["message"], check
     for check in report["checks"]:
         assert set(check) >= {"id", "title", "status", "provisions", "evidence", "duration_s"}
-        assert set(check["provisions"]) == {"etsi_en_303_645", "nist_ir_8259a", "eu_cra", "uk_psti", "owasp_isvs"}
+        assert set(check["provisions"]) == {"etsi_en_303_645", "nist_ir_8259a", "eu_cra", "uk_psti", "owasp_isvs",
+                                              "en_18031_1"}
     cases = ET.parse(junit).getroot().iter("testcase")
     props = [p.get("name") for case in cases for p in case.iter("property")]
     assert props.count("provisions") == len(report["checks"])

@@ -178,7 +178,14 @@ class SerialBoard(Board):
             raise BoardError(f"cannot open {self.port}: {exc} (is another program using the port?)") from exc
         try:
             try:
-                transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.repl_timeout)
+                try:
+                    transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.repl_timeout)
+                except TransportError:
+                    # A board still booting can take the Ctrl-C and Ctrl-A in the wrong order and end
+                    # at the friendly prompt (seen on an open board under load): once, if it shows one.
+                    if not self._shows_friendly_prompt(transport):
+                        raise
+                    transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.repl_timeout)
             except (TransportError, serial.SerialException, OSError) as exc:
                 raise BoardError(
                     f"no raw REPL on {self.port}: {exc}. A provisioned board keeps its console "
@@ -190,6 +197,18 @@ class SerialBoard(Board):
         finally:
             with contextlib.suppress(Exception):
                 transport.close()
+
+    @staticmethod
+    def _shows_friendly_prompt(transport: SerialTransport, wait_s: float = 0.5) -> bool:
+        """True when a newline gets MicroPython's `>>> ` back: the REPL is open, only not raw."""
+        port = transport.serial
+        port.reset_input_buffer()
+        port.write(b"\r\n")
+        seen = b""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and b">>> " not in seen:
+            seen += port.read(port.in_waiting or 1)
+        return b">>> " in seen
 
     def exec(self, code: str, timeout: float = 10) -> str:
         with self.session() as t:
