@@ -45,8 +45,11 @@ KEY_ID_LEN = 8
 SIG_LEN = 64
 HEADER_LEN = len(MAGIC) + 4
 CHUNK_MAX = 1024
-FIELDS = {"format", "version", "security_counter", "model", "files", "total_size", "expires", "release_keys"}
-REQUIRED = FIELDS - {"expires", "release_keys"}
+FIELDS = {"format", "version", "security_counter", "model", "files", "image", "total_size", "expires",
+          "release_keys"}
+REQUIRED = FIELDS - {"expires", "release_keys", "files", "image"}  # and one of files or image
+IMAGE_FIELDS = {"size", "sha256", "project", "version", "secure_version"}
+MAX_SECURE_VERSION = 32  # the ESP32's secure-version eFuse field (CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD)
 PATH_RE = re.compile(r"[A-Za-z0-9_./-]+")
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 POINT_RE = re.compile(r"04[0-9a-f]{128}")
@@ -210,6 +213,14 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
         raise OTAError(f"security counter {manifest['security_counter']!r}: an integer 1 to {MAX_COUNTER}")
     if not isinstance(manifest["model"], str) or not manifest["model"]:
         raise OTAError(f"model {manifest['model']!r}: the device model's name")
+    if "image" in manifest:
+        if "files" in manifest:
+            raise OTAError("a manifest carries files or an image, not both")
+        _check_image(manifest)
+        _check_optional(manifest)
+        return manifest
+    if "files" not in manifest:
+        raise OTAError("manifest fields missing: files (or image)")
     files = manifest["files"]
     if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
         raise OTAError(f"the manifest must list 1 to {MAX_FILES} files")
@@ -229,6 +240,33 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
         total += entry["size"]
     if not _is_int(manifest["total_size"], 0, 2**63) or manifest["total_size"] != total:
         raise OTAError(f"total_size {manifest['total_size']!r} is not the sum of the file sizes ({total})")
+    _check_optional(manifest)
+    return manifest
+
+
+def _printable(value: Any, n: int) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= n and all(" " <= c <= "~" for c in value)
+
+
+def _check_image(manifest: dict[str, Any]) -> None:
+    """A whole-firmware update: one app image, its size and SHA-256, and the app descriptor's
+    project, version (esp_app_desc_t: 31 characters each) and secure version (0 to 32)."""
+    image = manifest["image"]
+    if not isinstance(image, dict) or set(image) != IMAGE_FIELDS:
+        raise OTAError(f"image: exactly {sorted(IMAGE_FIELDS)}")
+    if not _is_int(image["size"], 256, MAX_COUNTER):
+        raise OTAError(f"image size {image['size']!r}: a byte count of 256 to {MAX_COUNTER}")
+    if not isinstance(image["sha256"], str) or not HEX64_RE.fullmatch(image["sha256"]):
+        raise OTAError("image sha256: 64 lower-case hex digits")
+    if not _printable(image["project"], 31) or not _printable(image["version"], 31):
+        raise OTAError("image project and version: 1 to 31 printable ASCII characters")
+    if not _is_int(image["secure_version"], 0, MAX_SECURE_VERSION):
+        raise OTAError(f"image secure_version {image['secure_version']!r}: 0 to {MAX_SECURE_VERSION}")
+    if not _is_int(manifest["total_size"], 0, 2**63) or manifest["total_size"] != image["size"]:
+        raise OTAError(f"total_size {manifest['total_size']!r} is not the image's size ({image['size']})")
+
+
+def _check_optional(manifest: dict[str, Any]) -> None:
     if "expires" in manifest:
         expires = manifest["expires"]
         try:
@@ -248,7 +286,6 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
             public_key(bytes.fromhex(k))
         if len(set(keys)) != len(keys):
             raise OTAError("release_keys lists a key twice")
-    return manifest
 
 
 def check_rotation(manifest: Mapping[str, Any], signer_key_id: bytes) -> None:
