@@ -67,6 +67,9 @@ class Link:
         # commits after its first acknowledged message, or restarts in time.
         from sbd import slots
         self.trial = bool(slots.state()["try"])
+        if not self.trial and slots.store.get(slots.IMAGE_TRIAL_KEY):
+            from sbd import appimage  # an app image on trial, if the bootloader booted it
+            self.trial = appimage.trial() is not None
         self.receiver = None
         self.restart_at = None
         self.commit_at = None  # a commit put off for want of heap: when to try again
@@ -218,6 +221,7 @@ class Link:
                      # where to report a vulnerability, and until when it gets fixed
                      "security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}
             birth["mud_url"] = network_policy.mud_url()  # RFC 8520: where the network finds what this device needs
+            birth["app"] = _app()  # the app image the bootloader booted: MicroPython's, or an update's
             client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
             client.subscribe(self.base + "/cmd", 1)
             client.subscribe(self.base + "/ota/#", 1)
@@ -258,3 +262,12 @@ class Link:
         self.next_try = time.ticks_add(time.ticks_ms(), delay)
         detail = error.args[-1] if error.args else ""
         log("disconnected", reason=type(error).__name__, detail=str(detail)[:48], retry_ms=delay)
+
+
+def _app():
+    """The running app image's descriptor (esp_app_desc_t): project, version, secure version."""
+    try:
+        from sbd import appimage
+        return appimage.descriptor(appimage.running())
+    except (ImportError, OSError):
+        return None

@@ -135,6 +135,26 @@ def read_app_image(data: bytes) -> AppImage:
     return AppImage(data=data, descriptor=desc, sha256=hashlib.sha256(data).hexdigest())
 
 
+APP_OFFSET_IN_MERGED_BIN = 0x10000 - 0x1000  # the ESP32 bootloader is written at 0x1000, the app at 0x10000
+
+
+def app_part(data: bytes) -> bytes:
+    """The app image itself: `data` when it is one; else the app part of a merged .bin as
+    MicroPython publishes it for the ESP32 (bootloader at 0x1000, app at 0x10000), cut at
+    the image's end."""
+    desc_magic = struct.pack("<I", APP_DESC_MAGIC)
+    if data[:1] == b"\xe9" and data[APP_DESC_OFFSET:APP_DESC_OFFSET + 4] == desc_magic:
+        return data
+    app = data[APP_OFFSET_IN_MERGED_BIN:]
+    if data[:1] == b"\xe9" and app[:1] == b"\xe9" and app[APP_DESC_OFFSET:APP_DESC_OFFSET + 4] == desc_magic:
+        try:
+            image = LoadFirmwareImage("esp32", app)
+        except Exception as exc:
+            raise AppImageError(f"the app part at 0x10000 is not a valid image: {exc}") from exc
+        return app[:image.data_length + 32]
+    raise AppImageError("neither an ESP32 app image nor a merged .bin with the app at 0x10000")
+
+
 def micropython_image() -> bytes:
     """The emulated board's MicroPython, as the app image in ota_0 of a new board
     (the interpreter that runs is the host's unix port; this is what the chip would hold)."""

@@ -327,6 +327,32 @@ def build_manifest(bundle: FirmwareBundle, version: str, security_counter: int, 
     return manifest
 
 
+def build_image_manifest(image: bytes, version: str, security_counter: int, model: str = MODEL,
+                         expires: int | None = None, release_keys: list[bytes] | None = None) -> dict[str, Any]:
+    """The manifest of a whole-firmware update: one ESP32 app image (checked with esptool's
+    image classes), its size and SHA-256, and its app descriptor's project, version and
+    secure version, which the device compares with the image it writes and the one it runs."""
+    from sbd_harness.release.app_image import AppImageError, read_app_image
+    try:
+        parsed = read_app_image(image)
+    except AppImageError as exc:
+        raise OTAError(str(exc)) from exc
+    desc = parsed.descriptor
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "version": version, "security_counter": security_counter, "model": model,
+        "image": {"size": parsed.size, "sha256": parsed.sha256, "project": desc.project_name,
+                  "version": desc.version, "secure_version": desc.secure_version},
+        "total_size": parsed.size}
+    if expires is not None:
+        manifest["expires"] = expires_text(expires)
+    if release_keys is not None:
+        for point in release_keys:
+            public_key(point)
+        manifest["release_keys"] = [point.hex() for point in release_keys]
+    check_manifest(manifest)
+    return manifest
+
+
 def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
     """The bytes that are signed and sent: compact, sorted, so a build is reproducible."""
     return json.dumps(manifest, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode()
@@ -359,7 +385,12 @@ def build_stream(manifest_bytes: bytes, key: ReleaseKey, files: Mapping[str, byt
     manifest = parse_manifest(manifest_bytes)
     check_rotation(manifest, key.key_id)
     payload = []
-    for entry in manifest["files"]:
+    if "image" in manifest:  # a whole-firmware update: the image is the payload
+        data = files.get("image", b"")
+        if len(data) != manifest["image"]["size"] or hashlib.sha256(data).hexdigest() != manifest["image"]["sha256"]:
+            raise OTAError("the image given is not the one the manifest lists")
+        payload.append(data)
+    for entry in manifest.get("files", []):
         data = _file_bytes(files, entry["path"])
         if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise OTAError(f"{entry['path']}: the content given is not the one the manifest lists")
@@ -387,8 +418,12 @@ def parse_stream(data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
 def split_payload(manifest: Mapping[str, Any], payload: bytes) -> dict[str, bytes]:
     """Manifest path -> content, checking every size and hash and the total."""
     if len(payload) != manifest["total_size"]:
-        how = "truncated" if len(payload) < manifest["total_size"] else "trailing bytes after the files"
+        how = "truncated" if len(payload) < manifest["total_size"] else "trailing bytes after the payload"
         raise OTAError(f"{how}: {len(payload)} file bytes, the manifest declares {manifest['total_size']}")
+    if "image" in manifest:
+        if hashlib.sha256(payload).hexdigest() != manifest["image"]["sha256"]:
+            raise OTAError("hash mismatch: the image is not the one the manifest signs")
+        return {"image": payload}
     out, at = {}, 0
     for entry in manifest["files"]:
         data = payload[at:at + entry["size"]]

@@ -1,0 +1,174 @@
+# Whole-firmware updates (docs/ota.md): a signed update that carries an ESP32
+# app image (MicroPython, ESP-IDF, lwIP and mbedTLS, and a firmware frozen into
+# it) goes into the app slot that is not running, through esp32.Partition, as
+# ESP-IDF's native OTA does. The manifest's signature has been checked before
+# the first byte gets here (sbd.ota), so nothing is erased for an unsigned
+# stream. Each 4 KiB block is hashed as it is written (one block in RAM, never
+# the image); the whole slot is hashed again as read back from flash, and its
+# app descriptor must be what the manifest says, before set_boot() points the
+# bootloader at it. The new image boots on trial (ESP-IDF's PENDING_VERIFY):
+# only after its health check does it call mark_app_valid_cancel_rollback();
+# any reset before that makes the bootloader roll back, and the old image then
+# reports the version that failed.
+# Provisions: ETSI EN 303 645 5.3-1 (all software updatable, MicroPython and
+# ESP-IDF included), 5.3-2, 5.3-9, 5.3-10; NIST IR 8259A 5; EU CRA Annex I
+# (2)(c); OWASP ISVS 3.4.3, 3.4.4 (what is booted is what was checked), 3.4.6
+# (secure version against the running app's), 3.4.7 (rollback on failure).
+import binascii
+import hashlib
+import json
+import esp32
+from sbd import slots, store
+
+BLOCK = 4096
+DESC_AT = 0x20  # esp_app_desc_t: after the image header (24) and the first segment header (8)
+DESC_MAGIC = b"\x32\x54\xcd\xab"  # 0xABCD5432, little-endian
+TRIAL_KEY = slots.IMAGE_TRIAL_KEY
+
+
+class ImageRejected(Exception):
+    pass
+
+
+def descriptor(part):
+    """project_name, version and secure_version of the app image in `part`, or None."""
+    d = bytearray(80)
+    part.readblocks(0, d, DESC_AT)
+    if bytes(d[0:4]) != DESC_MAGIC:
+        return None
+    return {"project": _cstr(d[48:80]), "version": _cstr(d[16:48]),
+            "secure_version": int.from_bytes(d[4:8], "little")}
+
+
+def _cstr(b):
+    return bytes(b).split(b"\0")[0].decode()
+
+
+def running():
+    return esp32.Partition(esp32.Partition.RUNNING)
+
+
+def room():
+    """The largest image an update may declare: the next app slot's size; 0 on a
+    build without OTA app slots (a factory partition only: ENOENT)."""
+    try:
+        return running().get_next_update().info()[3]
+    except OSError:
+        return 0
+
+
+def check(im):
+    """Refuses an image the running app must not install: another project (a foreign
+    image), or a secure version below its own (the bootloader's anti-rollback would
+    refuse to boot it, and the device would lose its fallback for nothing)."""
+    own = descriptor(running())
+    if own is not None:
+        if im["project"] != own["project"]:
+            raise ImageRejected("foreign image: project %s, not %s" % (im["project"], own["project"]))
+        if im["secure_version"] < own["secure_version"]:
+            raise ImageRejected("rollback: secure version below the running app's")
+    target = running().get_next_update()
+    if im["size"] > target.info()[3]:
+        raise ImageRejected("image larger than the app slot")
+    return target
+
+
+class Writer:
+    """Streams one image into `target`, block by block, hashing as it writes."""
+
+    def __init__(self, target, im):
+        self.part, self.im = target, im
+        self.buf = bytearray(BLOCK)
+        self.fill = 0
+        self.block = 0
+        self.left = im["size"]
+        self.h = hashlib.sha256()
+
+    def write(self, mv):
+        take = min(self.left, len(mv), BLOCK - self.fill)
+        self.buf[self.fill:self.fill + take] = mv[:take]
+        self.h.update(mv[:take])
+        self.fill += take
+        self.left -= take
+        if self.fill == BLOCK or (not self.left and self.fill):
+            self._flush()
+        return take
+
+    def _flush(self):
+        for i in range(self.fill, BLOCK):
+            self.buf[i] = 0xFF  # the erased state, past the image's end
+        self.part.writeblocks(self.block, self.buf)  # erases the block, then writes it
+        self.block += 1
+        self.fill = 0
+
+    def done(self):
+        return self.left == 0
+
+    def finish(self):
+        """The written slot, checked again as read back from flash; then the boot switch."""
+        want = binascii.unhexlify(self.im["sha256"])
+        if self.h.digest() != want:
+            raise ImageRejected("image hash mismatch")
+        self.h = None
+        if _flash_sha256(self.part, self.im["size"], self.buf) != want:
+            raise ImageRejected("image changed on flash")
+        got = descriptor(self.part)
+        for k in ("project", "version", "secure_version"):
+            if got is None or got[k] != self.im[k]:
+                raise ImageRejected("app descriptor does not match the manifest")
+
+
+def _flash_sha256(part, size, buf):
+    h = hashlib.sha256()
+    block = 0
+    while size > 0:
+        part.readblocks(block, buf)
+        n = BLOCK if size >= BLOCK else size
+        h.update(memoryview(buf)[:n])
+        size -= n
+        block += 1
+    return h.digest()
+
+
+def switch(part, m, prev):
+    """Records the trial, then points the bootloader at `part`. A power cut between
+    the two leaves the record with the old image running: reported as not taken."""
+    trial = {"slot": part.info()[4], "prev": prev, "version": m["image"]["version"],
+             "counter": m["security_counter"]}
+    if m.get("release_keys"):
+        trial["keys"] = m["release_keys"]
+    store.put(TRIAL_KEY, json.dumps(trial).encode())
+    try:
+        part.set_boot()  # the bootloader's own check of the image (ESP_ERR_OTA_VALIDATE_FAILED...)
+    except OSError as e:
+        store.put(TRIAL_KEY, b"")
+        raise ImageRejected("bootloader refused the image: %s" % (e.args[-1],))
+
+
+def trial():
+    """The image on trial, when this boot runs it; None otherwise. An image recorded
+    as on trial that is not what runs was rolled back by the bootloader (a reset before
+    its health check passed, or it did not verify at boot): reported once, and forgotten."""
+    raw = store.get(TRIAL_KEY)
+    if not raw:
+        return None
+    t = json.loads(raw)
+    runs = running().info()[4]
+    if runs == t["slot"]:
+        return t
+    store.put(TRIAL_KEY, b"")
+    slots.incident("reverted", t["slot"], "image %s rolled back by the bootloader" % t["version"], runs=runs)
+    return None
+
+
+def commit(t):
+    """The health check passed: the image is valid for the bootloader from now on, then
+    the rollback floor and a key rotation; the record goes last, so a power cut in
+    between makes the next boot commit again (each step can be done twice)."""
+    esp32.Partition.mark_app_valid_cancel_rollback()
+    slots.raise_counter(t["counter"])
+    if t.get("keys"):
+        store.put(slots.KEYS_KEY, b"".join(binascii.unhexlify(k) for k in t["keys"]))
+    store.put(TRIAL_KEY, b"")
+    return {"sbd": "ota", "event": "committed", "kind": "image", "version": t["version"],
+            "slot": t["slot"], "counter": t["counter"]}
