@@ -39,6 +39,11 @@ _MMU_PAGE = 0x10000
 _MAPPED = ((0x400D0000, 0x40400000), (0x3F400000, 0x3F800000))  # the ESP32's IROM and DROM
 
 
+# Allocated once, when the ROM starts: on the chip this work runs in ESP-IDF's heap
+# (esp_ota_set_boot_partition verifies the image), never in MicroPython's.
+_BLOCK = bytearray(SECTOR)
+
+
 class ImageError(Exception):
     pass
 
@@ -171,7 +176,7 @@ def verify_image(flash, addr, size):
     sha = hashlib.sha256(head)
     checksum = 0xEF
     pos = 24
-    buf = bytearray(SECTOR)
+    buf = _BLOCK
     seg = bytearray(8)
     for index in range(head[1]):
         if pos + 8 > size:
