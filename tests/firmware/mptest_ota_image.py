@@ -173,7 +173,8 @@ def push(ota, name, stop_short=0):
             if not n:
                 break
             h.update(memoryview(_BUF)[:n])
-    r.control(json.dumps({"op": "begin", "size": size, "sha256": binascii.hexlify(h.digest()).decode()}))
+    r.control(json.dumps({"op": "begin", "size": size, "sha256": binascii.hexlify(h.digest()).decode(),
+                          "kind": "image"}))
     off = 0
     payload = bytearray(4 + 1024)
     with open(path, "rb") as f:

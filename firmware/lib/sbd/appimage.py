@@ -76,9 +76,9 @@ def check(im):
 class Writer:
     """Streams one image into `target`, block by block, hashing as it writes."""
 
-    def __init__(self, target, im):
+    def __init__(self, target, im, block=None):
         self.part, self.im = target, im
-        self.buf = bytearray(BLOCK)
+        self.buf = block if block is not None else bytearray(BLOCK)
         self.fill = 0
         self.block = 0
         self.left = im["size"]

@@ -68,6 +68,7 @@ class Receiver:
         self.h = None
         self.f = None
         self.img = None         # an app image's writer (sbd.appimage), for a whole-firmware update
+        self.block = None       # its one 4 KiB block, set aside at `begin` (the host says "kind": "image")
 
     def streaming(self):
         """True while an accepted update has bytes still to come."""
@@ -142,6 +143,10 @@ class Receiver:
         factory = None if slots.running(st) else slots.factory_id()
         self.sha, self.size, self.factory = sha, size, factory
         self.target = slots.other(slots.running(st)) if slots.running(st) else "a"
+        if msg.get("kind") == "image":
+            # Taken now, while the heap is whole: after the signature check it may hold
+            # tens of KiB free in no 4 KiB piece. Only a buffer: nothing is trusted yet.
+            self.block = bytearray(4096)
         self._event("ready", next=0)
 
     # data ---------------------------------------------------------------------------
@@ -240,7 +245,7 @@ class Receiver:
         if "image" in m:  # a whole-firmware update: to the next app slot, not to files
             from sbd import appimage
             try:
-                self.img = appimage.Writer(appimage.check(m["image"]), m["image"])
+                self.img = appimage.Writer(appimage.check(m["image"]), m["image"], self.block)
             except appimage.ImageRejected as e:
                 raise Rejected(str(e))
         self.m, self.sig = m, sig

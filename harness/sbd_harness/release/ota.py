@@ -488,6 +488,15 @@ def install(online: Any, stream: bytes, timeout: float = 120, wait_commit: bool 
     return after.json()
 
 
+def _is_image_update(stream: bytes) -> bool:
+    """Whether a stream carries an app image (its manifest's `image`), by its framing alone."""
+    try:
+        manifest = json.loads(parse_stream(stream)[0])
+    except (OTAError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "image" in manifest
+
+
 class _Push:
     """One transfer. State: `offset` (next byte to send), `acked` (the device's last reported
     offset), whether a `begin` awaits its `ready`, and whether `end` was sent."""
@@ -497,8 +506,10 @@ class _Push:
         self.w, self.stream, self.chunk, self.progress = watcher, stream, chunk, progress
         self.size = len(stream)
         self.topic = topics(device_id)
-        self.begin_msg = json.dumps({"op": "begin", "size": self.size,
-                                     "sha256": hashlib.sha256(stream).hexdigest()})
+        begin: dict[str, Any] = {"op": "begin", "size": self.size, "sha256": hashlib.sha256(stream).hexdigest()}
+        if _is_image_update(stream):
+            begin["kind"] = "image"  # the device sets aside its one block now, before the heap fragments
+        self.begin_msg = json.dumps(begin)
         self.started = time.monotonic()
         self.restarts = -1
         self.offset = self.acked = 0
