@@ -35,14 +35,16 @@ def lab(tmp_path_factory):
 
 
 def test_an_image_update_boots_on_trial_commits_and_is_reported(lab):
-    assert lab.birth["app"] == {"project": "micropython", "version": "v1.29.0-preview", "secure_version": 0}
+    assert lab.birth["app"] == {"project": "micropython", "version": "v1.29.0-preview", "secure_version": 0,
+                                "slot": "ota_0"}
     ota_0 = lab.board.flash_image().read_partition("ota_0")
     t0 = time.monotonic()
     result = lab.push(image_stream(lab, image("v1.29.0-sbd.2", 1), 2))
     assert result["event"] == "installed" and result["kind"] == "image" and result["slot"] == "ota_1", result
     assert lab.board.flash_image().read_partition("ota_0") == ota_0, "the running slot was not written"
     birth = lab.online(since=t0)
-    assert birth["app"] == {"project": "micropython", "version": "v1.29.0-sbd.2", "secure_version": 1}
+    assert birth["app"] == {"project": "micropython", "version": "v1.29.0-sbd.2", "secure_version": 1,
+                            "slot": "ota_1"}
     committed = lab.ota_event("committed")
     assert committed and committed["kind"] == "image" and committed["version"] == "v1.29.0-sbd.2", committed
     log = lab.board.serial_log()

@@ -265,9 +265,12 @@ class Link:
 
 
 def _app():
-    """The running app image's descriptor (esp_app_desc_t): project, version, secure version."""
+    """The running app image: its slot and descriptor (esp_app_desc_t: project, version, secure version)."""
     try:
         from sbd import appimage
-        return appimage.descriptor(appimage.running())
+        run = appimage.running()
+        app = appimage.descriptor(run) or {}
+        app["slot"] = run.info()[4]
+        return app
     except (ImportError, OSError):
         return None

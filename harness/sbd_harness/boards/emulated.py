@@ -24,7 +24,7 @@ from sbd_harness.emulator.board_state import BoardState
 from sbd_harness.emulator.flash_image import FlashImage, parse_csv
 from sbd_harness.paths import boards_dir, state_dir
 from sbd_harness.boards.base import (BoardError, BootButton, FlashReadback, LinkControl, PowerControl,
-                                     SerialLog)
+                                     SerialLog, SyntheticAppImages)
 from sbd_harness.boards.serial_board import SerialBoard
 
 BOOT_BUTTON_GPIO = 0
@@ -89,7 +89,7 @@ def _random_unique_id() -> str:
     return raw.hex()
 
 
-class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, SerialLog, BootButton):
+class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, SerialLog, BootButton, SyntheticAppImages):
     kind = "emulated"
 
     def __init__(self, name: str):
