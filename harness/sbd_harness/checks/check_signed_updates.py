@@ -293,8 +293,9 @@ def check_bad_app_images(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_soak
         sbd_evidence.update({"app_before": app, "status_before": before, "counter_offered": counter})
         running = _running_slot_bytes(sbd_board, app)
         project, secure = app["project"], int(app.get("secure_version") or 0)
-        signed = _app_image(project, _label("signed"), secure)
-        other = _app_image(project, _label("signed"), secure, seed=b"other")  # valid, same descriptor
+        label = _label("signed")
+        signed = _app_image(project, label, secure)
+        other = _app_image(project, label, secure, seed=b"other")  # a valid image, its descriptor the same
         _refused(device, "not-the-signed-image", _image_stream(key, other, counter, model, signed_for=signed),
                  "a valid app image under the manifest of another (the manifest's SHA-256 is not checked)",
                  outcomes, what="an app image that is not the one signed", reset_after=sbd_soak)
@@ -338,7 +339,12 @@ def _wait_rollback(board, since: int) -> bool:
     title="A whole-firmware update (an app image) boots on trial and commits after the health check, reported "
           "with its app descriptor; a lower secure version is refused after it; and an image that cannot pass "
           "its health check is rolled back by the bootloader, the old image reporting it")
-def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_destructive):
+def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, pytestconfig):
+    # Destructive (it installs an app image and raises the eFuse secure version for good), but not run
+    # last with the factory reset: the device must still be provisioned, as update-rollback-refused's setup.
+    if not pytestconfig.getoption("--sbd-destructive"):
+        pytest.skip("destructive (it installs an app image and burns its secure version into the eFuse): "
+                    "run with --destructive")
     if not has(sbd_board, SyntheticAppImages):
         pytest.skip("installing an app image needs one built for this board; the harness makes synthetic images, "
                     "which only a board that does not run their code (the emulated one) can boot")
