@@ -3,8 +3,9 @@
 # it) goes into the app slot that is not running, through esp32.Partition, as
 # ESP-IDF's native OTA does. The manifest's signature has been checked before
 # the first byte gets here (sbd.ota), so nothing is erased for an unsigned
-# stream. Each 4 KiB block is hashed as it is written (one block in RAM, never
-# the image); the whole slot is hashed again as read back from flash, and its
+# stream. Each chunk is hashed as it is written, straight from its packet (no
+# block, let alone the image, is held in RAM); the image is hashed again as
+# read back from flash, and its
 # app descriptor must be what the manifest says, before set_boot() points the
 # bootloader at it. The new image boots on trial (ESP-IDF's PENDING_VERIFY):
 # only after its health check does it call mark_app_valid_cancel_rollback();
@@ -20,7 +21,8 @@ import json
 import esp32
 from sbd import slots, store
 
-BLOCK = 4096
+BLOCK = 4096  # the flash's erase block
+READ = 1024   # the read-back's buffer: divides BLOCK, so no read crosses a block
 DESC_AT = 0x20  # esp_app_desc_t: after the image header (24) and the first segment header (8)
 DESC_MAGIC = b"\x32\x54\xcd\xab"  # 0xABCD5432, little-endian
 TRIAL_KEY = slots.IMAGE_TRIAL_KEY
@@ -74,38 +76,36 @@ def check(im):
 
 
 class Writer:
-    """Streams one image into `target`, block by block, hashing as it writes."""
+    """Streams one image into `target` as it arrives, hashing as it writes: each 4 KiB
+    erase block is erased before its first byte (ioctl BLOCK_ERASE), and the chunks
+    are written straight from the packet that carried them (writeblocks with an offset).
+    No copy of a block is held: a heap fragmented by a day of TLS may have tens of KiB
+    free and no 4 KiB piece. `buf` is the small buffer of the read-back."""
 
-    def __init__(self, target, im, block=None):
+    def __init__(self, target, im, buf=None):
         self.part, self.im = target, im
-        self.buf = block if block is not None else bytearray(BLOCK)
-        self.fill = 0
-        self.block = 0
+        self.buf = buf if buf is not None else bytearray(READ)
+        self.at = 0
         self.left = im["size"]
         self.h = hashlib.sha256()
 
     def write(self, mv):
-        take = min(self.left, len(mv), BLOCK - self.fill)
-        self.buf[self.fill:self.fill + take] = mv[:take]
-        self.h.update(mv[:take])
-        self.fill += take
+        block, off = self.at // BLOCK, self.at % BLOCK
+        take = min(self.left, len(mv), BLOCK - off)
+        if off == 0:
+            self.part.ioctl(6, block)  # erase the block before its first byte
+        piece = mv[:take]
+        self.part.writeblocks(block, piece, off)
+        self.h.update(piece)
+        self.at += take
         self.left -= take
-        if self.fill == BLOCK or (not self.left and self.fill):
-            self._flush()
         return take
-
-    def _flush(self):
-        for i in range(self.fill, BLOCK):
-            self.buf[i] = 0xFF  # the erased state, past the image's end
-        self.part.writeblocks(self.block, self.buf)  # erases the block, then writes it
-        self.block += 1
-        self.fill = 0
 
     def done(self):
         return self.left == 0
 
     def finish(self):
-        """The written slot, checked again as read back from flash; then the boot switch."""
+        """The written slot, checked again as read back from flash, and its app descriptor."""
         want = binascii.unhexlify(self.im["sha256"])
         if self.h.digest() != want:
             raise ImageRejected("image hash mismatch")
@@ -120,13 +120,15 @@ class Writer:
 
 def _flash_sha256(part, size, buf):
     h = hashlib.sha256()
-    block = 0
-    while size > 0:
-        part.readblocks(block, buf)
-        n = BLOCK if size >= BLOCK else size
-        h.update(memoryview(buf)[:n])
-        size -= n
-        block += 1
+    at = 0
+    n = len(buf)
+    while at < size:
+        if size - at < n:
+            buf = memoryview(buf)[:size - at]
+            n = size - at
+        part.readblocks(at // BLOCK, buf, at % BLOCK)
+        h.update(buf)
+        at += n
     return h.digest()
 
 
@@ -166,7 +168,8 @@ def commit(t):
     the rollback floor and a key rotation; the record goes last, so a power cut in
     between makes the next boot commit again (each step can be done twice)."""
     esp32.Partition.mark_app_valid_cancel_rollback()
-    slots.raise_counter(t["counter"])
+    if t["counter"] > store.get_int(slots.IMAGE_COUNTER_KEY, 0):  # the images' floor, not the files'
+        store.put_int(slots.IMAGE_COUNTER_KEY, t["counter"])
     if t.get("keys"):
         store.put(slots.KEYS_KEY, b"".join(binascii.unhexlify(k) for k in t["keys"]))
     store.put(TRIAL_KEY, b"")

@@ -68,7 +68,7 @@ class Receiver:
         self.h = None
         self.f = None
         self.img = None         # an app image's writer (sbd.appimage), for a whole-firmware update
-        self.block = None       # its one 4 KiB block, set aside at `begin` (the host says "kind": "image")
+        self.block = None       # its read-back buffer, set aside at `begin` (the host says "kind": "image")
 
     def streaming(self):
         """True while an accepted update has bytes still to come."""
@@ -98,6 +98,7 @@ class Receiver:
             op = None
         if op == "status":
             self._event("status", next=self.next, active=slots.running(), counter=slots.counter(),
+                        image_counter=slots.store.get_int(slots.IMAGE_COUNTER_KEY, 0),
                         keys=[binascii.hexlify(manifest.key_id(k)).decode() for k in slots.trusted_keys()])
         elif op == "abort":
             self._reject("aborted")
@@ -144,9 +145,9 @@ class Receiver:
         self.sha, self.size, self.factory = sha, size, factory
         self.target = slots.other(slots.running(st)) if slots.running(st) else "a"
         if msg.get("kind") == "image":
-            # Taken now, while the heap is whole: after the signature check it may hold
-            # tens of KiB free in no 4 KiB piece. Only a buffer: nothing is trusted yet.
-            self.block = bytearray(4096)
+            # Taken now, before the signature check fragments the heap. Only a buffer:
+            # nothing is trusted yet.
+            self.block = bytearray(1024)
         self._event("ready", next=0)
 
     # data ---------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class Receiver:
         m = slots.load_manifest(d)
         if m["model"] != version.MODEL:
             raise Rejected("wrong model")
-        if m["security_counter"] <= slots.counter():
+        if m["security_counter"] <= _floor(m):
             raise Rejected("rollback: security counter not higher")
         if m.get("expires") and clock.is_set() and clock.asn1_now() > m["expires"]:
             raise Rejected("expired")
@@ -338,6 +339,14 @@ class Receiver:
         self._clear()
         self.restart = True
         self._event("installed", kind="image", version=m["image"]["version"], slot=slot)
+
+
+def _floor(m):
+    """The counter an update must exceed: the files' (slots.counter), or for an app image the
+    images' own (the two are separate components, each with its own sequence of releases)."""
+    if "image" not in m:
+        return slots.counter()
+    return slots.store.get_int(slots.IMAGE_COUNTER_KEY, 0)
 
 
 def _image_room():

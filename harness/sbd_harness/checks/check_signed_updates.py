@@ -289,7 +289,7 @@ def check_bad_app_images(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_soak
     with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
         device, before, app, key = _image_device(sbd_board, sbd_boot, w)
         model = device.birth.get("model") or ota.MODEL
-        counter = int(before.get("counter") or 0) + 1
+        counter = int(before.get("image_counter") or 0) + 1  # app images have a counter of their own
         sbd_evidence.update({"app_before": app, "status_before": before, "counter_offered": counter})
         running = _running_slot_bytes(sbd_board, app)
         project, secure = app["project"], int(app.get("secure_version") or 0)
@@ -353,7 +353,7 @@ def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, pytes
     with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
         device, before, app, key = _image_device(sbd_board, sbd_boot, w)
         model = device.birth.get("model") or ota.MODEL
-        counter = int(before.get("counter") or 0) + 1
+        counter = int(before.get("image_counter") or 0) + 1
         secure = min(int(app.get("secure_version") or 0) + 1, 32)
         label = _label("img")
         sbd_evidence["app_before"] = app
