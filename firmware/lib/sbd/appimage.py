@@ -20,30 +20,15 @@ import hashlib
 import json
 import esp32
 from sbd import slots, store
+from sbd.device import app_descriptor as descriptor
 
 BLOCK = 4096  # the flash's erase block
 READ = 1024   # the read-back's buffer: divides BLOCK, so no read crosses a block
-DESC_AT = 0x20  # esp_app_desc_t: after the image header (24) and the first segment header (8)
-DESC_MAGIC = b"\x32\x54\xcd\xab"  # 0xABCD5432, little-endian
 TRIAL_KEY = slots.IMAGE_TRIAL_KEY
 
 
 class ImageRejected(Exception):
     pass
-
-
-def descriptor(part):
-    """project_name, version and secure_version of the app image in `part`, or None."""
-    d = bytearray(80)
-    part.readblocks(0, d, DESC_AT)
-    if bytes(d[0:4]) != DESC_MAGIC:
-        return None
-    return {"project": _cstr(d[48:80]), "version": _cstr(d[16:48]),
-            "secure_version": int.from_bytes(d[4:8], "little")}
-
-
-def _cstr(b):
-    return bytes(b).split(b"\0")[0].decode()
 
 
 def running():
@@ -130,6 +115,14 @@ def _flash_sha256(part, size, buf):
         h.update(buf)
         at += n
     return h.digest()
+
+
+def install(writer, m):
+    """The end of an image update (sbd.ota's `end`): the written slot checked again, the trial
+    recorded, the bootloader pointed at it. Returns the slot's label; ImageRejected or OSError."""
+    writer.finish()  # the slot as read back from flash, and its app descriptor
+    switch(writer.part, m, running().info()[4])
+    return writer.part.info()[4]
 
 
 def switch(part, m, prev):

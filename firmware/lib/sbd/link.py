@@ -221,7 +221,7 @@ class Link:
                      # where to report a vulnerability, and until when it gets fixed
                      "security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}
             birth["mud_url"] = network_policy.mud_url()  # RFC 8520: where the network finds what this device needs
-            birth["app"] = _app()  # the app image the bootloader booted: MicroPython's, or an update's
+            birth["app"] = device.app()  # the app image the bootloader booted: MicroPython's, or an update's
             client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
             client.subscribe(self.base + "/cmd", 1)
             client.subscribe(self.base + "/ota/#", 1)
@@ -263,14 +263,3 @@ class Link:
         detail = error.args[-1] if error.args else ""
         log("disconnected", reason=type(error).__name__, detail=str(detail)[:48], retry_ms=delay)
 
-
-def _app():
-    """The running app image: its slot and descriptor (esp_app_desc_t: project, version, secure version)."""
-    try:
-        from sbd import appimage
-        run = appimage.running()
-        app = appimage.descriptor(run) or {}
-        app["slot"] = run.info()[4]
-        return app
-    except (ImportError, OSError):
-        return None

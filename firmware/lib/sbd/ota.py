@@ -324,21 +324,19 @@ class Receiver:
 
     def _end_image(self):
         from sbd import appimage
-        m = self.m
+        version = self.m["image"]["version"]
         try:
-            self.img.finish()  # the slot as read back from flash, and its app descriptor
-            appimage.switch(self.img.part, m, appimage.running().info()[4])
+            slot = appimage.install(self.img, self.m)
         except appimage.ImageRejected as e:
             self._reject(str(e))
             return
         except OSError as e:
             self._reject("flash: %s" % e)
             return
-        slot = self.img.part.info()[4]
         slots.rmtree(slots.incoming_dir())  # the manifest's spool: the image is in its slot
         self._clear()
         self.restart = True
-        self._event("installed", kind="image", version=m["image"]["version"], slot=slot)
+        self._event("installed", kind="image", version=version, slot=slot)
 
 
 def _floor(m):
