@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sbd_harness.boards.base import FlashReadback, SerialLog, SyntheticAppImages, has
+from sbd_harness.boards.base import FlashReadback, PowerControl, SerialLog, SyntheticAppImages, has
 from sbd_harness.checks.online import locked_device_id, log_offset, ota_status, serial_tail, wait_online
 from sbd_harness.device.contract import COMMIT_TIMEOUT_S, PUSH_TIMEOUT_S, TRIAL_TIMEOUT_S, is_ota_event, topics
 from sbd_harness.lab.watch import Watcher
@@ -321,17 +321,21 @@ def check_bad_app_images(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_soak
             assert unchanged, f"the running app slot {app['slot']} changed while the device refused the images"
 
 
-def _wait_rollback(board, since: int) -> bool:
-    """The device restarts by itself when its trial times out; True once the serial log shows the
-    bootloader abort it (where there is a serial log), after waiting as long as a trial lasts otherwise."""
+def _end_trial(board, since: int, version: str) -> str:
+    """The trial of `version` cannot reach the broker (stopped): it must not commit, and the next
+    reset rolls it back. Where the harness can cut the power and read the serial port, it does so
+    once the firmware has tried and failed to connect (so it has started, and whatever it does at
+    boot has been done); otherwise it waits for the trial's own time limit, after which the device
+    restarts by itself. Returns how the trial ended."""
+    if has(board, PowerControl) and has(board, SerialLog):
+        board.wait_for_output('"disconnected"', since, timeout=60, after=f"App version:      {version}")
+        board.power_cut()
+        return "power cut after the trial's first failed connection"
     if has(board, SerialLog):
-        try:
-            board.wait_for_output("now ABORTED", since, timeout=TRIAL_TIMEOUT_S + 60)
-            return True
-        except Exception:  # noqa: the timeout, reported by the caller through the running version
-            return False
+        board.wait_for_output("rst:0x", since, timeout=TRIAL_TIMEOUT_S + 60, after=f"App version:      {version}")
+        return "the trial's time limit"
     time.sleep(TRIAL_TIMEOUT_S + 30)
-    return True
+    return "the trial's time limit (waited without a serial log)"
 
 
 @pytest.mark.sbd_check(
@@ -383,7 +387,7 @@ def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, pytes
         w.pause()
         sbd_broker.stop()
         try:
-            cases["rollback_seen_on_serial"] = _wait_rollback(sbd_board, log_from)
+            cases["trial_ended_by"] = _end_trial(sbd_board, log_from, failing)
         finally:
             sbd_broker.start()
             w.resume()
