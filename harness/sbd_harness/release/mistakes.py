@@ -158,7 +158,7 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
         provisions={"etsi_en_303_645": ["5.3-2"], "owasp_isvs": ["3.4.6"], "eu_cra": ["I(2)(c)"]},
         patches=(
             ("lib/sbd/ota.py",
-             '        if m["security_counter"] <= slots.counter():\n'
+             '        if m["security_counter"] <= _floor(m):\n'
              '            raise Rejected("rollback: security counter not higher")\n',
              "        pass  # broken: no anti-rollback, any signed release installs\n"),
         )),

@@ -41,7 +41,7 @@ _MAPPED = ((0x400D0000, 0x40400000), (0x3F400000, 0x3F800000))  # the ESP32's IR
 
 # Allocated once, when the ROM starts: on the chip this work runs in ESP-IDF's heap
 # (esp_ota_set_boot_partition verifies the image), never in MicroPython's.
-_BLOCK = bytearray(SECTOR)
+_BLOCK = bytearray(1024)
 
 
 class ImageError(Exception):
@@ -195,7 +195,7 @@ def verify_image(flash, addr, size):
             raise ImageError("segment %d load address 0x%08x doesn't match data 0x%08x" % (index, load_addr, pos))
         left = length
         while left:
-            n = left if left < SECTOR else SECTOR
+            n = left if left < len(buf) else len(buf)
             view = memoryview(buf)[:n]
             flash.read(addr + pos, view)
             sha.update(view)
