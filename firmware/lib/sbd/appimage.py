@@ -20,7 +20,7 @@ import hashlib
 import json
 import esp32
 from sbd import slots, store
-from sbd.device import app_descriptor as descriptor
+from sbd.appdesc import descriptor
 
 BLOCK = 4096  # the flash's erase block
 READ = 1024   # the read-back's buffer: divides BLOCK, so no read crosses a block
