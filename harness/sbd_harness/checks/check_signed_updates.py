@@ -400,3 +400,6 @@ def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, pytes
         cases["reverted"] = reverted
         assert reverted and failing in str(reverted.get("error")), \
             f"the device did not report the app image {failing} that was rolled back: {reverted}"
+        # and a fresh boot, for the checks that follow: the committed image again, nothing on trial
+        cases["after_last_reset"] = last = device.online(reset=True).get("app") or {}
+        assert last.get("version") == label, f"after one more reset the device runs {last}, not {label}"
