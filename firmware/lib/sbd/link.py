@@ -72,6 +72,7 @@ class Link:
             self.trial = appimage.trial() is not None
             if not self.trial:
                 _drop("appimage", "appdesc")
+        self.app = _app()  # read once, now, while the heap is whole: the birth message's `app`
         self.receiver = None
         self.restart_at = None
         self.commit_at = None  # a commit put off for want of heap: when to try again
@@ -224,7 +225,7 @@ class Link:
                      # where to report a vulnerability, and until when it gets fixed
                      "security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}
             birth["mud_url"] = network_policy.mud_url()  # RFC 8520: where the network finds what this device needs
-            birth["app"] = _app()  # the app image the bootloader booted: MicroPython's, or an update's
+            birth["app"] = self.app  # the app image the bootloader booted: MicroPython's, or an update's
             client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
             client.subscribe(self.base + "/cmd", 1)
             client.subscribe(self.base + "/ota/#", 1)

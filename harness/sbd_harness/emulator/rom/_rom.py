@@ -185,6 +185,8 @@ def main():
     _repl.set_intr(-1)
     _install_board_modules()
     _mount_filesystem()
+    import esp32
+    esp32._layout()  # the app slots, known before any code of the board's runs (on the chip: ESP-IDF's RAM)
     _seal_host()
     import gc
     gc.collect()
