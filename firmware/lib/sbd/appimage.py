@@ -20,15 +20,42 @@ import hashlib
 import json
 import esp32
 from sbd import slots, store
-from sbd.appdesc import descriptor
 
 BLOCK = 4096  # the flash's erase block
 READ = 1024   # the read-back's buffer: divides BLOCK, so no read crosses a block
 TRIAL_KEY = slots.IMAGE_TRIAL_KEY
 
 
+DESC_AT = 0x20  # esp_app_desc_t: after the image header (24 bytes) and the first segment header (8)
+
+
 class ImageRejected(Exception):
     pass
+
+
+def descriptor(part):
+    """project, version and secure_version of the app image in `part` (an esp32.Partition), or None."""
+    d = bytearray(80)
+    part.readblocks(0, d, DESC_AT)
+    if d[0:4] != b"\x32\x54\xcd\xab":  # 0xABCD5432, little-endian
+        return None
+    return {"project": _cstr(d[48:80]), "version": _cstr(d[16:48]),
+            "secure_version": int.from_bytes(d[4:8], "little")}
+
+
+def _cstr(b):
+    return bytes(b).split(b"\0")[0].decode()
+
+
+def running_app():
+    """The app image the bootloader booted: its slot and descriptor (None without app slots)."""
+    try:
+        run = running()
+        found = descriptor(run) or {}
+        found["slot"] = run.info()[4]
+        return found
+    except OSError:
+        return None
 
 
 def running():

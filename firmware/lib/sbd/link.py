@@ -71,7 +71,7 @@ class Link:
             from sbd import appimage  # an app image on trial, if the bootloader booted it
             self.trial = appimage.trial() is not None
             if not self.trial:
-                _drop("appimage", "appdesc")
+                _drop("appimage")
         self.app = _app()  # read once, now, while the heap is whole: the birth message's `app`
         self.receiver = None
         self.restart_at = None
@@ -162,7 +162,7 @@ class Link:
             self.commit_at = time.ticks_add(time.ticks_ms(), COMMIT_RETRY_MS)
             return
         self.trial = False
-        _drop("appimage", "appdesc")  # loaded for an image's commit: the heap wants it back
+        _drop("appimage")  # loaded for an image's commit: the heap wants it back
         self.result(reply)
 
     def result(self, reply):
@@ -280,8 +280,8 @@ def _drop(*names):
 
 def _app():
     """The running app image's slot and descriptor, read by a module loaded for the moment."""
-    from sbd import appdesc
+    from sbd import appimage
     try:
-        return appdesc.running()
+        return appimage.running_app()
     finally:
-        _drop("appdesc")
+        _drop("appimage")
