@@ -163,16 +163,22 @@ def _second_stage_bootloader():
     # trial that was not confirmed, and checks the image and its secure version. The
     # image's code is not run: the CPU stays this interpreter. The slot booted is kept
     # by the supervisor until the next cold boot (a soft reset does not pass here).
-    import _idfboot
-    import _bootloader
+    # What stays (the formats, the partition table, the app slots) is made first, what goes
+    # (the bootloader's own code) last, and collected at once: no hole is left below what
+    # stays, which would cut the largest block the firmware's heap can give (TLS wants 16 KiB).
+    import gc
     import esp32
-    booted = _bootloader.boot(_Flash, _idfboot.Layout(esp32._read_table()), _Efuse, _log)
+    layout = esp32._layout()
+    import _bootloader
+    booted = _bootloader.boot(_Flash, layout, _Efuse, _log)
     if booted is None:  # the chip resets and tries again, for ever: nothing else runs
         _board.halt()
     _board.conf["booted"] = booted[0]
     _board.tell_supervisor("booted %d" % booted[0])
     _bootloader.show_app_info(booted[1], _log)
     del sys.modules["_bootloader"]
+    _bootloader = booted = None
+    gc.collect()
 
 
 def main():
