@@ -343,12 +343,9 @@ def _end_trial(board, since: int, version: str) -> str:
     title="A whole-firmware update (an app image) boots on trial and commits after the health check, reported "
           "with its app descriptor; a lower secure version is refused after it; and an image that cannot pass "
           "its health check is rolled back by the bootloader, the old image reporting it")
-def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, pytestconfig):
-    # Destructive (it installs an app image and raises the eFuse secure version for good), but not run
-    # last with the factory reset: the device must still be provisioned, as update-rollback-refused's setup.
-    if not pytestconfig.getoption("--sbd-destructive"):
-        pytest.skip("destructive (it installs an app image and burns its secure version into the eFuse): "
-                    "run with --destructive")
+def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_destructive):
+    # Destructive (it installs app images and raises the eFuse secure version for good): it runs after
+    # every other check, before the factory reset (pytest_plugin.py).
     if not has(sbd_board, SyntheticAppImages):
         pytest.skip("installing an app image needs one built for this board; the harness makes synthetic images, "
                     "which only a board that does not run their code (the emulated one) can boot")
