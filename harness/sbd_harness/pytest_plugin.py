@@ -176,8 +176,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         keep = [i for i in items if metas[i] and metas[i]["id"] in wanted]
         config.hook.pytest_deselected(items=[i for i in items if i not in keep])
         items[:] = keep
-    # Checks that change the board for good run last, after every other check saw it.
-    items.sort(key=lambda item: "sbd_destructive" in getattr(item, "fixturenames", ()))
+    # Checks that change the board for good run last, after every other check saw it; the factory
+    # reset last of all (the others need the device provisioned).
+    items.sort(key=lambda item: ("sbd_destructive" in getattr(item, "fixturenames", ()),
+                                 (metas[item] or {}).get("id") == "factory-reset-erases-identity"))
 
 
 # fixtures ----------------------------------------------------------------------------

@@ -13,6 +13,9 @@ A test file can ask for more with comment lines of its own:
 - `# mptest-firmware: mpy`: the firmware's /lib is imported compiled by
   mpy-cross, as `sbd flash` puts it on a device, not compiled from source at
   each import (which takes heap a device never spends on it).
+- `# mptest-heap: board`: the emulated board's whole heap (`heap_bytes`), not
+  only the firmware's share, for a test that loads the board's own ROM modules
+  (its `esp32`, the bootloader) beside the firmware, as the board does.
 - `# mptest-xfail: REASON` on the line right above a `def test_`: a known
   bug, owned elsewhere, that the test shows. It is reported as xfailed while
   it fails, and fails (strict) once it passes, so the marker goes with the fix.
@@ -97,8 +100,12 @@ class MicroPythonFile(pytest.File):
             spec.loader.exec_module(module)
             module.write(tmp / "vectors")
             env["SBD_MP_VECTORS"] = str(tmp / "vectors")
+        heap = None
+        if self.directive("heap") == "board":
+            import json
+            heap = json.loads((ROOT / "boards" / "emulated" / "board.json").read_text())["heap_bytes"]
         proc = subprocess.run(
-            micropython_command() + [str(RUNNER), str(self.path)],
+            micropython_command(heap) + [str(RUNNER), str(self.path)],
             capture_output=True, text=True, env=env, timeout=900, cwd=str(HERE),
         )
         results: dict[str, tuple[bool, str]] = {}

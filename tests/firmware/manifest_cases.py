@@ -35,6 +35,18 @@ def _point(scalar: int) -> str:
     return public_point(ec.derive_private_key(scalar, ec.SECP256R1()).public_key()).hex()
 
 
+ABSENT: Any = object()  # a field the case leaves out
+IMAGE: dict[str, Any] = {"size": 1048576, "sha256": "ab" * 32, "project": "micropython",
+                         "version": "v1.29.0-sbd.2", "secure_version": 2}
+
+
+def _image(**change: Any) -> dict[str, Any]:
+    """A whole-firmware update's fields: the image instead of files, total_size its size."""
+    image = {**IMAGE, **change}
+    size = image["size"] if isinstance(image["size"], int) else 0
+    return {"files": ABSENT, "image": image, "total_size": size}
+
+
 def cases() -> list[tuple[str, dict[str, Any], str | None]]:
     """(name, the fields changed, the device's reason or None)."""
     k1, k2 = _point(0x5BD1), _point(0x5BD2)
@@ -84,12 +96,36 @@ def cases() -> list[tuple[str, dict[str, Any], str | None]]:
         ("model-empty", {"model": ""}, "bad model"),                      # device
         ("total-size-false", {"total_size": False}, "total size does not add up"),  # device (false == 0)
         ("total-size-0.0", {"total_size": 0.0}, "total size does not add up"),      # device
+        # image: a whole-firmware update, instead of files
+        ("image-valid", _image(), None),
+        ("image-secure-version-0", _image(secure_version=0), None),
+        ("image-secure-version-32", _image(secure_version=32), None),
+        ("image-secure-version-33", _image(secure_version=33), "bad image"),
+        ("image-secure-version-negative", _image(secure_version=-1), "bad image"),
+        ("image-secure-version-true", _image(secure_version=True), "bad image"),
+        ("image-version-31", _image(version="v" * 31), None),
+        ("image-version-32", _image(version="v" * 32), "bad image"),
+        ("image-project-empty", _image(project=""), "bad image"),
+        ("image-project-newline", _image(project="micro\npython"), "bad image"),
+        ("image-sha256-upper-case", _image(sha256="AB" * 32), "bad image"),
+        ("image-size-under-a-descriptor", _image(size=255), "bad image"),
+        ("image-size-float", _image(size=4096.0), "bad image"),
+        ("image-field-missing", {"files": ABSENT, "total_size": 4096,
+                                 "image": {k: v for k, v in IMAGE.items() if k != "project"}}, "bad image"),
+        ("image-field-extra", _image(entry=0), "bad image"),
+        ("image-null", {"files": ABSENT, "image": None}, "bad image"),
+        ("image-and-files", {"image": IMAGE}, "files or image, not both"),
+        ("image-total-size-differs", {**_image(), "total_size": 4096}, "total size does not add up"),
+        ("neither-files-nor-image", {"files": ABSENT}, "bad file list"),
+        ("image-with-a-rotation", {**_image(), "release_keys": [k1]}, None),
+        ("image-bad-expiry", {**_image(), "expires": "2027"}, bad_expiry),
     ]
 
 
 def manifest_bytes(change: dict[str, Any]) -> bytes:
     """The manifest as a device receives it: compact JSON, non-ASCII escaped."""
-    return json.dumps({**BASE, **change}, separators=(",", ":")).encode()
+    fields = {k: v for k, v in {**BASE, **change}.items() if v is not ABSENT}
+    return json.dumps(fields, separators=(",", ":")).encode()
 
 
 def write(folder: Path) -> None:

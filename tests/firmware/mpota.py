@@ -197,8 +197,21 @@ class _NVS:
             _NVS.device.power.cut()
 
 
+class _NoAppSlots:
+    """esp32.Partition of a build without OTA app slots (a factory partition only):
+    Partition(RUNNING).get_next_update() raises ENOENT, as esp32_partition_new does."""
+    RUNNING = 1
+
+    def __init__(self, id):
+        pass
+
+    def get_next_update(self):
+        raise OSError(2)
+
+
 class _Esp32:
     NVS = _NVS
+    Partition = _NoAppSlots
 
 
 def forget_modules():

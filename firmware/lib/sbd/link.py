@@ -67,6 +67,12 @@ class Link:
         # commits after its first acknowledged message, or restarts in time.
         from sbd import slots
         self.trial = bool(slots.state()["try"])
+        if not self.trial and slots.store.get(slots.IMAGE_TRIAL_KEY):
+            from sbd import appimage  # an app image on trial, if the bootloader booted it
+            self.trial = appimage.trial() is not None
+            if not self.trial:
+                _drop("appimage")
+        self.app = _app()  # read once, now, while the heap is whole: the birth message's `app`
         self.receiver = None
         self.restart_at = None
         self.commit_at = None  # a commit put off for want of heap: when to try again
@@ -156,6 +162,7 @@ class Link:
             self.commit_at = time.ticks_add(time.ticks_ms(), COMMIT_RETRY_MS)
             return
         self.trial = False
+        _drop("appimage")  # loaded for an image's commit: the heap wants it back
         self.result(reply)
 
     def result(self, reply):
@@ -219,6 +226,7 @@ class Link:
                      "security_policy": version.SECURITY_POLICY, "support_until": version.SUPPORT_UNTIL}
             birth["mud_url"] = network_policy.mud_url()  # RFC 8520: where the network finds what this device needs
             birth["interfaces"] = network_policy.interfaces()  # which radios are on, as the port says
+            birth["app"] = self.app  # the app image the bootloader booted: MicroPython's, or an update's
             client.publish(self.base + "/state", json.dumps(birth), qos=1, retain=True)
             client.subscribe(self.base + "/cmd", 1)
             client.subscribe(self.base + "/ota/#", 1)
@@ -259,3 +267,22 @@ class Link:
         self.next_try = time.ticks_add(time.ticks_ms(), delay)
         detail = error.args[-1] if error.args else ""
         log("disconnected", reason=type(error).__name__, detail=str(detail)[:48], retry_ms=delay)
+
+
+def _drop(*names):
+    """Unloads sbd.<name>..., so that the heap gets their code back (modules loaded for a moment)."""
+    import sys
+    import sbd
+    for name in names:
+        sys.modules.pop("sbd." + name, None)
+        if name in dir(sbd):
+            delattr(sbd, name)
+
+
+def _app():
+    """The running app image's slot and descriptor, read by a module loaded for the moment."""
+    from sbd import appimage
+    try:
+        return appimage.running_app()
+    finally:
+        _drop("appimage")

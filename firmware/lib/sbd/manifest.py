@@ -15,7 +15,10 @@ MAX_MANIFEST = 8192
 MAX_FILES = 64
 MAX_PATH = 96
 SIG_LEN = 72  # key ID (8) + r || s (64)
-FIELDS = ("format", "version", "security_counter", "model", "files", "total_size", "expires", "release_keys")
+FIELDS = ("format", "version", "security_counter", "model", "files", "image", "total_size", "expires",
+          "release_keys")
+IMAGE_FIELDS = ("size", "sha256", "project", "version", "secure_version")
+MAX_SECURE_VERSION = 32  # the ESP32's secure-version eFuse field: 32 bits
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 _HEX = "0123456789abcdef"
 _DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February: in a leap year
@@ -110,6 +113,43 @@ def _release_keys(keys):
     return True
 
 
+def _text(v, n):
+    if not isinstance(v, str) or not 1 <= len(v) <= n:
+        return False
+    for c in v:
+        if not " " <= c <= "~":
+            return False
+    return True
+
+
+def _image(m):
+    """A whole-firmware update: one ESP32 app image, its digest, size and the app
+    descriptor fields (esp_app_desc_t: project_name and version up to 31 characters)."""
+    im = m["image"]
+    if not isinstance(im, dict) or len(im) != len(IMAGE_FIELDS):
+        raise ManifestError("bad image")
+    for k in im:
+        if k not in IMAGE_FIELDS:
+            raise ManifestError("bad image")
+    if not _int(im["size"], 256, 0x7FFFFFFF) or not _hex(im["sha256"], 64):
+        raise ManifestError("bad image")
+    if not _text(im["project"], 31) or not _text(im["version"], 31):
+        raise ManifestError("bad image")
+    if not _int(im["secure_version"], 0, MAX_SECURE_VERSION):
+        raise ManifestError("bad image")
+    if not _int(m.get("total_size"), im["size"], im["size"]):
+        raise ManifestError("total size does not add up")
+    _optional(m)
+    return m
+
+
+def _optional(m):
+    if "expires" in m and not _expires(m["expires"]):  # null is not "absent"
+        raise ManifestError("bad expiry")
+    if "release_keys" in m and not _release_keys(m["release_keys"]):
+        raise ManifestError("bad release keys")
+
+
 def parse(manifest_bytes):
     if len(manifest_bytes) > MAX_MANIFEST:
         raise ManifestError("manifest too large")
@@ -129,16 +169,16 @@ def check(m):
             raise ManifestError("unknown field")
     if not _int(m.get("format"), 1, 1):
         raise ManifestError("unknown format")
-    v = m.get("version")
-    if not isinstance(v, str) or not 1 <= len(v) <= 16:
+    if not _text(m.get("version"), 16):
         raise ManifestError("bad version")
-    for c in v:
-        if not " " <= c <= "~":
-            raise ManifestError("bad version")
     if not _int(m.get("security_counter"), 1, 0x7FFFFFFF):
         raise ManifestError("bad security counter")
     if not isinstance(m.get("model"), str) or not m["model"]:
         raise ManifestError("bad model")
+    if "image" in m:
+        if "files" in m:
+            raise ManifestError("files or image, not both")
+        return _image(m)
     files = m.get("files")
     if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
         raise ManifestError("bad file list")
@@ -156,8 +196,5 @@ def check(m):
         total += f["size"]
     if not _int(m.get("total_size"), total, total):
         raise ManifestError("total size does not add up")
-    if "expires" in m and not _expires(m["expires"]):  # null is not "absent"
-        raise ManifestError("bad expiry")
-    if "release_keys" in m and not _release_keys(m["release_keys"]):
-        raise ManifestError("bad release keys")
+    _optional(m)
     return m

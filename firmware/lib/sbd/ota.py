@@ -67,6 +67,8 @@ class Receiver:
         self.left = 0
         self.h = None
         self.f = None
+        self.img = None         # an app image's writer (sbd.appimage), for a whole-firmware update
+        self.block = None       # its read-back buffer, set aside at `begin` (the host says "kind": "image")
 
     def streaming(self):
         """True while an accepted update has bytes still to come."""
@@ -96,6 +98,7 @@ class Receiver:
             op = None
         if op == "status":
             self._event("status", next=self.next, active=slots.running(), counter=slots.counter(),
+                        image_counter=slots.store.get_int(slots.IMAGE_COUNTER_KEY, 0),
                         keys=[binascii.hexlify(manifest.key_id(k)).decode() for k in slots.trusted_keys()])
         elif op == "abort":
             self._reject("aborted")
@@ -117,7 +120,7 @@ class Receiver:
             self._event("rejected", error="bad begin")
             return
         st = slots.state()
-        if st["try"]:
+        if st["try"] or slots.store.get(slots.IMAGE_TRIAL_KEY):
             self._event("rejected", error="busy: a trial is running")
             return
         if not slots.trusted_keys():
@@ -128,7 +131,8 @@ class Receiver:
             return
         # What an earlier transfer cut short left behind; never a slot.
         slots.rmtree(slots.incoming_dir())
-        if size > _free_bytes() - 8192:  # beside both slots: they stay until it has verified
+        if size > _free_bytes() - 8192 and size > _HEAD + manifest.MAX_MANIFEST + manifest.SIG_LEN + _image_room():
+            # files: beside both slots, which stay until it has verified; an image: its app slot
             self._event("rejected", error="too large for flash")
             return
         # The update will belong to the factory image in place (slots.IMAGE_NVS). While a
@@ -140,6 +144,10 @@ class Receiver:
         factory = None if slots.running(st) else slots.factory_id()
         self.sha, self.size, self.factory = sha, size, factory
         self.target = slots.other(slots.running(st)) if slots.running(st) else "a"
+        if msg.get("kind") == "image":
+            # Taken now, before the signature check fragments the heap. Only a buffer:
+            # nothing is trusted yet.
+            self.block = bytearray(1024)
         self._event("ready", next=0)
 
     # data ---------------------------------------------------------------------------
@@ -174,6 +182,10 @@ class Receiver:
         while i < len(chunk):
             if self.m is None:
                 i += self._header(chunk[i:])
+            elif self.img is not None:
+                if self.img.done():
+                    raise Rejected("larger than declared")
+                i += self.img.write(chunk[i:])
             else:
                 i += self._file_bytes(chunk[i:])
 
@@ -219,19 +231,28 @@ class Receiver:
         m = slots.load_manifest(d)
         if m["model"] != version.MODEL:
             raise Rejected("wrong model")
-        if m["security_counter"] <= slots.counter():
+        if m["security_counter"] <= _floor(m):
             raise Rejected("rollback: security counter not higher")
         if m.get("expires") and clock.is_set() and clock.asn1_now() > m["expires"]:
             raise Rejected("expired")
         if head_len + m["total_size"] != self.size:
             raise Rejected("size does not match the manifest")
+        if "image" not in m and self.size > _free_bytes() - 8192:
+            raise Rejected("too large for flash")
         if m.get("release_keys"):  # a rotation must keep the key that signed it, or this
             kept = [binascii.unhexlify(k) for k in m["release_keys"]]  # slot fails its boot check
             if sig[:8] not in [manifest.key_id(k) for k in kept]:
                 raise Rejected("key rotation drops its own signing key")
+        if "image" in m:  # a whole-firmware update: to the next app slot, not to files
+            from sbd import appimage
+            try:
+                self.img = appimage.Writer(appimage.check(m["image"]), m["image"], self.block)
+            except appimage.ImageRejected as e:
+                raise Rejected(str(e))
         self.m, self.sig = m, sig
         self._event("manifest-ok", version=m["version"], counter=m["security_counter"])
-        self._open_next()
+        if self.img is None:
+            self._open_next()
 
     def _open_next(self):
         if self.f:
@@ -275,6 +296,9 @@ class Receiver:
         if self.m is None or self.next != self.size or self.f is not None:
             self._reject("truncated")
             return
+        if self.img is not None:
+            self._end_image()
+            return
         self.m = None  # its file on flash is what counts now, and the heap needs the room
         gc.collect()
         d = slots.incoming_dir()
@@ -298,9 +322,45 @@ class Receiver:
         self._event("installed", version=version_, slot=st["try"])
 
 
+    def _end_image(self):
+        from sbd import appimage
+        version = self.m["image"]["version"]
+        try:
+            slot = appimage.install(self.img, self.m)
+        except appimage.ImageRejected as e:
+            self._reject(str(e))
+            return
+        except OSError as e:
+            self._reject("flash: %s" % e)
+            return
+        slots.rmtree(slots.incoming_dir())  # the manifest's spool: the image is in its slot
+        self._clear()
+        self.restart = True
+        self._event("installed", kind="image", version=version, slot=slot)
+
+
+def _floor(m):
+    """The counter an update must exceed: the files' (slots.counter), or for an app image the
+    images' own (the two are separate components, each with its own sequence of releases)."""
+    if "image" not in m:
+        return slots.counter()
+    return slots.store.get_int(slots.IMAGE_COUNTER_KEY, 0)
+
+
+def _image_room():
+    from sbd import appimage
+    return appimage.room()
+
+
 def trial():
-    """True while this boot runs an update that has not committed yet."""
-    return bool(slots.state()["try"])
+    """True while this boot runs an update that has not committed yet: files on
+    trial, or an app image the bootloader booted on trial (sbd.appimage)."""
+    if slots.state()["try"]:
+        return True
+    if not slots.store.get(slots.IMAGE_TRIAL_KEY):
+        return False
+    from sbd import appimage
+    return appimage.trial() is not None
 
 
 def commit():
@@ -308,7 +368,11 @@ def commit():
     st = slots.state()
     slot = st["try"]
     if not slot:
-        return None
+        if not slots.store.get(slots.IMAGE_TRIAL_KEY):
+            return None
+        from sbd import appimage
+        t = appimage.trial()
+        return appimage.commit(t) if t else None
     m = slots.verify_slot(slot)  # a MemoryError here leaves everything as it was
     st["act"], st["try"], st["boots"], st[slots.FINISH] = slot, "", 0, 1
     slots.save(st)  # the commit: one NVS write

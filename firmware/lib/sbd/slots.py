@@ -41,6 +41,8 @@ STATE_KEY = "ota"
 KEYS_KEY = "relkeys"
 COUNTER_KEY = "ota_ctr"
 INCIDENT_KEY = "ota_inc"
+IMAGE_TRIAL_KEY = "ota_img"  # an app image on trial (sbd.appimage): slot, version, counter, keys
+IMAGE_COUNTER_KEY = "img_ctr"  # the security counter of the last app image committed (i32)
 MAX_TRIAL_BOOTS = 1
 # In the slot record while a commit is not finished: the record names the new
 # slot active (the commit point, one NVS write), its counter and key rotation

@@ -179,10 +179,17 @@ class BootButton(abc.ABC):
         ...
 
 
+class SyntheticAppImages(abc.ABC):
+    """The board's bootloader checks the app images in its slots (format, digest, rollback, secure
+    version) but its CPU does not run their code: an image the harness makes boots as well as a real
+    build (the emulated board). On a chip, only an image built for it may be installed."""
+
+
 def has(board: Any, capability: type) -> bool:
     """Whether the board declares the capability."""
     return isinstance(board, capability)
 
 
 def describe_capabilities(board: Any) -> list[str]:
-    return [c.__name__ for c in (PowerControl, LinkControl, FlashReadback, SerialLog, BootButton) if has(board, c)]
+    return [c.__name__ for c in (PowerControl, LinkControl, FlashReadback, SerialLog, BootButton, SyntheticAppImages)
+            if has(board, c)]

@@ -24,7 +24,7 @@ from sbd_harness.emulator.board_state import BoardState
 from sbd_harness.emulator.flash_image import FlashImage, parse_csv
 from sbd_harness.paths import boards_dir, state_dir
 from sbd_harness.boards.base import (BoardError, BootButton, FlashReadback, LinkControl, PowerControl,
-                                     SerialLog)
+                                     SerialLog, SyntheticAppImages)
 from sbd_harness.boards.serial_board import SerialBoard
 
 BOOT_BUTTON_GPIO = 0
@@ -89,7 +89,7 @@ def _random_unique_id() -> str:
     return raw.hex()
 
 
-class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, SerialLog, BootButton):
+class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, SerialLog, BootButton, SyntheticAppImages):
     kind = "emulated"
 
     def __init__(self, name: str):
@@ -165,6 +165,7 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if not self.state.exists():
                     self._create()
+        self._install_micropython()
         conf = self.state.load()
         net = netlab.create(self.state.dir.resolve())
         conf["net"] = net.as_conf(conf["lab_ssid"], conf["lab_psk"])
@@ -189,6 +190,16 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
                 raise BoardError(f"board {self.name} failed to start: {failure.read_text().strip()}")
             time.sleep(0.02)
         raise BoardError(f"board {self.name} did not start within {timeout}s; see {self.state.supervisor_log}")
+
+    def _install_micropython(self) -> None:
+        """MicroPython's app image in ota_0 when no app slot holds one (a new board, or
+        one made before the emulated bootloader checked images): what `esptool
+        write-flash 0x1000 micropython.bin` leaves on a chip."""
+        image = self.flash_image()
+        slots = [p for p in image.partitions() if p.type == 0]
+        if slots and all(image.read(p.offset, 1) != b"\xe9" for p in slots):
+            from sbd_harness.release.app_image import micropython_image
+            image.write(slots[0].offset, micropython_image())
 
     def stop(self, timeout: float = 10) -> None:
         if self.is_running():

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sbd_harness.checks.online import locked_device_id, ota_status, serial_tail, wait_online
-from sbd_harness.device.contract import COMMIT_TIMEOUT_S, PUSH_TIMEOUT_S, is_ota_event, topics
+from sbd_harness.boards.base import FlashReadback, PowerControl, SerialLog, SyntheticAppImages, has
+from sbd_harness.checks.online import locked_device_id, log_offset, ota_status, serial_tail, wait_online
+from sbd_harness.device.contract import COMMIT_TIMEOUT_S, PUSH_TIMEOUT_S, TRIAL_TIMEOUT_S, is_ota_event, topics
 from sbd_harness.lab.watch import Watcher
 from sbd_harness.release import ota
 from sbd_harness.release.bundle import FirmwareBundle
@@ -238,3 +239,164 @@ def check_update_rollback(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evide
                      f"security counter {offered} is not above the device's {counter}: anti-rollback is missing",
                      outcomes, what="a rolled-back update", reset_after=sbd_soak)
         _unchanged(device, before, sbd_evidence)
+
+
+# Whole-firmware updates: an app image into the next app slot ------------------------------------
+def _image_stream(key: ota.ReleaseKey, image: bytes, counter: int, model: str, signed_for: bytes | None = None,
+                  ) -> bytes:
+    """An update carrying `image`, signed by `key`; with `signed_for`, the manifest is that other
+    image's (a valid app image, but not the one signed)."""
+    manifest = ota.build_image_manifest(signed_for or image, _label("image"), counter, model=model)
+    body = ota.encode_manifest(manifest)
+    return ota.MAGIC + len(body).to_bytes(4, "big") + body + key.key_id + key.sign(body) + image
+
+
+def _app_image(project: str, version: str, secure_version: int, seed: bytes = b"") -> bytes:
+    from sbd_harness.release.app_image import AppDescriptor, build_app_image
+    return build_app_image(AppDescriptor(project, version[:31], secure_version), 192 * 1024, version.encode() + seed)
+
+
+def _running_slot_bytes(board, app: dict[str, Any]) -> bytes | None:
+    """The running app slot as read from the flash chip, where the harness can read it."""
+    if not has(board, FlashReadback) or not app.get("slot"):
+        return None
+    return board.flash_image().read_partition(app["slot"])
+
+
+def _image_device(sbd_board, sbd_boot, w: Watcher) -> tuple[_Device, dict[str, Any], dict[str, Any], ota.ReleaseKey]:
+    key, why_not = _lab_key()
+    if key is None:
+        pytest.skip(f"the harness cannot sign an update: {why_not}")
+    device, status = _online_device(sbd_board, sbd_boot, w)
+    if key.key_id.hex() not in status["keys"]:
+        pytest.skip(f"the device does not trust the lab release key {key.key_id.hex()}: nothing it would "
+                    "accept can be signed here")
+    app = device.birth.get("app")
+    if not isinstance(app, dict) or not app.get("project"):
+        pytest.skip("the device does not report the app image it runs (no `app` in its birth message): "
+                    f"a firmware without whole-image updates, or a build without OTA app slots ({app})")
+    return device, status, app, key
+
+
+@pytest.mark.sbd_check(
+    id="bad-app-images-refused",
+    title="Over its MQTT connection the device refuses a whole-firmware update whose app image is not the one "
+          "signed, is for another project, is truncated or (when it can be offered) has a lower secure version, "
+          "and its running app slot is untouched")
+def check_bad_app_images(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_soak):
+    outcomes: dict[str, Any] = {}
+    sbd_evidence["cases"] = outcomes
+    with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
+        device, before, app, key = _image_device(sbd_board, sbd_boot, w)
+        model = device.birth.get("model") or ota.MODEL
+        counter = int(before.get("image_counter") or 0) + 1  # app images have a counter of their own
+        sbd_evidence.update({"app_before": app, "status_before": before, "counter_offered": counter})
+        running = _running_slot_bytes(sbd_board, app)
+        project, secure = app["project"], int(app.get("secure_version") or 0)
+        label = _label("signed")
+        signed = _app_image(project, label, secure)
+        other = _app_image(project, label, secure, seed=b"other")  # a valid image, its descriptor the same
+        _refused(device, "not-the-signed-image", _image_stream(key, other, counter, model, signed_for=signed),
+                 "a valid app image under the manifest of another (the manifest's SHA-256 is not checked)",
+                 outcomes, what="an app image that is not the one signed", reset_after=sbd_soak)
+        _refused(device, "foreign-project", _image_stream(key, _app_image("hello_world", "v1.0", secure), counter,
+                                                          model),
+                 f"an image of project hello_world, not {project}", outcomes, what="a foreign app image",
+                 reset_after=sbd_soak)
+        whole = _image_stream(key, signed, counter, model)
+        _refused(device, "truncated", whole[:len(whole) - 8192], "the image's last 8 KiB missing", outcomes,
+                 what="a truncated app image", reset_after=sbd_soak)
+        if secure > 0:
+            _refused(device, "lower-secure-version", _image_stream(key, _app_image(project, _label("old"), secure - 1),
+                                                                   counter, model),
+                     f"secure version {secure - 1}, below the running app's {secure}", outcomes,
+                     what="an app image with a lower secure version", reset_after=sbd_soak)
+        else:
+            outcomes["lower-secure-version"] = {"skipped": "the running app has secure version 0: none lower"}
+        now = device.online(reset=True).get("app")
+        sbd_evidence["app_after"] = now
+        assert now == app, f"after refusing the images the device runs {now}, not {app}"
+        if running is not None:
+            sbd_evidence["running_slot_unchanged"] = unchanged = _running_slot_bytes(sbd_board, app) == running
+            assert unchanged, f"the running app slot {app['slot']} changed while the device refused the images"
+
+
+def _end_trial(board, since: int, version: str) -> str:
+    """The trial of `version` cannot reach the broker (stopped): it must not commit, and the next
+    reset rolls it back. Where the harness can cut the power and read the serial port, it does so
+    once the firmware has tried and failed to connect (so it has started, and whatever it does at
+    boot has been done); otherwise it waits for the trial's own time limit, after which the device
+    restarts by itself. Returns how the trial ended."""
+    if has(board, PowerControl) and has(board, SerialLog):
+        board.wait_for_output('"disconnected"', since, timeout=60, after=f"App version:      {version}")
+        board.power_cut()
+        return "power cut after the trial's first failed connection"
+    if has(board, SerialLog):
+        board.wait_for_output("rst:0x", since, timeout=TRIAL_TIMEOUT_S + 60, after=f"App version:      {version}")
+        return "the trial's time limit"
+    time.sleep(TRIAL_TIMEOUT_S + 30)
+    return "the trial's time limit (waited without a serial log)"
+
+
+@pytest.mark.sbd_check(
+    id="app-image-updates-commit-or-roll-back",
+    title="A whole-firmware update (an app image) boots on trial and commits after the health check, reported "
+          "with its app descriptor; a lower secure version is refused after it; and an image that cannot pass "
+          "its health check is rolled back by the bootloader, the old image reporting it")
+def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_destructive):
+    # Destructive (it installs app images and raises the eFuse secure version for good): it runs after
+    # every other check, before the factory reset (pytest_plugin.py).
+    if not has(sbd_board, SyntheticAppImages):
+        pytest.skip("installing an app image needs one built for this board; the harness makes synthetic images, "
+                    "which only a board that does not run their code (the emulated one) can boot")
+    cases: dict[str, Any] = {}
+    sbd_evidence["cases"] = cases
+    with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
+        device, before, app, key = _image_device(sbd_board, sbd_boot, w)
+        model = device.birth.get("model") or ota.MODEL
+        counter = int(before.get("image_counter") or 0) + 1
+        secure = min(int(app.get("secure_version") or 0) + 1, 32)
+        label = _label("img")
+        sbd_evidence["app_before"] = app
+        since = time.monotonic()
+        result = device.push(_image_stream(key, _app_image(app["project"], label, secure), counter, model))
+        cases["install"] = result
+        assert result.get("event") == "installed", f"a valid signed app image was not installed: {result}"
+        committed = device._ota_result("committed", since, COMMIT_TIMEOUT_S)
+        cases["commit"] = committed
+        assert committed and committed.get("version") == label, \
+            f"the app image {label} did not commit within {COMMIT_TIMEOUT_S} s{serial_tail(sbd_board)}"
+        new = device.online(reset=True).get("app") or {}
+        cases["after_reset"] = new
+        assert new.get("version") == label and new.get("secure_version") == secure, \
+            f"after a reset the device runs {new}, not the committed app image {label}: the bootloader rolled it back"
+        result = device.push(_image_stream(key, _app_image(app["project"], _label("old"), secure - 1), counter + 1,
+                                           model))
+        cases["lower-secure-version"] = result
+        assert result.get("event") == "rejected", \
+            f"the device installed an app image with secure version {secure - 1} over {secure}: {result}"
+        # an image on trial that cannot reach the broker: no health check, so no commit
+        since, log_from = time.monotonic(), log_offset(sbd_board)
+        failing = _label("trial")
+        result = device.push(_image_stream(key, _app_image(app["project"], failing, secure), counter + 2, model))
+        cases["install-untested"] = result
+        assert result.get("event") == "installed", f"a valid signed app image was not installed: {result}"
+        w.pause()
+        sbd_broker.stop()
+        try:
+            cases["trial_ended_by"] = _end_trial(sbd_board, log_from, failing)
+        finally:
+            sbd_broker.start()
+            w.resume()
+        back = device.online(reset=False).get("app") or {}
+        cases["after_trial"] = back
+        assert back.get("version") == label, \
+            (f"the app image {failing} never passed its health check, yet the device runs {back}, not {label}: "
+             f"it was marked valid before its health check, or the bootloader did not roll it back")
+        reverted = device._ota_result("reverted", since, 30)
+        cases["reverted"] = reverted
+        assert reverted and failing in str(reverted.get("error")), \
+            f"the device did not report the app image {failing} that was rolled back: {reverted}"
+        # and a fresh boot, for the checks that follow: the committed image again, nothing on trial
+        cases["after_last_reset"] = last = device.online(reset=True).get("app") or {}
+        assert last.get("version") == label, f"after one more reset the device runs {last}, not {label}"

@@ -72,6 +72,8 @@ def cmd_ota_build(args: argparse.Namespace) -> int:
                 rotate = [bytes.fromhex(h) for h in args.rotate_to]
             except ValueError as exc:
                 raise CliError(f"--rotate-to takes public keys as hex (04…, 130 digits): {exc}") from exc
+        if args.image:
+            return _build_image(args, key, expires, rotate)
         bundle = firmware_bundle(args)
         if args.version and args.version != bundle.version:
             bundle = bundle.with_version(args.version)  # the device then reports what the manifest says
@@ -115,6 +117,44 @@ def _inspect_verdict(verified: bool, key_trusted: bool, signature_valid: bool, k
     return f"refused: valid signature, trusted key, but {error}"
 
 
+def _build_image(args: argparse.Namespace, key: Any, expires: int | None, rotate: list[bytes] | None) -> int:
+    """`sbd ota build --image`: a whole-firmware update, the app image signed with its manifest."""
+    import hashlib
+
+    from sbd_harness.release.app_image import AppImageError, app_part
+    from sbd_harness.release.ota import build_image_manifest, build_stream, encode_manifest
+    from sbd_harness.release.sbom import SBOMError, build_image_sbom, sbom_json
+    try:
+        image = app_part(Path(args.image).read_bytes())
+    except OSError as exc:
+        raise CliError(f"cannot read {args.image}: {exc}") from exc
+    except AppImageError as exc:
+        raise CliError(f"{args.image}: {exc}") from exc
+    if not args.version:
+        raise CliError("--image needs --version: the release's version (the image's own is in its app descriptor)")
+    kwargs = {"model": args.model} if args.model else {}
+    manifest = build_image_manifest(image, args.version, args.counter, expires=expires, release_keys=rotate,
+                                    **kwargs)
+    stream = build_stream(encode_manifest(manifest), key, {"image": image})
+    out = Path(args.out)
+    sbom_path = Path(args.sbom) if args.sbom else out.with_suffix(".sbom.cdx.json")
+    if sbom_path.resolve() == out.resolve():
+        raise CliError("--sbom and --out must be different files")
+    try:
+        sbom = sbom_json(build_image_sbom(image, manifest, hashlib.sha256(stream).hexdigest(), key.key_id.hex()))
+    except SBOMError as exc:
+        raise CliError(f"cannot write the SBOM: {exc}") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(stream)
+    sbom_path.write_text(sbom)
+    print_json({"out": str(out), "version": manifest["version"], "counter": manifest["security_counter"],
+                "image": manifest["image"], "total_size": manifest["total_size"], "stream_size": len(stream),
+                "sha256": hashlib.sha256(stream).hexdigest(), "key_id": key.key_id.hex(),
+                "expires": manifest.get("expires"), "release_keys": manifest.get("release_keys"),
+                "sbom": str(sbom_path)})
+    return 0
+
+
 def cmd_ota_inspect(args: argparse.Namespace) -> int:
     import hashlib
 
@@ -152,6 +192,13 @@ def cmd_ota_inspect(args: argparse.Namespace) -> int:
                               "key_id": kid.hex(), "key_trusted": trusted_signer is not None,
                               "signature_valid": signature_valid, "verified": verified, "error": error,
                               "file_bytes": len(payload), "manifest": manifest}
+    if isinstance(manifest, dict) and "image" in manifest:  # what the image itself says (esp_app_desc_t)
+        from sbd_harness.release.app_image import AppImageError, read_app_image
+        try:
+            report["app_descriptor"] = read_app_image(payload).descriptor.as_dict()
+        except AppImageError as exc:
+            report["app_descriptor"] = None
+            report["image_error"] = str(exc)
     print_json(report)
     return 0 if report["verified"] else EXIT_FAIL
 
@@ -218,7 +265,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = ota.add_parser("keygen", help="create the release key (P-256); prints its key ID and public key")
     p.add_argument("--key", help="where to write it (default: <state>/release/release-key.pem)")
     p.set_defaults(func=cmd_ota_keygen)
-    p = ota.add_parser("build", help="build and sign an update stream (.sbdota) of the firmware's /lib")
+    p = ota.add_parser("build", help="build and sign an update stream (.sbdota) of the firmware's /lib, "
+                                     "or of a whole app image (--image)")
+    p.add_argument("--image", help="a whole-firmware update: an ESP32 app image (.bin), or MicroPython's "
+                                   "merged .bin (the app part at 0x10000 is taken); --version names the release")
+    p.add_argument("--model", help="with --image: the device model it is for (default: the reference's)")
     p.add_argument("--version", help="the version it reports; stamped into lib/sbd/version.py "
                    "(default: VERSION as it is there)")
     p.add_argument("--counter", type=int, required=True,
@@ -232,7 +283,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sbom", help="the CycloneDX SBOM (JSON) to write (default: beside --out, "
                                   "with .sbom.cdx.json for its suffix)")
     p.set_defaults(func=cmd_ota_build)
-    p = ota.add_parser("inspect", help="print an update's manifest and check its signature and hashes")
+    p = ota.add_parser("inspect", help="print an update's manifest and check its signature and hashes "
+                                       "(and an image's app descriptor)")
     p.add_argument("file")
     p.add_argument("--key", help="the release key to check against (default: <state>/release/release-key.pem)")
     p.add_argument("--trust", nargs="+", metavar="PUBHEX",

@@ -19,6 +19,7 @@ READY_TIMEOUT_S = 10
 # An update's trial: restart, reconnect, health check, commit; or the trial
 # times out (90 s on the device), restarts and reverts.
 COMMIT_TIMEOUT_S = 180
+TRIAL_TIMEOUT_S = 90  # sbd/ota.py TRIAL_S: a trial not committed by then restarts, and is rolled back
 PUSH_TIMEOUT_S = 60
 COMMAND_TIMEOUT_S = 15  # one signed command's result: a P-256 verify on the device, well under a second on a chip
 

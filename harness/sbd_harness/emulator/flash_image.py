@@ -163,6 +163,12 @@ class FlashImage:
             f.seek(offset)
             return f.read(length)
 
+    def write(self, offset: int, data: bytes) -> None:
+        """Writes bytes as a flasher does (the region erased first, then programmed)."""
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
     def read_partition(self, label: str) -> bytes:
         p = self.partition(label)
         return self.read(p.offset, p.size)

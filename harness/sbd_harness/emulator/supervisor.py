@@ -118,6 +118,13 @@ class Supervisor:
         # NVS handles left open, and the ticks' origin (esp_timer since boot).
         self.nvs_handles = 0
         self.ticks0: list[int] | None = None
+        # The app slot the second-stage bootloader chose at the last cold boot
+        # (rom/_idfboot.py): a soft reset restarts MicroPython in the same app.
+        self.booted = 0
+        # The eFuse field of the app's secure version: a file beside the flash, never erased.
+        self.efuse_path = state.dir / "efuse"
+        if not self.efuse_path.exists():
+            self.efuse_path.write_bytes(b"\0\0\0\0")
         # ESP-IDF's mDNS responder and DHCP client port (emulator.idf_net): started at the
         # first GOT_IP after power-on, running until the next power-on, as on the chip.
         self.idf_net: subprocess.Popen | None = None
@@ -182,6 +189,8 @@ class Supervisor:
             "net": self.conf["net"],
             "nvs_handles": self.nvs_handles,
             "ticks0": self.ticks0,
+            "booted": self.booted,
+            "efuse": str(self.efuse_path),
             "wdt_feed": str(self.wdt_feed_path),
             "rtc0": self.rtc0,
         }
@@ -476,6 +485,8 @@ class Supervisor:
                 pass
         elif words[0] == "nvs_open":
             self.nvs_handles += 1
+        elif words[0] == "booted":
+            self.booted = int(words[1])
         elif words[0] == "ticks0":
             self.ticks0 = [int(words[1]), int(words[2])]
         elif words[0] == "got_ip":

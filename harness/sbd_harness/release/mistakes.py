@@ -160,7 +160,7 @@ LAB_MISTAKES: tuple[Mistake, ...] = (
         provisions={"etsi_en_303_645": ["5.3-2"], "owasp_isvs": ["3.4.6"], "eu_cra": ["I(2)(c)"]},
         patches=(
             ("lib/sbd/ota.py",
-             '        if m["security_counter"] <= slots.counter():\n'
+             '        if m["security_counter"] <= _floor(m):\n'
              '            raise Rejected("rollback: security counter not higher")\n',
              "        pass  # broken: no anti-rollback, any signed release installs\n"),
             # and the boot-time check of the slot, which would otherwise refuse to run what was installed
@@ -317,6 +317,28 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              "            pass  # broken: a file's hash is not compared with the manifest\n"),
             ('lib/sbd/slots.py', '        if digest != binascii.unhexlify(f["sha256"]):\n            raise manifest.ManifestError("hash mismatch " + f["path"])\n',
              "        pass  # broken: a file's hash is not compared with the manifest\n"),
+        )),
+    Mistake(
+        'unchecked-app-images',
+        "A whole-firmware update's image is never compared with the SHA-256 its signed manifest lists",
+        checks=('bad-app-images-refused',),
+        patches=(
+            ('lib/sbd/appimage.py',
+             '        if self.h.digest() != want:\n            raise ImageRejected("image hash mismatch")\n'
+             '        self.h = None\n'
+             '        if _flash_sha256(self.part, self.im["size"], self.buf) != want:\n'
+             '            raise ImageRejected("image changed on flash")\n',
+             '        self.h = None  # broken: the image is not compared with the manifest\n'),
+        )),
+    Mistake(
+        'app-image-valid-before-health-check',
+        'A new app image marks itself valid as it boots, before its health check: the bootloader never rolls it back',
+        checks=('app-image-updates-commit-or-roll-back',),
+        patches=(
+            ('lib/sbd/appimage.py', '    if runs == t["slot"]:\n        return t\n',
+             '    if runs == t["slot"]:\n'
+             '        esp32.Partition.mark_app_valid_cancel_rollback()  # broken: valid before any health check\n'
+             '        return t\n'),
         )),
     Mistake(
         'undeclared-connection',

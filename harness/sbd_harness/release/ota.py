@@ -45,8 +45,11 @@ KEY_ID_LEN = 8
 SIG_LEN = 64
 HEADER_LEN = len(MAGIC) + 4
 CHUNK_MAX = 1024
-FIELDS = {"format", "version", "security_counter", "model", "files", "total_size", "expires", "release_keys"}
-REQUIRED = FIELDS - {"expires", "release_keys"}
+FIELDS = {"format", "version", "security_counter", "model", "files", "image", "total_size", "expires",
+          "release_keys"}
+REQUIRED = FIELDS - {"expires", "release_keys", "files", "image"}  # and one of files or image
+IMAGE_FIELDS = {"size", "sha256", "project", "version", "secure_version"}
+MAX_SECURE_VERSION = 32  # the ESP32's secure-version eFuse field (CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD)
 PATH_RE = re.compile(r"[A-Za-z0-9_./-]+")
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
 POINT_RE = re.compile(r"04[0-9a-f]{128}")
@@ -210,6 +213,14 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
         raise OTAError(f"security counter {manifest['security_counter']!r}: an integer 1 to {MAX_COUNTER}")
     if not isinstance(manifest["model"], str) or not manifest["model"]:
         raise OTAError(f"model {manifest['model']!r}: the device model's name")
+    if "image" in manifest:
+        if "files" in manifest:
+            raise OTAError("a manifest carries files or an image, not both")
+        _check_image(manifest)
+        _check_optional(manifest)
+        return manifest
+    if "files" not in manifest:
+        raise OTAError("manifest fields missing: files (or image)")
     files = manifest["files"]
     if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
         raise OTAError(f"the manifest must list 1 to {MAX_FILES} files")
@@ -229,6 +240,33 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
         total += entry["size"]
     if not _is_int(manifest["total_size"], 0, 2**63) or manifest["total_size"] != total:
         raise OTAError(f"total_size {manifest['total_size']!r} is not the sum of the file sizes ({total})")
+    _check_optional(manifest)
+    return manifest
+
+
+def _printable(value: Any, n: int) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= n and all(" " <= c <= "~" for c in value)
+
+
+def _check_image(manifest: dict[str, Any]) -> None:
+    """A whole-firmware update: one app image, its size and SHA-256, and the app descriptor's
+    project, version (esp_app_desc_t: 31 characters each) and secure version (0 to 32)."""
+    image = manifest["image"]
+    if not isinstance(image, dict) or set(image) != IMAGE_FIELDS:
+        raise OTAError(f"image: exactly {sorted(IMAGE_FIELDS)}")
+    if not _is_int(image["size"], 256, MAX_COUNTER):
+        raise OTAError(f"image size {image['size']!r}: a byte count of 256 to {MAX_COUNTER}")
+    if not isinstance(image["sha256"], str) or not HEX64_RE.fullmatch(image["sha256"]):
+        raise OTAError("image sha256: 64 lower-case hex digits")
+    if not _printable(image["project"], 31) or not _printable(image["version"], 31):
+        raise OTAError("image project and version: 1 to 31 printable ASCII characters")
+    if not _is_int(image["secure_version"], 0, MAX_SECURE_VERSION):
+        raise OTAError(f"image secure_version {image['secure_version']!r}: 0 to {MAX_SECURE_VERSION}")
+    if not _is_int(manifest["total_size"], 0, 2**63) or manifest["total_size"] != image["size"]:
+        raise OTAError(f"total_size {manifest['total_size']!r} is not the image's size ({image['size']})")
+
+
+def _check_optional(manifest: dict[str, Any]) -> None:
     if "expires" in manifest:
         expires = manifest["expires"]
         try:
@@ -248,7 +286,6 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
             public_key(bytes.fromhex(k))
         if len(set(keys)) != len(keys):
             raise OTAError("release_keys lists a key twice")
-    return manifest
 
 
 def check_rotation(manifest: Mapping[str, Any], signer_key_id: bytes) -> None:
@@ -290,6 +327,32 @@ def build_manifest(bundle: FirmwareBundle, version: str, security_counter: int, 
     return manifest
 
 
+def build_image_manifest(image: bytes, version: str, security_counter: int, model: str = MODEL,
+                         expires: int | None = None, release_keys: list[bytes] | None = None) -> dict[str, Any]:
+    """The manifest of a whole-firmware update: one ESP32 app image (checked with esptool's
+    image classes), its size and SHA-256, and its app descriptor's project, version and
+    secure version, which the device compares with the image it writes and the one it runs."""
+    from sbd_harness.release.app_image import AppImageError, read_app_image
+    try:
+        parsed = read_app_image(image)
+    except AppImageError as exc:
+        raise OTAError(str(exc)) from exc
+    desc = parsed.descriptor
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "version": version, "security_counter": security_counter, "model": model,
+        "image": {"size": parsed.size, "sha256": parsed.sha256, "project": desc.project_name,
+                  "version": desc.version, "secure_version": desc.secure_version},
+        "total_size": parsed.size}
+    if expires is not None:
+        manifest["expires"] = expires_text(expires)
+    if release_keys is not None:
+        for point in release_keys:
+            public_key(point)
+        manifest["release_keys"] = [point.hex() for point in release_keys]
+    check_manifest(manifest)
+    return manifest
+
+
 def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
     """The bytes that are signed and sent: compact, sorted, so a build is reproducible."""
     return json.dumps(manifest, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode()
@@ -322,7 +385,12 @@ def build_stream(manifest_bytes: bytes, key: ReleaseKey, files: Mapping[str, byt
     manifest = parse_manifest(manifest_bytes)
     check_rotation(manifest, key.key_id)
     payload = []
-    for entry in manifest["files"]:
+    if "image" in manifest:  # a whole-firmware update: the image is the payload
+        data = files.get("image", b"")
+        if len(data) != manifest["image"]["size"] or hashlib.sha256(data).hexdigest() != manifest["image"]["sha256"]:
+            raise OTAError("the image given is not the one the manifest lists")
+        payload.append(data)
+    for entry in manifest.get("files", []):
         data = _file_bytes(files, entry["path"])
         if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise OTAError(f"{entry['path']}: the content given is not the one the manifest lists")
@@ -350,8 +418,12 @@ def parse_stream(data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
 def split_payload(manifest: Mapping[str, Any], payload: bytes) -> dict[str, bytes]:
     """Manifest path -> content, checking every size and hash and the total."""
     if len(payload) != manifest["total_size"]:
-        how = "truncated" if len(payload) < manifest["total_size"] else "trailing bytes after the files"
+        how = "truncated" if len(payload) < manifest["total_size"] else "trailing bytes after the payload"
         raise OTAError(f"{how}: {len(payload)} file bytes, the manifest declares {manifest['total_size']}")
+    if "image" in manifest:
+        if hashlib.sha256(payload).hexdigest() != manifest["image"]["sha256"]:
+            raise OTAError("hash mismatch: the image is not the one the manifest signs")
+        return {"image": payload}
     out, at = {}, 0
     for entry in manifest["files"]:
         data = payload[at:at + entry["size"]]
@@ -416,6 +488,15 @@ def install(online: Any, stream: bytes, timeout: float = 120, wait_commit: bool 
     return after.json()
 
 
+def _is_image_update(stream: bytes) -> bool:
+    """Whether a stream carries an app image (its manifest's `image`), by its framing alone."""
+    try:
+        manifest = json.loads(parse_stream(stream)[0])
+    except (OTAError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "image" in manifest
+
+
 class _Push:
     """One transfer. State: `offset` (next byte to send), `acked` (the device's last reported
     offset), whether a `begin` awaits its `ready`, and whether `end` was sent."""
@@ -425,8 +506,10 @@ class _Push:
         self.w, self.stream, self.chunk, self.progress = watcher, stream, chunk, progress
         self.size = len(stream)
         self.topic = topics(device_id)
-        self.begin_msg = json.dumps({"op": "begin", "size": self.size,
-                                     "sha256": hashlib.sha256(stream).hexdigest()})
+        begin: dict[str, Any] = {"op": "begin", "size": self.size, "sha256": hashlib.sha256(stream).hexdigest()}
+        if _is_image_update(stream):
+            begin["kind"] = "image"  # the device sets aside its one block now, before the heap fragments
+        self.begin_msg = json.dumps(begin)
         self.started = time.monotonic()
         self.restarts = -1
         self.offset = self.acked = 0

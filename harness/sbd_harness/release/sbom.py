@@ -221,6 +221,41 @@ def build_sbom(bundle: FirmwareBundle, version: str | None = None,
     return bom
 
 
+def build_image_sbom(image: bytes, manifest: Mapping[str, Any], stream_sha256: str, key_id: str):
+    """The cyclonedx `Bom` of a whole-firmware update: the app image (what its app descriptor
+    says: project, version, secure version) and the ESP-IDF it was built with. What the image
+    holds beyond that (MicroPython's components, a frozen firmware) is its builder's to list."""
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentScope, ComponentType
+    from cyclonedx.model.dependency import Dependency
+    from cyclonedx.model.tool import ToolRepository
+
+    from sbd_harness.release.app_image import read_app_image
+    desc = read_app_image(image).descriptor
+    props = [Property(name="sbd:image:secure-version", value=str(desc.secure_version)),
+             Property(name="sbd:image:app-elf-sha256", value=desc.app_elf_sha256.hex()),
+             Property(name="sbd:image:build-date", value=f"{desc.date} {desc.time}"),
+             Property(name="sbd:ota:security-counter", value=str(manifest["security_counter"])),
+             Property(name="sbd:ota:stream-sha256", value=stream_sha256),
+             Property(name="sbd:ota:key-id", value=key_id),
+             Property(name="sbd:model", value=str(manifest["model"]))]
+    firmware = Component(name=desc.project_name, version=desc.version, type=ComponentType.FIRMWARE,
+                         bom_ref=f"image:{desc.project_name}@{desc.version}",
+                         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=hashlib.sha256(image).hexdigest())],
+                         description=f"ESP32 app image {desc.project_name} {desc.version}, release "
+                                     f"{manifest['version']}", properties=props)
+    idf = Component(name="esp-idf", version=desc.idf_ver.lstrip("v"), type=ComponentType.PLATFORM,
+                    bom_ref="platform:esp-idf", scope=ComponentScope.REQUIRED,
+                    description="ESP-IDF, as the image's app descriptor names it (idf_ver)")
+    harness = Component(name="sbd-harness", version=_package_version("sbd-harness"),
+                        type=ComponentType.APPLICATION, bom_ref="tool:sbd-harness")
+    bom = Bom(metadata=BomMetaData(component=firmware, tools=ToolRepository(components=[harness])),
+              components=[idf])
+    bom.dependencies.add(Dependency(ref=firmware.bom_ref, dependencies=[Dependency(ref=idf.bom_ref)]))
+    return bom
+
+
 def sbom_json(bom) -> str:
     """The BOM as CycloneDX 1.6 JSON, validated against the schema (SBOMError if it does not validate)."""
     from cyclonedx.output.json import JsonV1Dot6

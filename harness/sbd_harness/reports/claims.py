@@ -176,6 +176,21 @@ CLAIMS: dict[str, dict[str, Any]] = {
         partial("5.3-2", "the anti-rollback counter of the installation mechanism")],
         NIST: [supporting("5", "an older release is refused")],
         CRA: [partial("I(2)(c)", "downgrades refused")], ISVS: [full("3.4.6")]},
+    "bad-app-images-refused": {"subject": "device", EN: [
+        partial("5.3-2", "bad whole-firmware updates are refused; a good one installing is the next check's"),
+        partial("5.3-9", "an app image that is not the signed one, another project's, a truncated one and a "
+                         "lower secure version are refused")],
+        NIST: [partial("5", "verify before install, for the whole firmware")],
+        CRA: [partial("I(2)(c)", "refusal of unauthorised and downgraded firmware"),
+              partial("I(2)(f)", "integrity of the firmware image")],
+        ISVS: [partial("3.4.3", "the image's digest is signed"), partial("3.4.6", "secure version of the image")]},
+    "app-image-updates-commit-or-roll-back": {"subject": "device", EN: [
+        partial("5.3-2", "trial boot, commit after the health check, rollback otherwise; on the emulated board "
+                         "the image is checked and booted, not run")],
+        NIST: [partial("5", "the whole firmware is updatable, with rollback")],
+        CRA: [partial("I(2)(c)", "security updates for every component")],
+        ISVS: [partial("3.4.7", "the bootloader falls back to the committed image"),
+               partial("3.4.6", "a lower secure version refused after a commit")]},
     # Identity ----------------------------------------------------------------------------------
     "identity-certified-by-lab-ca": {"subject": "device", EN: [
         partial("5.1-3", "the device authenticates with a certified key of its own; the algorithms' strength is "

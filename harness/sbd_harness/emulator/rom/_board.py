@@ -26,6 +26,38 @@ if conf.get("link_state"):
 # Opened without truncating: the timer runs on across a soft reset, and so does its last feed.
 _wdt = open(conf["wdt_feed"], "r+b")
 
+# The eFuse field of the app's secure version (ESP_EFUSE_SECURE_VERSION, 32 bits on the
+# ESP32): a file of the board's, beside the flash, that no flash erase touches. Bits are
+# only ever set, as eFuse bits are burnt; the secure version is how many are set.
+_efuse = open(conf["efuse"], "r+b") if conf.get("efuse") else None
+
+
+def _efuse_bits():
+    if _efuse is None:
+        return 0
+    _efuse.seek(0)
+    raw = _efuse.read(4)
+    return int.from_bytes(raw, "little") if len(raw) == 4 else 0
+
+
+def efuse_secure_version():
+    bits = _efuse_bits()
+    n = 0
+    while bits:
+        n += bits & 1
+        bits >>= 1
+    return n
+
+
+def efuse_burn_secure_version(version):
+    """esp_efuse_update_secure_version: burn bits up to `version`, never clear one."""
+    if _efuse is None:
+        raise OSError(5)
+    bits = _efuse_bits() | ((1 << version) - 1)
+    _efuse.seek(0)
+    _efuse.write(bits.to_bytes(4, "little"))
+
+
 SECTOR = 4096
 # Allocated once at power-on: on the chip, flash and NVS work happens in
 # ESP-IDF's heap, so the emulator must not charge MicroPython's for it.

@@ -7,6 +7,8 @@ import sys
 import _board
 import _repl
 
+import time as _host_time
+_T0 = _host_time.ticks_ms()
 EXIT_SOFT_FRIENDLY = 3
 EXIT_SOFT_RAW = 4
 
@@ -142,15 +144,57 @@ def _run_file(name, g):
     return result is None
 
 
+class _Flash:
+    read = staticmethod(_board.flash_read)
+    write = staticmethod(_board.flash_write)
+    erase = staticmethod(_board.flash_erase)
+
+
+class _Efuse:
+    secure_version = staticmethod(_board.efuse_secure_version)
+    burn_secure_version = staticmethod(_board.efuse_burn_secure_version)
+
+
+def _log(level, tag, text):
+    import time
+    _repl.write("%s (%d) %s: %s\n" % (level, time.ticks_ms() - _T0, tag, text))
+
+
+def _second_stage_bootloader():
+    # ESP-IDF's bootloader (_idfboot): picks the app slot from otadata, rolls back a
+    # trial that was not confirmed, and checks the image and its secure version. The
+    # image's code is not run: the CPU stays this interpreter. The slot booted is kept
+    # by the supervisor until the next cold boot (a soft reset does not pass here).
+    # What stays (the formats, the partition table, the app slots) is made first, what goes
+    # (the bootloader's own code) last, and collected at once: no hole is left below what
+    # stays, which would cut the largest block the firmware's heap can give (TLS wants 16 KiB).
+    import gc
+    import esp32
+    layout = esp32._layout()
+    import _bootloader
+    booted = _bootloader.boot(_Flash, layout, _Efuse, _log)
+    if booted is None:  # the chip resets and tries again, for ever: nothing else runs
+        _board.halt()
+    _board.conf["booted"] = booted[0]
+    _board.tell_supervisor("booted %d" % booted[0])
+    _bootloader.show_app_info(booted[1], _log)
+    del sys.modules["_bootloader"]
+    _bootloader = booted = None
+    gc.collect()
+
+
 def main():
     conf = _board.conf
     cause = conf["reset_cause"]
     if conf["cold"]:
         _repl.write("ets Jul 29 2019 12:21:46\n\n%s\n" % _ROM_RESET_TEXT.get(cause, _ROM_RESET_TEXT[1]))
         _repl.write("sbd emulated ESP32 (%s), flash %d KiB\n" % (conf["name"], conf["flash_size"] // 1024))
+        _second_stage_bootloader()
     _repl.set_intr(-1)
     _install_board_modules()
     _mount_filesystem()
+    import esp32
+    esp32._layout()  # the app slots, known before any code of the board's runs (on the chip: ESP-IDF's RAM)
     _seal_host()
     import gc
     gc.collect()

@@ -5,6 +5,7 @@
 import struct
 import binascii
 import _board
+import _idfboot
 
 HEAP_DATA = 4
 HEAP_EXEC = 1
@@ -22,6 +23,8 @@ _ESP_ERR = {
     0x103: "ESP_ERR_INVALID_STATE",
     0x104: "ESP_ERR_INVALID_SIZE",
     0x105: "ESP_ERR_NOT_FOUND",
+    0x1503: "ESP_ERR_OTA_VALIDATE_FAILED",
+    0x1504: "ESP_ERR_OTA_SMALL_SEC_VER",
 }
 
 # What an open NVS handle costs. ports/esp32/esp32_nvs.c: every esp32.NVS(ns)
@@ -75,7 +78,19 @@ def _parse_table():
     return parts
 
 
+class _Flash:
+    # The flash as the bootloader code (_idfboot) reads and writes it.
+    read = staticmethod(_board.flash_read)
+    write = staticmethod(_board.flash_write)
+    erase = staticmethod(_board.flash_erase)
+
+
+_ENOENT = 2
+
+
 class Partition:
+    # ports/esp32/esp32_partition.c over ESP-IDF's esp_partition and app_update
+    # (esp_ota_ops.c), with the bootloader's formats in _idfboot.
     BOOT = 0
     RUNNING = 1
     TYPE_APP = 0
@@ -84,15 +99,18 @@ class Partition:
     def __init__(self, id, block_size=4096, _entry=None):
         if _entry is not None:
             entry = _entry
-        elif id == Partition.BOOT or id == Partition.RUNNING:
-            entry = _ota_slot(_BOOTED if id == Partition.RUNNING else _boot_slot())
+        elif isinstance(id, int):
+            if id == Partition.RUNNING:
+                entry = _ota_slot(_board.conf.get("booted", 0))
+            elif id == Partition.BOOT:
+                entry = _boot_partition()
+            else:
+                raise ValueError()
         else:
-            entry = None
-            for p in _read_table():
-                if p[4] == id:
-                    entry = p
+            # esp_partition_find_first, app partitions first; none: ENOENT (esp32_partition_new)
+            entry = _find(0, id) or _find(1, id)
             if entry is None:
-                raise ValueError("partition not found")
+                raise OSError(_ENOENT)
         self._set(entry, block_size)
 
     def _set(self, entry, block_size):
@@ -138,6 +156,8 @@ class Partition:
         if cmd == 5:
             return self._bs
         if cmd == 6:
+            if self._bs != 4096:
+                return -22  # -MP_EINVAL
             _board.flash_erase(self._check(arg, self._bs, 0), self._bs)
             return 0
         if cmd in (1, 2, 3):
@@ -145,21 +165,65 @@ class Partition:
         return None
 
     def set_boot(self):
-        if self._type != Partition.TYPE_APP or not self._label.startswith("ota_"):
+        # esp_ota_set_boot_partition: the image must verify (ESP_ERR_OTA_VALIDATE_FAILED);
+        # with anti-rollback, one below the eFuse secure version is erased
+        # (ESP_ERR_OTA_SMALL_SEC_VER); then otadata names it, in state NEW.
+        try:
+            _idfboot.verify_image(_Flash, self._off, self._size)
+        except _idfboot.ImageError:
+            raise _esp_err(0x1503)
+        if self._type != Partition.TYPE_APP:
             raise _esp_err(0x102)
-        _write_otadata(int(self._label[4:]))
+        od = _otadata()
+        if od is None:
+            raise _esp_err(0x105)
+        desc = _idfboot.read_app_desc(_Flash, self._off)
+        if desc["secure_version"] < _board.efuse_secure_version():
+            _board.flash_erase(self._off, self._size)
+            raise _esp_err(0x1504)
+        slots = _layout().slots
+        if self._sub - 0x10 >= len(slots):
+            raise _esp_err(0x102)
+        _idfboot.set_boot_entry(_Flash, od[2], self._sub - 0x10, len(slots), _idfboot.NEW)
 
     def get_next_update(self):
-        if not self._label.startswith("ota_"):
+        # esp_ota_get_next_update_partition: the OTA slot after this one, else the first
+        slots = _layout().slots
+        if not slots:
+            raise OSError(_ENOENT)
+        for i in range(len(slots)):
+            if slots[i][2] == self._off and i + 1 < len(slots):
+                return Partition(None, 4096, slots[i + 1])
+        return Partition(None, 4096, slots[0])
+
+    @classmethod
+    def mark_app_valid_cancel_rollback(cls):
+        # esp_ota_mark_app_valid_cancel_rollback: the active otadata entry becomes VALID,
+        # and (anti-rollback) the eFuse takes the running app's secure version.
+        od = _otadata()
+        if od is None:
             raise _esp_err(0x105)
-        return Partition(None, 4096, _ota_slot((int(self._label[4:]) + 1) % 2))
+        if not _idfboot.mark_valid(_Flash, od[2]):
+            raise OSError(1, "ESP_FAIL")  # "Running firmware is factory"
+        desc = _idfboot.read_app_desc(_Flash, _ota_slot(_board.conf.get("booted", 0))[2])
+        if desc is None:
+            raise _esp_err(0x105)
+        have = _board.efuse_secure_version()
+        if desc["secure_version"] > _idfboot.SEC_VER_BITS:
+            raise _esp_err(0x102)
+        if desc["secure_version"] < have:
+            raise OSError(1, "ESP_FAIL")
+        if desc["secure_version"] > have:
+            _board.efuse_burn_secure_version(desc["secure_version"])
 
-    @staticmethod
-    def mark_app_valid_cancel_rollback():
-        return None
+
+def _find(ptype, label):
+    for p in _read_table():
+        if p[0] == ptype and p[4] == label:
+            return p
+    return None
 
 
-# otadata: two sectors, each holding (ota_seq, seq_label[20], ota_state, crc32(ota_seq)).
 def _otadata():
     for p in _read_table():
         if p[0] == 1 and p[1] == 0:
@@ -167,47 +231,33 @@ def _otadata():
     return None
 
 
-def _boot_slot():
-    od = _otadata()
-    if od is None:
-        return 0
-    best = 0
-    buf = bytearray(32)
-    for i in range(2):
-        _board.flash_read(od[2] + i * 4096, buf)
-        seq = struct.unpack("<I", buf[0:4])[0]
-        crc = struct.unpack("<I", buf[28:32])[0]
-        if seq != 0xFFFFFFFF and crc == binascii.crc32(buf[0:4]) and seq > best:
-            best = seq
-    return 0 if best == 0 else (best - 1) % 2
+_LAYOUT = None
 
 
-_BOOTED = _boot_slot()  # the slot this boot came from, fixed until the next reset
+def _layout():
+    global _LAYOUT
+    if _LAYOUT is None:
+        _LAYOUT = _idfboot.Layout(_read_table())
+    return _LAYOUT
 
 
 def _ota_slot(n):
-    for p in _read_table():
-        if p[0] == 0 and p[1] == 0x10 + n:
-            return p
-    raise _esp_err(0x105)
+    slots = _layout().slots
+    if n >= len(slots):
+        raise OSError(_ENOENT)
+    return slots[n]
 
 
-def _write_otadata(slot):
+def _boot_partition():
+    # esp_ota_get_boot_partition: the slot the active otadata entry names, else ota_0
     od = _otadata()
-    seqs = []
-    buf = bytearray(32)
-    for i in range(2):
-        _board.flash_read(od[2] + i * 4096, buf)
-        s = struct.unpack("<I", buf[0:4])[0]
-        seqs.append(0 if s == 0xFFFFFFFF else s)
-    seq = max(seqs) + 1
-    while (seq - 1) % 2 != slot:
-        seq += 1
-    target = 0 if seqs[0] <= seqs[1] else 1
-    entry = struct.pack("<I", seq) + b"\xff" * 20 + struct.pack("<I", 0xFFFFFFFF)
-    entry += struct.pack("<I", binascii.crc32(entry[0:4]))
-    _board.flash_erase(od[2] + target * 4096, 4096)
-    _board.flash_write(od[2] + target * 4096, entry)
+    if od is None:
+        raise OSError(_ENOENT)
+    entries = _idfboot.read_otadata(_Flash, od[2])
+    act = _idfboot.active_entry(entries)
+    if act == -1:
+        return _ota_slot(0)
+    return _ota_slot((entries[act][0] - 1) % len(_layout().slots))
 
 
 # NVS -----------------------------------------------------------------------
