@@ -73,6 +73,8 @@ BENCH = Path("bench/demo.json")
 UPDATE_VERSION = "0.2.0"
 NEXT_VERSION = "0.2.1"
 VERIFY_REFERENCE = f"sbd verify {BOARD} --destructive"
+# The reference's documented gaps, accepted by its sbd verify: plaintext NVS (docs/identity.md).
+ACCEPTED_GAPS = ("keys-at-rest-protected",)
 STEP_VERIFY = f"6 {VERIFY_REFERENCE}"
 STEP_INSECURE = f"7 {INSECURE_BOARD}: wait for its verify to end, show it"
 VERIFY_INSECURE = f"sbd verify {INSECURE_BOARD}"
@@ -492,7 +494,7 @@ class Story:
     def verify_reference(self) -> bool:
         args = ["verify", "--board", BOARD, "--firmware", str(self.updates.folder),
                 "--broker", f"{self.address}:{self.port}", "--report", str(REPORTS / "report.json"),
-                "--destructive", "--accepted-failures", "keys-at-rest-protected"]  # plaintext NVS: docs/identity.md
+                "--destructive", "--accepted-failures", ",".join(ACCEPTED_GAPS)]
         self.say(f"[bold]{escape(shown(args))}[/]")
         self.say(f"(The checks of {INSECURE_BOARD} run at the same time on a broker of their own; step 7 "
                  "shows them.)")
@@ -564,7 +566,8 @@ def compare(console: Console) -> bool:
     for name, report in (("reference", REPORTS), ("insecure lab build", INSECURE_REPORTS)):
         console.print(f"{name:20} {report / 'report.html'} (open it in a browser), {report / 'report.md'}, "
                       f"{report / 'report.junit.xml'}", highlight=False)
-    return ref["summary"]["fail"] == ref["summary"]["error"] == 0 and bad["summary"]["fail"] > 0
+    ref_failed = [c["id"] for c in ref["checks"] if c["status"] in ("fail", "error") and c["id"] not in ACCEPTED_GAPS]
+    return not ref_failed and bad["summary"]["fail"] > 0
 
 
 def timings(clock: Clock, total: float, ok: bool) -> dict[str, Any]:
