@@ -315,13 +315,7 @@ def build_manifest(bundle: FirmwareBundle, version: str, security_counter: int, 
         model = from_bundle(bundle).model or MODEL
     manifest: dict[str, Any] = {"format": FORMAT, "version": version, "security_counter": security_counter,
                                 "model": model, "files": files, "total_size": sum(f["size"] for f in files)}
-    if expires is not None:
-        manifest["expires"] = expires_text(expires)
-    if release_keys is not None:
-        for point in release_keys:
-            public_key(point)
-        manifest["release_keys"] = [point.hex() for point in release_keys]
-    check_manifest(manifest)
+    _finish_manifest(manifest, expires, release_keys)
     if len(encode_manifest(manifest)) > MAX_MANIFEST:
         raise OTAError(f"the manifest is {len(encode_manifest(manifest))} bytes: at most {MAX_MANIFEST}")
     return manifest
@@ -343,6 +337,13 @@ def build_image_manifest(image: bytes, version: str, security_counter: int, mode
         "image": {"size": parsed.size, "sha256": parsed.sha256, "project": desc.project_name,
                   "version": desc.version, "secure_version": desc.secure_version},
         "total_size": parsed.size}
+    _finish_manifest(manifest, expires, release_keys)
+    return manifest
+
+
+def _finish_manifest(manifest: dict[str, Any], expires: int | None, release_keys: list[bytes] | None) -> None:
+    """What both kinds of manifest end with: the expiry, the key set to trust after the commit (each
+    key a valid point), and the same rules the device applies (check_manifest)."""
     if expires is not None:
         manifest["expires"] = expires_text(expires)
     if release_keys is not None:
@@ -350,7 +351,6 @@ def build_image_manifest(image: bytes, version: str, security_counter: int, mode
             public_key(point)
         manifest["release_keys"] = [point.hex() for point in release_keys]
     check_manifest(manifest)
-    return manifest
 
 
 def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
