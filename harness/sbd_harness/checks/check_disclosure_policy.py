@@ -14,6 +14,7 @@ product's checks skip without its own documents, and fail when its DOCS_URL
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +67,21 @@ def check_disclosure_policy(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_b
     assert not problems, "; ".join(problems)
 
 
+def _support_declaration(pytestconfig, sbd_bundle, birth: dict[str, Any],
+                         evidence: dict[str, Any]) -> tuple[Path, list[str]]:
+    """The support declaration the device's policy links to (it must exist), and the policy's
+    staleness problems; both support-period checks read the same one."""
+    policy, stale = _policy(pytestconfig, sbd_bundle, birth, evidence)
+    found, _ = read_policy(policy.read_text(errors="replace"))
+    try:
+        declaration = support_document(policy, found)
+    except DocsError as exc:
+        raise AssertionError(str(exc)) from None
+    evidence["support_file"] = str(declaration)
+    assert declaration.is_file(), f"{policy.name} links its support period to {declaration}, which does not exist"
+    return declaration, stale
+
+
 @pytest.mark.sbd_check(
     id="support-period-declared",
     title="The device states the end of its support period, and the published declaration agrees and "
@@ -75,14 +91,7 @@ def check_support_period(pytestconfig, sbd_board, sbd_boot, sbd_broker, sbd_bund
     device_date = birth.get("support_until")
     sbd_evidence["support_until"] = device_date
     assert device_date, f"the birth message does not state the end of the support period (no support_until): {birth}"
-    policy, stale = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
-    found, _ = read_policy(policy.read_text(errors="replace"))
-    try:
-        declaration = support_document(policy, found)
-    except DocsError as exc:
-        raise AssertionError(str(exc)) from None
-    sbd_evidence["support_file"] = str(declaration)
-    assert declaration.is_file(), f"{policy.name} links its support period to {declaration}, which does not exist"
+    declaration, stale = _support_declaration(pytestconfig, sbd_bundle, birth, sbd_evidence)
     found, problems = read_support(declaration.read_text(errors="replace"), device_date, dt.date.today())
     sbd_evidence.update(found)
     problems = [f"{declaration.name}: {p}" for p in problems] + stale
@@ -100,14 +109,7 @@ def check_support_period_length(pytestconfig, sbd_board, sbd_boot, sbd_broker, s
     birth = _birth(sbd_board, sbd_boot, sbd_broker)
     device_date = birth.get("support_until")
     assert device_date, f"the birth message does not state the end of the support period (no support_until): {birth}"
-    policy, _stale = _policy(pytestconfig, sbd_bundle, birth, sbd_evidence)
-    found, _ = read_policy(policy.read_text(errors="replace"))
-    try:
-        declaration = support_document(policy, found)
-    except DocsError as exc:
-        raise AssertionError(str(exc)) from None
-    sbd_evidence["support_file"] = str(declaration)
-    assert declaration.is_file(), f"{policy.name} links its support period to {declaration}, which does not exist"
+    declaration, _stale = _support_declaration(pytestconfig, sbd_bundle, birth, sbd_evidence)
     found, problems = read_support_length(declaration.read_text(errors="replace"), device_date)
     sbd_evidence.update(found)
     assert not problems, "; ".join(problems)
