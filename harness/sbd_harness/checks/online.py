@@ -52,7 +52,7 @@ def log_offset(board) -> int:
     return board.log_size() if has(board, SerialLog) else 0
 
 
-RETAINED_WAIT_S = 2  # a retained message arrives as soon as the subscription does
+RETAINED_WAIT_S = 3  # a retained message arrives as soon as the subscription does
 STILL_ONLINE_S = 3   # for the answer that shows a device connected now (update status)
 
 
@@ -185,9 +185,6 @@ def signed_command(watcher: Watcher, ca, device_id: str, cmd: str, args: dict | 
     watcher.publish(topic.cmd, ca.sign_command(device_id, cmd, args, challenge=challenge))
     reply = watcher.wait_for(is_command_result(topic, cmd), timeout)
     return reply.json() if reply else None
-
-
-RETAINED_WAIT_S = 3  # a retained birth message arrives as soon as the subscription does
 
 
 def kept_birth(board, sbd_boot, broker) -> dict[str, Any]:
