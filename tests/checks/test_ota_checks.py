@@ -45,7 +45,8 @@ def test_after_a_release_pushed_as_a_maker_would_its_replay_and_a_downgrade_are_
     assert built.returncode == 0, built.stderr
     pushed = _sbd("ota", "push", "--board", board.name, "--broker", f"{lab_address()}:{port}", "--pki", str(ca.dir),
                   "--update", str(update))
-    assert pushed.returncode == 0 and '"committed"' in pushed.stdout, pushed.stdout + pushed.stderr
+    assert pushed.returncode == 0 and '"committed"' in pushed.stdout, \
+        pushed.stdout + pushed.stderr + "\nserial:\n" + board.serial_log()[-6000:]
     code, status, report = _verify(board, ca, tmp_path, port)
     assert status == {c: "pass" for c in OTA_CHECKS}, unexpected(report)
     rollback = _check(report, "update-rollback-refused")
