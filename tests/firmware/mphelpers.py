@@ -38,6 +38,11 @@ class FakeNVS:
     def set_i32(self, k, v):
         FakeNVS.data[k] = v
 
+    def erase_key(self, k):
+        if k not in FakeNVS.data:
+            raise OSError(-0x1102, "ESP_ERR_NVS_NOT_FOUND")
+        del FakeNVS.data[k]
+
     def commit(self):
         pass
 

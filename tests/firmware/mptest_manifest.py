@@ -209,7 +209,42 @@ def test_select_never_falls_back_to_a_reverted_trial():
     incident = slots.pending_incident()  # the fallback, and the revert before it
     assert incident["slot"] == "b" and incident["runs"] == "", incident
     assert incident["other"] == "a: never committed", incident
-    assert incident["earlier"] == ["reverted a: trial did not commit"], incident
+    assert len(incident["earlier"]) == 1, incident
+    assert incident["earlier"][0].startswith("reverted a: trial did not commit: "), incident
+
+
+def test_a_reverted_trial_says_how_its_boot_ended():
+    """A trial that crashed (or ran out its time) says so when it is reverted, and the
+    record is read once: the next revert names the chip's reset cause instead."""
+    store.put(slots.KEYS_KEY, PK)
+    _floor(2)
+    _install("b", FILES, *build(2))
+    _install("a", FILES, *build(3))
+    class Chip:  # the unix port's machine has no reset_cause(); the ESP32's says WDT_RESET
+        @staticmethod
+        def reset_cause():
+            return 3
+
+    real_machine = sys.modules.get("machine")
+    sys.modules["machine"] = Chip
+    sys.modules.pop("sbd.device", None)  # imported afresh, with this machine
+    try:
+        for noted, said in (("MemoryError", "MemoryError"), (None, "watchdog reset")):
+            if noted:
+                slots.note_exit(noted)
+            slots.save({"act": "b", "try": "a", "prev": "b", "boots": 1})
+            store.put(slots.INCIDENT_KEY, b"")
+            assert _select() == "b"
+            incident = slots.pending_incident()
+            assert incident["event"] == "reverted" and incident["slot"] == "a", incident
+            assert incident["error"] == "trial did not commit: " + said, incident
+    finally:
+        sys.modules.pop("sbd.device", None)
+        if real_machine is None:
+            sys.modules.pop("machine", None)
+        else:
+            sys.modules["machine"] = real_machine
+    assert store.get(slots.EXIT_KEY) is None
 
 
 def test_select_reports_a_slot_whose_check_fails_in_any_way():

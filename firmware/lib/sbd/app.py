@@ -28,6 +28,11 @@ def main():
         # Never fall through to the REPL on a locked device. Say what kind of
         # failure it was, and nothing more.
         print(json.dumps({"sbd": "app_error", "error": type(e).__name__}))
+        try:
+            from sbd import slots
+            slots.note_exit(type(e).__name__)  # a trial that ends this way says so when reverted
+        except Exception:  # noqa: the reset goes ahead regardless
+            pass
         machine.reset()
 
 

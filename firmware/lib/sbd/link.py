@@ -86,6 +86,8 @@ class Link:
             from sbd.ota import TRIAL_S
             if now > TRIAL_S * 1000:  # ticks count from the last hard reset (a soft one does not restart them)
                 log("trial_timeout")
+                from sbd import slots
+                slots.note_exit("trial timeout")
                 self.restart_at = now
         if self.commit_at is not None and time.ticks_diff(now, self.commit_at) >= 0:
             self.commit_trial()

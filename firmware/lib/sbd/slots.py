@@ -44,6 +44,7 @@ INCIDENT_KEY = "ota_inc"
 IMAGE_TRIAL_KEY = "ota_img"  # an app image on trial (sbd.appimage): slot, version, counter, keys
 IMAGE_COUNTER_KEY = "img_ctr"  # the security counter of the last app image committed (i32)
 MAX_TRIAL_BOOTS = 1
+EXIT_KEY = "exit"  # why the firmware reset itself last, when it did (sbd.app, sbd.link)
 # In the slot record while a commit is not finished: the record names the new
 # slot active (the commit point, one NVS write), its counter and key rotation
 # still to be written (finish()).
@@ -309,8 +310,31 @@ def _runnable(slot, floor, fallback):
     return m
 
 
+def note_exit(why):
+    """Records why the firmware is about to reset itself: a reverted trial's
+    report says it (a crash's exception, the trial's time limit)."""
+    try:
+        store.put(EXIT_KEY, why.encode()[:24])
+    except Exception:  # noqa: the reset goes ahead; only the report is poorer
+        pass
+
+
+def _last_exit():
+    """Why the previous boot ended: what it recorded, else the chip's reset cause."""
+    try:
+        why = store.get(EXIT_KEY, 32)
+        if why is None:
+            from sbd import device
+            return device.reset_cause() + " reset"
+        store.erase(EXIT_KEY)
+        return why.decode()
+    except Exception as e:  # noqa: only a report's detail: never a reason not to boot
+        return type(e).__name__
+
+
 def _choose():
     st = state()
+    ended = _last_exit()
     if running(st) and store.get(IMAGE_NVS, 16) != factory_id():
         incident("foreign", running(st), "installed over another factory image", "")
         st = {"act": "", "try": "", "prev": "", "boots": 0}
@@ -318,7 +342,7 @@ def _choose():
     if st["try"]:
         st["boots"] += 1
         if st["boots"] > MAX_TRIAL_BOOTS:  # the trial never committed: go back
-            incident("reverted", st["try"], "trial did not commit")
+            incident("reverted", st["try"], "trial did not commit: " + ended)
             st["try"], st["boots"] = "", 0
         save(st)
     choice = running(st)

@@ -50,6 +50,18 @@ def put(key, value):
     nvs.commit()
 
 
+def erase(key):
+    """Forgets key (nothing when it was not there)."""
+    nvs = _nvs()
+    try:
+        nvs.erase_key(key)
+    except OSError as e:
+        if e.args[0] == NVS_NOT_FOUND:
+            return
+        raise
+    nvs.commit()
+
+
 def get_int(key, default=0):
     try:
         return _nvs().get_i32(key)
