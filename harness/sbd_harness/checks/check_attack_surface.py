@@ -11,7 +11,9 @@ declares of itself: a firmware that opens a port and declares it too still
 fails, and no firmware code runs on the host."""
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
@@ -73,12 +75,16 @@ def check_no_listening_ports(sbd_board, sbd_bundle, sbd_evidence):
     sbd_evidence["running"] = _running(sbd_board)
     device_id = sbd_evidence["running"]["device_id"]
     names = surface.mdns_names([mud.hostname(policy, device_id)] if device_id else [])
-    tcp = surface.scan_tcp(address)
-    with surface.icmp_unlimited(net["netns"]) as lifted:
+    with surface.icmp_unlimited(net["netns"]) as lifted, \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as beside:
+        # The TCP scan runs beside the UDP probe, in a process of its own: each is mostly Python
+        # work on 65535 sockets, and in threads they would take turns.
+        tcp_scan = beside.submit(surface.scan_tcp, address)
         # the policy's UDP listeners are not waited on twice more when silent (the DHCP client always
         # is; the responder is asked again below): their silence is no finding either way
         udp = surface.probe_udp(address, payloads={5353: surface.mdns_probe(names)},
                                 expected_silent={p for proto, p in declared if proto == "udp"})
+        tcp = tcp_scan.result()
     inside = surface.namespace_sockets(net["netns"])
     mdns = mdns_answers(udp.replies.get(5353, b""))
     sbd_evidence.update({"address": address, "policy": str(mud.policy_path()),
