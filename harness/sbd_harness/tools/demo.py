@@ -4,7 +4,8 @@ Starts a fresh emulated ESP32, flashes the reference firmware, shows its boot
 line, provisions it from the lab CA (its own key, a certificate, the lab's
 release key, a locked console), shows the device's birth message and telemetry
 arriving at the lab broker over mutual TLS, pushes a signed update (committed),
-replays it and pushes a tampered one (both refused), and runs
+replays it and pushes a tampered one (both refused), pushes a whole-firmware
+update (an app image, committed after its trial boot), and runs
 `sbd verify --destructive`. A second board gets the insecure lab build, is
 provisioned the same way and verified, and the demo ends with both reports
 side by side, then with how long each step took (also written to
@@ -18,7 +19,7 @@ Where the time goes, and what overlaps:
   boot is its connection, and the update, its replay and the tampered release
   all go over that one connection.
 - Work that tells nothing by itself runs in two background threads while the
-  reference's story is told: building the two updates (`sbd ota build`), and
+  reference's story is told: building the three updates (`sbd ota build`), and
   the insecure board's whole path (start, `sbd flash --profile insecure`,
   provisioning, `sbd verify`). They print nothing; steps 5 and 7 print what
   they did. The insecure board's broker gets a port of its own at
@@ -72,6 +73,13 @@ INSECURE_REPORTS = Path("reports/demo-insecure")
 BENCH = Path("bench/demo.json")
 UPDATE_VERSION = "0.2.0"
 NEXT_VERSION = "0.2.1"
+# The whole-firmware update of step 5: an app image of the project the board runs (MicroPython),
+# one secure version up. On the emulated board its code never runs: the bootloader checks and
+# boots it, and the board reports its app descriptor (docs/emulated-board.md, app slots).
+IMAGE_RELEASE = "0.3.0"  # the release's version, in the signed manifest
+IMAGE_VERSION = "v1.29.0-demo.1"  # the app's own, in the image's app descriptor
+IMAGE_SECURE_VERSION = 1
+IMAGE_KIB = 256
 VERIFY_REFERENCE = f"sbd verify {BOARD} --destructive"
 # The reference's documented gaps, accepted by its sbd verify: plaintext NVS (docs/identity.md).
 ACCEPTED_GAPS = ("keys-at-rest-protected",)
@@ -199,23 +207,40 @@ def release_folder(version: str) -> Path:
     return target
 
 
+def app_image_file() -> Path:
+    """The app image of step 5's whole-firmware update: a real ESP32 app image (esptool's format,
+    with its app descriptor), standing in for a MicroPython build, which the emulated board does
+    not run."""
+    from sbd_harness.release.app_image import AppDescriptor, build_app_image
+    path = WORK / f"micropython-{IMAGE_VERSION}.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(build_app_image(AppDescriptor("micropython", IMAGE_VERSION, IMAGE_SECURE_VERSION),
+                                     IMAGE_KIB * 1024, b"demo"))
+    return path
+
+
 class Updates(Background):
-    """Release 0.2.0 and the next one, 0.2.1, each built and signed with `sbd ota build`."""
+    """Release 0.2.0 and the next one, 0.2.1, each built and signed with `sbd ota build`; and a
+    whole-firmware update, an app image signed with `sbd ota build --image`."""
 
     def __init__(self, clock: Clock):
         super().__init__("updates", clock)
         self.folder = WORK / f"firmware-{UPDATE_VERSION}"
         self.update = WORK / f"update-{UPDATE_VERSION}.sbdota"
         self.next = WORK / f"update-{NEXT_VERSION}.sbdota"
+        self.image = WORK / f"update-{IMAGE_VERSION}.sbdota"
         self.builds: list[Ran] = []
 
     def work(self) -> None:
-        with self.clock.task("build the updates (two sbd ota build at once)"):
+        with self.clock.task("build the updates (three sbd ota build at once)"):
             builds = []
             for version, counter, out in ((UPDATE_VERSION, 2, self.update), (NEXT_VERSION, 3, self.next)):
                 out.unlink(missing_ok=True)
                 builds.append(["ota", "build", "--firmware", str(release_folder(version)), "--counter",
                                str(counter), "--out", str(out)])
+            self.image.unlink(missing_ok=True)
+            builds.append(["ota", "build", "--image", str(app_image_file()), "--version", IMAGE_RELEASE,
+                           "--counter", "1", "--out", str(self.image)])
             with ThreadPoolExecutor(len(builds), thread_name_prefix="build") as pool:
                 self.builds = list(pool.map(lambda args: run_sbd(args, started=self.started), builds))
         failed = [ran for ran in self.builds if ran.code != 0]
@@ -377,9 +402,9 @@ class Story:
                     online = self.online(broker, watcher)
                 if online is None:
                     return False
-                with self.clock.step("5 signed update, replay, tampered release"):
-                    self.console.rule("[bold]5. A signed update over the same connection; then a replay and a "
-                                      "tampered one")
+                with self.clock.step("5 signed update, replay, tampered release, app image"):
+                    self.console.rule("[bold]5. A signed update over the same connection; then a replay, a "
+                                      "tampered one, and a whole-firmware update")
                     return self.update(online)
         finally:
             broker.stop(remove=True)
@@ -488,6 +513,38 @@ class Story:
             self.say("Telemetry meanwhile, across the restart into the new version:")
             for m in later:
                 self.show_telemetry(m)
+        return self.image_update(online)
+
+    def image_update(self, online: lifecycle.Online) -> bool:
+        """A whole-firmware update: the app image goes into the app slot not running, boots on
+        trial through the bootloader and commits after the health check; the birth message then
+        names the new app."""
+        self.say(f"\nRelease {IMAGE_RELEASE}, a whole-firmware update: MicroPython, ESP-IDF and all, as an app "
+                 f"image ({IMAGE_VERSION}, secure version {IMAGE_SECURE_VERSION}, {IMAGE_KIB} KiB) into the app "
+                 "slot not running:")
+        self.say(f"[bold]$ sbd ota push --board {BOARD} --update {self.updates.image}[/]")
+        since = time.monotonic()
+
+        def installed(result: dict) -> None:
+            self.say(f"installed {result.get('version')} in app slot {result.get('slot')}; the bootloader boots "
+                     "it on trial, and the firmware marks it valid once it has reached the broker")
+
+        try:
+            result = install(online, self.updates.image.read_bytes(), on_installed=installed)
+        except (OTAError, BoardError) as exc:
+            return self.fail(f"The app image was not committed: {exc}")
+        self.console.print_json(json.dumps(result))
+        if result.get("event") != "committed":
+            return self.fail("The app image was not committed.")
+        births = [m.json() for m in online.watcher.seen(
+            lambda m: m.topic == online.topic.state and m.at >= since and not m.retain)]
+        app = next((b.get("app") for b in reversed(births) if isinstance(b, dict) and b.get("online")), None)
+        self.say(f"The birth message after the switch names the app the bootloader booted: {json.dumps(app)}")
+        if not isinstance(app, dict) or app.get("version") != IMAGE_VERSION:
+            return self.fail(f"The device does not report running {IMAGE_VERSION}.")
+        boot = [line.strip() for line in self.board.serial_log().splitlines() if "Loaded app from partition" in line]
+        if boot:
+            self.say(f"serial       {escape(boot[-1])}")
         return True
 
     # 6 ---------------------------------------------------------------------------------------
