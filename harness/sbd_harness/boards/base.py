@@ -171,6 +171,16 @@ class SerialLog(abc.ABC):
         """Waits until `marker` appears in the log after offset `since` (and after `after`)."""
 
 
+class RadioObserver(abc.ABC):
+    """The lab sees the board's radios from outside (an emulated board's supervisor; on a bench, a
+    receiver listening for the access point's beacons and Bluetooth advertising)."""
+
+    @abc.abstractmethod
+    def observed_radios(self) -> dict[str, bool]:
+        """Radio name (`wifi_sta`, `wifi_ap`, `bluetooth`) -> on, as observed now; a radio never
+        turned on since the last boot may be missing (off)."""
+
+
 class BootButton(abc.ABC):
     """The harness can hold the BOOT button (GPIO0) down."""
 
@@ -191,5 +201,5 @@ def has(board: Any, capability: type) -> bool:
 
 
 def describe_capabilities(board: Any) -> list[str]:
-    return [c.__name__ for c in (PowerControl, LinkControl, FlashReadback, SerialLog, BootButton, SyntheticAppImages)
-            if has(board, c)]
+    return [c.__name__ for c in (PowerControl, LinkControl, FlashReadback, SerialLog, BootButton, SyntheticAppImages,
+                                 RadioObserver) if has(board, c)]

@@ -24,7 +24,7 @@ from sbd_harness.emulator.board_state import BoardState
 from sbd_harness.emulator.flash_image import FlashImage, parse_csv
 from sbd_harness.paths import boards_dir, state_dir
 from sbd_harness.boards.base import (BoardError, BootButton, FlashReadback, LinkControl, PowerControl,
-                                     SerialLog, SyntheticAppImages)
+                                     RadioObserver, SerialLog, SyntheticAppImages)
 from sbd_harness.boards.serial_board import SerialBoard
 
 BOOT_BUTTON_GPIO = 0
@@ -89,7 +89,8 @@ def _random_unique_id() -> str:
     return raw.hex()
 
 
-class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, SerialLog, BootButton, SyntheticAppImages):
+class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, SerialLog, BootButton, SyntheticAppImages,
+                    RadioObserver):
     kind = "emulated"
 
     def __init__(self, name: str):
@@ -304,6 +305,12 @@ class EmulatedBoard(SerialBoard, PowerControl, LinkControl, FlashReadback, Seria
 
     def flash_image(self) -> FlashImage:
         return FlashImage(self.state.flash_path, self.conf["partition_table_offset"])
+
+    def observed_radios(self) -> dict[str, bool]:
+        """What the supervisor saw the CPU do with its radios since it last started: the board's
+        own word is not asked (rom/network.py and rom/bluetooth.py tell the supervisor)."""
+        radios = self.control({"cmd": "status"}).get("radios")
+        return {str(k): bool(v) for k, v in radios.items()} if isinstance(radios, dict) else {}
 
     def erase_flash(self) -> None:
         """Every data partition back to 0xFF; the app slots, which hold MicroPython

@@ -5,10 +5,12 @@ The device reports which interfaces its port has on (`interfaces` in its
 birth message: WLAN(STA_IF).active(), WLAN(AP_IF).active(), BLE().active(),
 which ask and start nothing); the check holds that to the `interfaces` of the
 reviewed network policy (boards/network-policy.json), never to what the
-firmware under test declares. It is the device's own account, read as the
-port sees it; nothing here listens on the air for an access point's beacons
-or Bluetooth advertising (docs/attack-surface.md says what a lab with radios
-would add).
+firmware under test declares. That report is the device's own account, a
+claim: where the lab sees the radios from outside (`RadioObserver`: the
+emulated board's supervisor sees every radio the CPU turns on), what it saw
+must agree, and a radio seen on fails the check whatever the device says.
+Elsewhere the claim is all there is, and the evidence says so
+(docs/attack-surface.md says what a lab with radios would add).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from sbd_harness.boards.base import RadioObserver, has
 from sbd_harness.checks.online import kept_birth
 from sbd_harness.release import mud
 
@@ -55,4 +58,13 @@ def check_only_declared_interfaces(sbd_board, sbd_boot, sbd_broker, sbd_bundle, 
     problems += [f"{name} is declared on, and the device reports it off" for name, v in declared.items()
                  if v["on"] and reported.get(name) is False]
     problems += [f"the device does not say whether {name} is on" for name in declared if name not in reported]
+    if has(sbd_board, RadioObserver):
+        observed = sbd_board.observed_radios()
+        sbd_evidence["observed_by_the_lab"] = observed
+        problems += [f"{name} is on as the lab sees it, and the device reports it off" for name, on in observed.items()
+                     if on and reported.get(name) is False]
+        problems += [f"{name} is on as the lab sees it, and the policy declares it off" for name, on in observed.items()
+                     if on and name in declared and not declared[name]["on"] and not reported.get(name)]
+    else:
+        sbd_evidence["observed_by_the_lab"] = "nothing: this board's radios are not watched from outside (the device's word)"
     assert not problems, "; ".join(problems)

@@ -100,6 +100,7 @@ class Supervisor:
         self.fifo: list[tuple[float, bytes]] = []
         self.rx_dropped = 0   # bytes the emulated UART dropped with its buffer full, since start
         self.fifo_interrupts = 0  # Ctrl-Cs from the FIFO made pending as pyexec started code
+        self.radios: dict[str, bool] = {}  # the radios the running CPU turned on or off (a lab receiver's view)
         self.reset_cause = PWRON_RESET
         self.cold = True
         self.repl_mode = "friendly"
@@ -231,6 +232,7 @@ class Supervisor:
         except (AttributeError, OSError):
             self.child_fd = -1
         self.boots += 1
+        self.radios = {}  # a new CPU starts with every radio off
         self.state.write_status({"cpu_pid": self.child.pid, "boots": self.boots,
                                  "reset_cause": self.reset_cause, "repl_mode": self.repl_mode})
         self.flush_pending_input()
@@ -493,6 +495,8 @@ class Supervisor:
             self.start_idf_net(" ".join(words[1:]))
         elif words[0] == "rtc0":
             self.rtc0 = float(words[1])
+        elif words[0] == "radio" and len(words) == 3:
+            self.radios[words[1]] = words[2] == "1"
 
     def last_feed(self) -> float:
         """When the CPU last fed the watchdog, in time.monotonic() seconds (0 for never)."""
@@ -563,7 +567,8 @@ class Supervisor:
             return {"ok": True, "cpu_pid": self.child.pid if self.child else None,
                     "boots": self.boots, "reset_cause": self.reset_cause, "serial": self.conf["serial"],
                     "wdt_ms": round(self.wdt_timeout * 1000) if self.wdt_timeout else None,
-                    "rx_dropped": self.rx_dropped, "fifo_interrupts": self.fifo_interrupts}
+                    "rx_dropped": self.rx_dropped, "fifo_interrupts": self.fifo_interrupts,
+                    "radios": self.radios}
         if cmd == "reset":
             kind = req.get("kind", "hard")
             if kind == "hard":

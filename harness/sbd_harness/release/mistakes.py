@@ -430,6 +430,18 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              '        network.WLAN(network.AP_IF).active(True)  # broken: a setup access point left on\n'),
         )),
     Mistake(
+        'access-point-hidden',
+        "The setup access point is left on, and the firmware reports it off: the interfaces in the birth "
+        "message say what the product should have, not what the port has on",
+        checks=('only-declared-interfaces-on',),
+        patches=(
+            ('lib/sbd/link.py', '        self.wlan = network.WLAN(network.STA_IF)\n',
+             '        self.wlan = network.WLAN(network.STA_IF)\n'
+             '        network.WLAN(network.AP_IF).active(True)  # broken: a setup access point left on\n'),
+            ('lib/sbd/network_policy.py', '"wifi_ap": network.WLAN(network.AP_IF).active()}',
+             '"wifi_ap": False}  # broken: reported off, whatever the port says'),
+        )),
+    Mistake(
         'bluetooth-on',
         "Bluetooth is turned on at start and never off again",
         checks=('only-declared-interfaces-on',),

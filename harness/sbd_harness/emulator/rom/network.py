@@ -76,6 +76,11 @@ class WLAN:
     def active(self, is_active=None):
         if is_active is None:
             return self._s.active
+        if self._s.active != bool(is_active):
+            # the radio itself, as a lab receiver would see it: the supervisor keeps it, whatever
+            # the firmware later says of itself
+            _board.tell_supervisor("radio %s %d" % ("wifi_ap" if self._if == AP_IF else "wifi_sta",
+                                                    int(bool(is_active))))
         self._s.active = bool(is_active)
         if not self._s.active:
             self._s.status = STAT_IDLE
