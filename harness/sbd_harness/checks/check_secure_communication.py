@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sbd_harness.checks.online import (FastTelemetry, board_address, locked_device_id, reset_board,
+from sbd_harness.checks.online import (FastTelemetry, board_address, locked_device_id, reset_board, retry_or_reset,
                                        telemetry_since, wait_online)
 from sbd_harness.device.contract import ONLINE_TIMEOUT_S, topics
 from sbd_harness.identity.pki import BROKER_CERT_DAYS
@@ -54,23 +54,14 @@ def check_telemetry(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_s
     assert all(isinstance(b.get("data"), dict) for b in bodies), f"telemetry without a reading: {bodies}"
 
 
-# The first rogue stands in as the broker goes away: the device, connected until then, retries
-# after its shortest backoff (0.5 to 1 s, or 1 to 2 s after one refused attempt), sooner than a
-# reset brings it back (about 2.5 s); if it has not come within this, it is reset.
-FIRST_ATTEMPT_S = 2.5
-
-
 def _attempts_at(rogue: RogueBroker, board, wanted: int, reset: bool) -> None:
     """Until the device's `wanted` connection attempts at this rogue broker are over (or a rogue
     already has its bytes): a reset makes the device try at once instead of after its backoff;
-    without `reset`, only when no attempt came within FIRST_ATTEMPT_S."""
-    if not reset:
-        first = time.monotonic() + FIRST_ATTEMPT_S
-        while not rogue.attempts and not rogue.received and time.monotonic() < first:
-            time.sleep(0.02)
-        reset = not rogue.attempts and not rogue.received
+    without `reset`, only when the device did not retry by itself (online.retry_or_reset)."""
     if reset:
         reset_board(board)
+    else:
+        retry_or_reset(board, lambda: bool(rogue.attempts or rogue.received))
     deadline = time.monotonic() + ONLINE_TIMEOUT_S
     while rogue.handled < wanted and not rogue.received and time.monotonic() < deadline:
         time.sleep(0.02)

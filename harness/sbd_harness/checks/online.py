@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -45,6 +45,24 @@ def reset_board(board, kind: str = "hard") -> bool:
         return True
     except BoardError:
         return False
+
+
+# A check that stands in for the broker as it goes away meets the device's own retry, after its
+# shortest backoff (0.5 to 1 s; 1 to 2 s after one refused attempt), sooner than a reset brings
+# it back (about 2.5 s); if none came within this, the device is reset.
+FIRST_ATTEMPT_S = 2.5
+
+
+def retry_or_reset(board, attempted: Callable[[], bool], wait_s: float = FIRST_ATTEMPT_S) -> bool:
+    """Waits up to `wait_s` for `attempted()` (the device tried the stand-in by itself); resets
+    the board when it did not. True when the board was reset."""
+    deadline = time.monotonic() + wait_s
+    while not attempted() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if attempted():
+        return False
+    reset_board(board)
+    return True
 
 
 def log_offset(board) -> int:
