@@ -133,22 +133,30 @@ def support_document(policy_path: Path, found: dict[str, Any]) -> Path:
     return policy_path.parent / rel
 
 
+def _row_date(text: str, row: str, problems: list[str], missing: str, what: str) -> dt.date | None:
+    """The ISO date in the at-a-glance row `row`; None, with the reason appended to `problems`, when
+    the row is missing (`missing`), holds no ISO date, or holds one that is no date (`what` names it)."""
+    cell = glance(text).get(row)
+    m = DATE_RE.search(cell or "")
+    if cell is None:
+        problems.append(missing)
+    elif not m:
+        problems.append(f"{what} is not an ISO date (YYYY-MM-DD): {cell!r}")
+    else:
+        try:
+            return dt.date.fromisoformat(m.group(1))
+        except ValueError:
+            problems.append(f"{what} {m.group(1)} is not a date")
+    return None
+
+
 def read_support(text: str, device_date: str | None, today: dt.date) -> tuple[dict[str, Any], list[str]]:
     """The declared end of support, checked against the device's and today's date."""
     found: dict[str, Any] = {"device_support_until": device_date}
     problems: list[str] = []
-    cell = glance(text).get("security updates until")
-    m = DATE_RE.search(cell or "")
-    declared = None
-    if cell is None:
-        problems.append("no 'Security updates until' row: the end date of the support period")
-    elif not m:
-        problems.append(f"the support period's end is not an ISO date (YYYY-MM-DD): {cell!r}")
-    else:
-        try:
-            declared = dt.date.fromisoformat(m.group(1))
-        except ValueError:
-            problems.append(f"the support period's end {m.group(1)} is not a date")
+    declared = _row_date(text, "security updates until", problems,
+                         missing="no 'Security updates until' row: the end date of the support period",
+                         what="the support period's end")
     found["declared_support_until"] = declared.isoformat() if declared else None
     if declared is not None:
         if declared < today:
@@ -175,18 +183,10 @@ def read_support_length(text: str, device_date: str | None) -> tuple[dict[str, A
     ISO date (day, month and year: EU CRA Art. 13(19) asks for at least the month and year)."""
     found: dict[str, Any] = {"device_support_until": device_date}
     problems: list[str] = []
-    cell = glance(text).get("placed on the market")
-    m = DATE_RE.search(cell or "")
-    placed = end = None
-    if cell is None:
-        problems.append("no 'Placed on the market' row: the support period's length cannot be judged")
-    elif not m:
-        problems.append(f"the date of placing on the market is not an ISO date (YYYY-MM-DD): {cell!r}")
-    else:
-        try:
-            placed = dt.date.fromisoformat(m.group(1))
-        except ValueError:
-            problems.append(f"the date of placing on the market {m.group(1)} is not a date")
+    placed = _row_date(text, "placed on the market", problems,
+                       missing="no 'Placed on the market' row: the support period's length cannot be judged",
+                       what="the date of placing on the market")
+    end = None
     try:
         end = dt.date.fromisoformat(str(device_date))
     except ValueError:
