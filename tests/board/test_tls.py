@@ -37,8 +37,12 @@ def _device(make_board, ca, firmware=None):
 
 
 def _connect(board, addr: str, port: int, host: str = BROKER_HOSTNAME) -> str:
+    """The device's TLS client, run after a soft reset: on the heap a boot leaves, not on the one
+    provisioning's key generation fragmented in the same REPL session (the TLS context needs 3 KiB
+    in one piece)."""
     code = CONNECT_CODE.format(addr=addr, port=port, host=host, connect=CONNECT)
-    return SerialBoard(board.port).exec(code, timeout=30).strip()
+    with SerialBoard(board.port).session(soft_reset=True) as t:
+        return SerialBoard._exec(t, code, timeout=30).strip()
 
 
 def test_device_reaches_the_lab_broker_over_mutual_tls(make_board, ca):

@@ -56,6 +56,11 @@ COUNTER_FILE = "/rollback_floor"
 # The factory image: its files under this root (tests move it).
 FACTORY_ROOT = ""
 FACTORY = ("/boot.py", "/main.py", "/lib")
+# One hashing buffer, made when this module is first imported (at boot, while
+# the heap is still whole): a transfer or a day of TLS can fragment the heap so
+# that no fresh 1 KiB block is left with tens of KiB free, and checking a slot
+# (before the switch, at commit, at boot) must not fail for that.
+_BUF = bytearray(1024)
 IMAGE_NVS = "ota_fac"  # factory_id() of the image the slots were installed over
 
 
@@ -160,7 +165,7 @@ def _walk(path, out):
 def file_sha256(path, size):
     """SHA-256 of a file that must be exactly `size` bytes."""
     h = hashlib.sha256()
-    buf = bytearray(1024)
+    buf = _BUF
     n = 0
     with open(path, "rb") as f:
         while True:
