@@ -106,7 +106,7 @@ def test_the_network_checks_lost_nothing_and_the_device_never_restarted(run):
     assert outage["backoff_problems"] == [] and len(outage["backoff_reported"]) >= 3
     assert all(b["measured_at_least_s"] >= b["claimed_s"] - 0.2 for b in outage["backoff_against_host"])
     fuzz = run.checks["hostile-broker-fuzzing-survived"]["evidence"]
-    assert fuzz["run"] == fuzz["cases"] >= 9 and fuzz["restarts_seen_on_serial"] == 0
+    assert fuzz["run"] == fuzz["cases"] >= 8 and fuzz["restarts_seen_on_serial"] == 0
 
 
 def _errors(check: dict) -> dict[str, str]:

@@ -75,9 +75,11 @@ def _attempts_at(rogue: RogueBroker, board, wanted: int, reset: bool) -> None:
 def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, sbd_soak):
     device_id = locked_device_id(sbd_boot)
     topic = topics(device_id)
-    # Default: one attempt per rogue: at the first, the device's retry as its broker goes away; at
-    # each other, right after a reset (a boot's first attempt). The soak tier waits for a second
-    # attempt at each, the one after the device's backoff.
+    # Default: one attempt per rogue. The first gets the device's retry as its broker goes away;
+    # then a reset before every other rogue: the one after a reset gets the boot's first attempt,
+    # the next the device's retry after that refusal (its shortest backoff, 0.5 to 1 s, sooner than
+    # a reset brings it back). The soak tier resets before every rogue but the first and waits for
+    # a second attempt at each, the one after the device's backoff.
     # Revocation: the device cannot check it (MicroPython's ssl has no CRL or OCSP), so a revoked
     # broker certificate is trusted until it expires; the lab keeps that to BROKER_CERT_DAYS, and the
     # device refuses an expired certificate (rogue "expired", below). Seen at once, before any rogue.
@@ -97,7 +99,7 @@ def check_rogue_brokers(sbd_board, sbd_boot, sbd_broker, sbd_ca, sbd_evidence, s
     try:
         for i, kind in enumerate(KINDS):
             with RogueBroker(kind, sbd_ca, sbd_broker.address, sbd_broker.port, board_address(sbd_board)) as rogue:
-                _attempts_at(rogue, sbd_board, wanted, reset=i > 0)
+                _attempts_at(rogue, sbd_board, wanted, reset=i > 0 if sbd_soak else i % 2 == 1)
                 seen[kind] = {"attempts": rogue.attempts, "handshakes": rogue.handshakes,
                               "bytes_sent_by_device": len(rogue.received)}
             if rogue.received:  # the device already talked to a rogue: the check has failed

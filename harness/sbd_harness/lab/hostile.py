@@ -109,8 +109,9 @@ def representative_cases(device_id: str) -> list[FuzzCase]:
     return [c for c in designed_cases(device_id) if c.name in REPRESENTATIVE]
 
 
-def random_cases(device_id: str, count: int, seed: int) -> list[FuzzCase]:
-    """Valid server packets with random bytes flipped, cut short or spliced: survival only."""
+def random_cases(device_id: str, count: int, seed: int, wait_s: float | None = None) -> list[FuzzCase]:
+    """Valid server packets with random bytes flipped, cut short or spliced: survival only (the
+    device may hang up or not; `wait_s`: how long each watches it, default: the broker's)."""
     rng = random.Random(seed)
     cmd = f"devices/{device_id}/cmd".encode()
     seeds = [publish(cmd, b"SBD-CMD AAAA AAAA", qos=1, pid=7), publish(cmd, b"{}"), b"\x40\x02\x00\x01",
@@ -128,7 +129,7 @@ def random_cases(device_id: str, count: int, seed: int) -> list[FuzzCase]:
             data += rng.choice(seeds)[rng.randrange(2):]
         else:
             data = bytearray(rng.randbytes(rng.randint(1, 64)))
-        out.append(FuzzCase(f"random-{seed}-{i}-{how}", bytes(data), must_close=False))
+        out.append(FuzzCase(f"random-{seed}-{i}-{how}", bytes(data), must_close=False, wait_s=wait_s))
     return out
 
 
