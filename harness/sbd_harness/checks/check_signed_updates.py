@@ -136,9 +136,7 @@ def _refused(device: _Device, case: str, stream: bytes, why: str, outcomes: dict
     version after the last case stands for all (`_unchanged`): a device that installed any of them
     would restart into it."""
     version = device.birth.get("fw_version")
-    import time as _t; _t0 = _t.monotonic()
     result = device.push(stream)
-    open("/tmp/v/t.log", "a").write(f"{case} push {_t.monotonic()-_t0:.2f} {len(stream)}\n")
     outcomes[case] = seen = {k: v for k, v in result.items() if k != "sbd"}
     if result.get("event") == "installed":
         raise AssertionError(f"the device installed {what} ({case}: {why}): it answered {seen}")
@@ -288,10 +286,8 @@ def _image_device(sbd_board, sbd_boot, w: Watcher) -> tuple[_Device, dict[str, A
 def check_bad_app_images(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_soak):
     outcomes: dict[str, Any] = {}
     sbd_evidence["cases"] = outcomes
-    import time as _t; _t0 = _t.monotonic()
     with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
         device, before, app, key = _image_device(sbd_board, sbd_boot, w)
-        open("/tmp/v/t.log", "a").write(f"image_device {_t.monotonic()-_t0:.2f}\n")
         model = device.birth.get("model") or ota.MODEL
         counter = int(before.get("image_counter") or 0) + 1  # app images have a counter of their own
         sbd_evidence.update({"app_before": app, "status_before": before, "counter_offered": counter})
@@ -317,9 +313,7 @@ def check_bad_app_images(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_soak
                      what="an app image with a lower secure version", reset_after=sbd_soak)
         else:
             outcomes["lower-secure-version"] = {"skipped": "the running app has secure version 0: none lower"}
-        import time as _t; _t0 = _t.monotonic()
         now = device.online(reset=True).get("app")
-        open("/tmp/v/t.log", "a").write(f"online-reset {_t.monotonic()-_t0:.2f}\n")
         sbd_evidence["app_after"] = now
         assert now == app, f"after refusing the images the device runs {now}, not {app}"
         if running is not None:
@@ -357,10 +351,8 @@ def check_app_image_updates(sbd_board, sbd_boot, sbd_broker, sbd_evidence, sbd_d
                     "which only a board that does not run their code (the emulated one) can boot")
     cases: dict[str, Any] = {}
     sbd_evidence["cases"] = cases
-    import time as _t; _t0 = _t.monotonic()
     with Watcher(sbd_broker, f"devices/{locked_device_id(sbd_boot)}/#", persistent=True) as w:
         device, before, app, key = _image_device(sbd_board, sbd_boot, w)
-        open("/tmp/v/t.log", "a").write(f"image_device {_t.monotonic()-_t0:.2f}\n")
         model = device.birth.get("model") or ota.MODEL
         counter = int(before.get("image_counter") or 0) + 1
         secure = min(int(app.get("secure_version") or 0) + 1, 32)
