@@ -41,8 +41,7 @@ def _connect(board, addr: str, port: int, host: str = BROKER_HOSTNAME) -> str:
     provisioning's key generation fragmented in the same REPL session (the TLS context needs 3 KiB
     in one piece)."""
     code = CONNECT_CODE.format(addr=addr, port=port, host=host, connect=CONNECT)
-    with SerialBoard(board.port).session(soft_reset=True) as t:
-        return SerialBoard._exec(t, code, timeout=30).strip()
+    return SerialBoard(board.port).exec(code, timeout=30, soft_reset=True).strip()
 
 
 def test_device_reaches_the_lab_broker_over_mutual_tls(make_board, ca):

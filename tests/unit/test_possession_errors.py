@@ -2,8 +2,6 @@
 proven anything (the identity checks fail); one that gives no REPL at all leaves them untested."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 
 from sbd_harness.boards.base import BoardError, BoardRaised
@@ -14,11 +12,7 @@ class _Board:
     def __init__(self, error: BoardError):
         self.error = error
 
-    @contextlib.contextmanager
-    def session(self, soft_reset: bool = False):
-        yield None
-
-    def _exec(self, transport, code: str, timeout: float = 10) -> str:
+    def exec(self, code: str, timeout: float = 10, soft_reset: bool = False) -> str:
         raise self.error
 
 

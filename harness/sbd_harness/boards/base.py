@@ -66,8 +66,10 @@ class Board(abc.ABC):
         return {"name": self.name, "kind": self.kind, "serial": self.port, "address": self.address}
 
     @abc.abstractmethod
-    def exec(self, code: str, timeout: float = 10) -> str:
-        """Runs code in the raw REPL; returns what it printed. Fails on a locked console."""
+    def exec(self, code: str, timeout: float = 10, soft_reset: bool = False) -> str:
+        """Runs code in the raw REPL; returns what it printed. Fails on a locked console. With
+        `soft_reset`, after a soft reset in the raw REPL (boot.py runs, main.py does not): on the
+        heap a boot leaves, not on what earlier code there left."""
 
     @abc.abstractmethod
     def put_files(self, files: Mapping[str, bytes], progress: Progress | None = None) -> None:

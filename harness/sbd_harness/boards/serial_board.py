@@ -210,8 +210,8 @@ class SerialBoard(Board):
             seen += port.read(port.in_waiting or 1)
         return b">>> " in seen
 
-    def exec(self, code: str, timeout: float = 10) -> str:
-        with self.session() as t:
+    def exec(self, code: str, timeout: float = 10, soft_reset: bool = False) -> str:
+        with self.session(soft_reset=soft_reset) as t:
             return self._exec(t, code, timeout)
 
     @staticmethod

@@ -87,8 +87,7 @@ def possession(board: Any, ca: Any, boot: dict[str, Any], evidence: dict[str, An
         # after a soft reset in the raw REPL, which runs boot.py but not main.py (ports/esp32/main.c
         # runs main.py only in the friendly REPL): the heap holds none of the interrupted firmware's
         # objects, which on a heap the size of the chip's leave too little for the signature
-        with board.session(soft_reset=True) as t:
-            out = board._exec(t, REPL_ATTEST.format(nonce=nonce), timeout=120)
+        out = board.exec(REPL_ATTEST.format(nonce=nonce), timeout=120, soft_reset=True)
         lines = [line.strip() for line in out.splitlines() if line.strip()]
     except BoardRaised as exc:  # it answered, with an error instead of a signature: no proof
         evidence["attestation_error"] = " ".join(str(exc).split())[-300:]
