@@ -44,6 +44,15 @@ def backoff_ms(failures):
 class Link:
     def __init__(self, settings, on_command, after_reply=None):
         self.cfg = settings
+        # The TLS context (sbd.tls.context, one block of about 3 KiB) is made
+        # now, while the heap still has 3 KiB in one piece: made at the first
+        # connection, a trial boot of an update found none (48 KiB free, no
+        # run of it over 2.8 KiB) and every handshake failed. Made again at the
+        # first connection if it cannot be made now.
+        try:
+            tls.context()
+        except Exception:
+            pass
         self.on_command = on_command
         self.after_reply = after_reply
         self.base = "devices/" + device.device_id()

@@ -32,8 +32,8 @@ _context = None
 
 
 def context():
-    """The one TLS context of this boot, made at the first connection and reused
-    by every reconnection: an SSLContext is one block of about 3 KiB in the
+    """The one TLS context of this boot, made when the link starts (sbd.link),
+    else at the first connection, and reused by every reconnection: an SSLContext is one block of about 3 KiB in the
     Python heap (mbedTLS's configuration, entropy and certificates inside it),
     which a heap fragmented by an hour online may no longer have in one piece
     when the broker comes back (seen on the emulated board: every reconnection
