@@ -111,10 +111,12 @@ def check_broker_acl(sbd_broker, sbd_ca, sbd_evidence):
         wb.publish(f"devices/{b}/telemetry", b"b's own, last", acked=ACK_S)
         # Each identity's own last message reaches it after anything routed to it before: once both
         # have theirs, whatever the ACL let through has arrived too.
-        own_a = wa.wait_for(lambda m: m.topic == f"devices/{a}/telemetry", ACK_S) or \
-            next(iter(wa.seen(lambda m: m.topic == f"devices/{a}/telemetry")), None)
-        own_b = wb.wait_for(lambda m: m.payload == b"b's own, last", ACK_S) or \
-            next(iter(wb.seen(lambda m: m.payload == b"b's own, last")), None)
+        # one deadline for both: a broker that routes nothing fails in ACK_S, not twice that
+        deadline = time.monotonic() + ACK_S
+        own_a = next(iter(wa.seen(lambda m: m.topic == f"devices/{a}/telemetry")), None) or \
+            wa.wait_for(lambda m: m.topic == f"devices/{a}/telemetry", deadline - time.monotonic())
+        own_b = next(iter(wb.seen(lambda m: m.payload == b"b's own, last")), None) or \
+            wb.wait_for(lambda m: m.payload == b"b's own, last", deadline - time.monotonic())
         a_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wa.all]
         b_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wb.all]
         m_saw = [(m.topic, m.payload.decode(errors="replace")) for m in wm.all]

@@ -254,7 +254,8 @@ class Broker:
         os.chmod(self.dir, 0o700)
         self._issue_certificate()
         flaws = set(self.flaws)
-        acl = "topic readwrite #\n" if "open-acl" in flaws else ACL
+        # `pattern`, not `topic`: a topic line before any user line is for anonymous clients only
+        acl = "pattern readwrite #\n" if "open-acl" in flaws else ACL
         if "monitor-by-cn" in flaws:
             acl += f"# FLAW (lab only): rights that rest on a CN alone\nuser {MONITOR}\ntopic readwrite devices/#\n"
         (self.dir / "acl").write_text(acl)
