@@ -150,3 +150,19 @@ def test_a_broker_start_refreshes_a_crl_written_long_ago_and_keeps_its_revocatio
     assert crl.next_update_utc > real_now
     revoked = crl.get_revoked_certificate_by_serial_number(serial)
     assert abs(revoked.revocation_date_utc - long_ago) < dt.timedelta(seconds=2), revoked.revocation_date_utc
+
+
+def test_two_watchers_of_one_process_do_not_knock_each_other_off(broker):
+    """The harness opens several monitors at once (a check's watcher beside a transfer's): each
+    non-persistent one has a client ID of its own, or the broker would drop one for the other,
+    over and over, as each reconnects."""
+    from sbd_harness.lab.watch import Watcher
+    topic = f"devices/{_name('w')}"
+    with Watcher(broker, topic + "/#") as first, Watcher(broker, topic + "/#") as second:
+        assert first.wait_subscribed(10) and second.wait_subscribed(10)
+        time.sleep(1.0)  # long enough for paho to have reconnected a dropped one
+        first.publish(topic + "/telemetry", b"one", acked=10)
+        assert second.wait_for(lambda m: m.payload == b"one", 5) is not None
+        assert first.wait_for(lambda m: m.payload == b"one", 5) is not None
+        assert first.disconnects == 0 and second.disconnects == 0, (first.disconnects, second.disconnects)
+        assert first.client._client_id != second.client._client_id

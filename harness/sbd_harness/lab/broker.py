@@ -17,6 +17,7 @@ EU CRA Annex I (2)(d), (e); OWASP ISVS 1.0 4.1.1, 4.1.2, 4.2.2, 2.1.11.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import pwd
@@ -52,6 +53,9 @@ LAB_ACL = f"""# The lab port. Username = the certificate's whole subject.
 user {MONITOR_USERNAME}
 topic readwrite devices/#
 """
+
+
+_MONITOR_SERIALS = itertools.count(1)  # the client IDs of this process's non-persistent monitors
 
 
 # Deliberate misconfigurations, for trainers' labs and for showing that each
@@ -354,8 +358,10 @@ class Broker:
         `sbd-monitor` (a lab subject), which reads and writes every device's topics.
 
         persistent: a fixed client ID and a kept session, so QoS 1 messages
-        published while it was away (a broker restart) still reach it."""
-        client_id = f"{MONITOR}-{os.getpid()}" + ("-kept" if persistent else "")
+        published while it was away (a broker restart) still reach it (one such monitor
+        per process). Otherwise an ID of its own: two monitors with one ID would knock each
+        other off the broker, over and over, as paho reconnects each."""
+        client_id = f"{MONITOR}-{os.getpid()}" + ("-kept" if persistent else f"-{next(_MONITOR_SERIALS)}")
         return self._client(MONITOR, client_id, persistent, self.monitor_address, self.monitor_port)
 
     def client(self, name: str, persistent: bool = False):
