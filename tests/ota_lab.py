@@ -19,6 +19,7 @@ from sbd_harness.lab.broker import Broker, free_port, lab_address
 from sbd_harness.lab.watch import Watcher, on_topic
 from sbd_harness.paths import firmware_dir
 from sbd_harness.release import ota
+from sbd_harness.release.app_image import AppDescriptor, build_app_image
 from sbd_harness.release.bundle import FirmwareBundle
 
 FIRMWARE = firmware_dir()
@@ -96,6 +97,17 @@ def running_version(lab: Lab) -> str:
     t0 = time.monotonic()
     lab.board.reset("hard")
     return lab.online(since=t0)["fw_version"]
+
+
+def image(version: str, secure_version: int, kib: int = 256) -> bytes:
+    """A real ESP32 app image (esptool's format) of MicroPython's project with this app descriptor."""
+    return build_app_image(AppDescriptor("micropython", version, secure_version), kib * 1024, version.encode())
+
+
+def image_stream(lab: Lab, data: bytes, counter: int) -> bytes:
+    """The app image as a signed whole-firmware update, security counter `counter`."""
+    manifest = ota.build_image_manifest(data, f"0.{counter}.0", counter)
+    return ota.build_stream(ota.encode_manifest(manifest), lab.key, {"image": data})
 
 
 def flip(data: bytes, at: int) -> bytes:
@@ -230,6 +242,109 @@ def power_cut_series(tmp_path: Path, cuts: int, seed: int = 5) -> dict:
         target = "0.3.0" if current == "0.2.0" else "0.2.0"
         assert lab.push(stream_for(bundles[target], lab.key, counter))["event"] == "installed"
         assert lab.online()["fw_version"] == target
+        obs.close()
+        return summary
+    finally:
+        lab.close()
+
+
+APP_VERSION = "App version:      "  # the emulated ESP-IDF bootloader's line for the app it started
+
+
+def _booted_apps(log: str) -> list[str]:
+    return [line.split(APP_VERSION, 1)[1].strip() for line in log.splitlines() if APP_VERSION in line]
+
+
+def image_power_cut_series(tmp_path: Path, cuts: int, seed: int = 7) -> dict:
+    """`cuts` power cuts across whole-firmware (app image) updates: while the image streams into
+    the next app slot, around its verification and `set_boot()`, and during its trial boot before
+    the health check, phase after phase. After each cut the emulated ESP-IDF bootloader loads an
+    image that verified, the app that ran before or the new one (a trial it cut short rolled back),
+    and the board comes back online reporting it; a last image update still commits. Returns the
+    outcomes. Both images carry secure version 1: the cuts, not the eFuse, decide what boots."""
+    lab = Lab(tmp_path)
+    try:
+        rng = random.Random(seed)
+        apps = {"a": image("v1.29.0-cut.a", 1), "b": image("v1.29.0-cut.b", 1)}
+        names = {"v1.29.0-cut.a": "a", "v1.29.0-cut.b": "b"}
+        lab.board.reset("hard")
+        lab.online()
+        time.sleep(1.5)  # its subscriptions are in place after the birth message
+        counter = 2
+        t0 = time.monotonic()
+        assert lab.push(image_stream(lab, apps["a"], counter))["event"] == "installed"
+        transfer_s = time.monotonic() - t0
+        assert lab.online(since=t0)["app"]["version"] == "v1.29.0-cut.a"
+        assert lab.ota_event("committed")
+        current = "v1.29.0-cut.a"
+        outcomes: dict[str, dict[str, int]] = {p: {} for p in PHASES}
+        obs = Watcher(lab.broker, lab.topic.all)
+        for cut in range(cuts):
+            phase = PHASES[cut % len(PHASES)]
+            target = "v1.29.0-cut.b" if current == "v1.29.0-cut.a" else "v1.29.0-cut.a"
+            counter += 1
+            stream = image_stream(lab, apps[names[target]], counter)
+            done = threading.Event()
+            # The transfer's own connection, closed at the cut: a push that resumed once the board is
+            # back would install the image after all, behind the series' back.
+            pusher = Watcher(lab.broker, lab.topic.all)
+            assert pusher.wait_subscribed(10), "the transfer's connection was not subscribed"
+
+            def push() -> None:
+                try:
+                    ota.push(pusher, lab.device_id, stream, timeout=2 + 2 * transfer_s)
+                except ota.OTAError:
+                    pass
+                finally:
+                    done.set()
+
+            started = time.monotonic()
+            threading.Thread(target=push, daemon=True).start()
+            if phase == "download":
+                time.sleep(rng.uniform(0.05, max(0.1, transfer_s * 0.8)))
+            elif phase == "verify-and-switch":  # from the host's `end`: the check from flash, set_boot(), the restart
+                ended = obs.wait_for(lambda m: m.topic == lab.topic.ota_ctl and b'"end"' in m.payload, 10 + transfer_s)
+                assert ended is not None, (f"cut {cut} ({phase}): the transfer never ended: "
+                                           f"{[(m.topic, m.payload[:80]) for m in obs.all[-8:]]}")
+                time.sleep(rng.uniform(0.0, 1.2))
+            else:  # the new image runs on trial: cut before it could report to the broker
+                since = lab.board.log_size()
+                obs.wait_for(is_ota_event(lab.topic, ("installed",)), 20 + transfer_s)
+                lab.board.wait_for_output(APP_VERSION + target, since, timeout=30)
+                time.sleep(rng.uniform(0.0, 0.3))
+            pusher.close()
+            since = lab.board.log_size()
+            lab.board.reset("power-cut")
+            log = lab.board.serial_log()[since:]
+            booted = _booted_apps(log)
+            assert booted and "Loaded app from partition" in log, f"cut {cut} ({phase}): nothing booted\n{log[-1500:]}"
+            assert "No bootable app" not in log, f"cut {cut} ({phase}): {log[-1500:]}"
+            # mid-stream the new slot is not selected yet, and a trial cut short is rolled back: only
+            # around set_boot() may either boot
+            allowed = (current, target) if phase == "verify-and-switch" else (current,)
+            assert booted[-1] in allowed, f"cut {cut} ({phase}): booted {booted[-1]}, expected one of {allowed}"
+            done.wait(30 + transfer_s)
+            birth = obs.wait_for(is_birth(lab.topic, started), 75)
+            assert birth is not None, f"cut {cut} ({phase}): the board did not come back online"
+            reported = birth.json()["app"]["version"]
+            assert reported in (current, target), f"cut {cut} ({phase}): reports {reported}"
+            obs.wait_for(on_topic(lab.topic.telemetry), 15)  # a trial commits once a reading is acknowledged
+            time.sleep(0.3)
+            key = "switched to the new image" if booted[-1] == target else "kept the running image"
+            outcomes[phase][key] = outcomes[phase].get(key, 0) + 1
+            if reported == target:  # the new image booted on trial: it commits, or the next boot rolls it back
+                commit = obs.wait_for(is_ota_event(lab.topic, ("committed", "reverted"), started), 30)
+                assert commit is not None and commit.json()["event"] == "committed", \
+                    f"cut {cut} ({phase}): {commit.json() if commit else 'no commit'}"
+            current = reported
+        summary = {"cuts": cuts, "transfer_s": round(transfer_s, 2), "outcomes": outcomes}
+        print(json.dumps(summary))
+        # A last, uninterrupted image update still goes through: nothing was left broken.
+        target = "v1.29.0-cut.b" if current == "v1.29.0-cut.a" else "v1.29.0-cut.a"
+        counter += 1
+        t1 = time.monotonic()
+        assert lab.push(image_stream(lab, apps[names[target]], counter))["event"] == "installed"
+        assert lab.online(since=t1)["app"]["version"] == target
         obs.close()
         return summary
     finally:

@@ -10,19 +10,7 @@ import time
 
 import pytest
 
-from sbd_harness.release import ota
-from sbd_harness.release.app_image import AppDescriptor, build_app_image
-
-from ota_lab import Lab, flip
-
-
-def image(version: str, secure_version: int, kib: int = 256) -> bytes:
-    return build_app_image(AppDescriptor("micropython", version, secure_version), kib * 1024, version.encode())
-
-
-def image_stream(lab: Lab, data: bytes, counter: int) -> bytes:
-    manifest = ota.build_image_manifest(data, f"0.{counter}.0", counter)
-    return ota.build_stream(ota.encode_manifest(manifest), lab.key, {"image": data})
+from ota_lab import Lab, flip, image, image_power_cut_series, image_stream
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +74,8 @@ def test_an_image_reset_before_its_health_check_is_rolled_back_and_reported(lab)
     assert reverted and reverted["slot"] == "ota_0", reverted
     assert "v1.29.0-sbd.4 rolled back by the bootloader" in reverted["error"]
     assert "now ABORTED" in lab.board.serial_log()
+
+
+def test_three_power_cuts_during_an_image_update_always_boot_a_verified_image(tmp_path):
+    """One cut in each phase (download, verify-and-switch, trial boot); tests/soak cuts more."""
+    assert image_power_cut_series(tmp_path, 3)["cuts"] == 3
