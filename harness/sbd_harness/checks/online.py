@@ -241,6 +241,9 @@ def telemetry_readings(watcher: Watcher, topic: Topics) -> list[dict]:
     return [b for b in bodies if b is not None]
 
 
+RESTORE_WAITS_S = (5, 15, 15)  # FastTelemetry's attempts at giving the device its interval back
+
+
 class FastTelemetry:
     """Telemetry every second for the length of a check, then back as it was (a signed
     `set_interval`). With required=False a device that refuses it keeps its own pace
@@ -262,6 +265,9 @@ class FastTelemetry:
 
     def __exit__(self, *exc) -> None:
         if self.previous and self.previous != 1:  # the device keeps it on flash: ask again if unanswered
-            for _ in range(2):
-                if signed_command(*self.args, "set_interval", {"seconds": self.previous}, timeout=15):
+            # An online device answers within seconds. One still reconnecting (the check cut it off,
+            # or it restarted) never gets a command sent meanwhile (its session is clean): a short
+            # first wait, then longer ones, instead of sitting out the longest for a lost command.
+            for timeout in RESTORE_WAITS_S:
+                if signed_command(*self.args, "set_interval", {"seconds": self.previous}, timeout=timeout):
                     break
