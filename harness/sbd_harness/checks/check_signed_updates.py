@@ -232,10 +232,12 @@ def check_update_rollback(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evide
             before = device.status()
             counter = int(before.get("counter") or 0)
             sbd_evidence["status_before"] = before
-        label = _label("rollback")
-        offers = [("replay-of-current", counter)] + ([("downgrade", counter - 1)] if counter > 1 else [])
-        for case, offered in offers:
-            _refused(device, case, _stream(sbd_bundle, label, offered, model, key),
+        # The replay is the running release itself, version and files (on a device without anti-rollback
+        # it then runs what it ran, so checks after this one still see the build); the downgrade, another.
+        offers = [("replay-of-current", counter, version)] + (
+            [("downgrade", counter - 1, _label("rollback"))] if counter > 1 else [])
+        for case, offered, stamped in offers:
+            _refused(device, case, _stream(sbd_bundle, stamped, offered, model, key),
                      f"security counter {offered} is not above the device's {counter}: anti-rollback is missing",
                      outcomes, what="a rolled-back update", reset_after=sbd_soak)
         _unchanged(device, before, sbd_evidence)
