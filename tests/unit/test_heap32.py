@@ -55,3 +55,13 @@ def test_the_bisection_finds_the_smallest_heap_that_fits(device_root):
     size = heap32.smallest_heap("unix64", device_root, "mqtt", resolution=1024)
     assert heap32.fitted(heap32.run_unix(device_root, "mqtt", size))[0]
     assert not heap32.fitted(heap32.run_unix(device_root, "mqtt", size - 1024))[0]
+
+
+@pytest.mark.parametrize("workload", [w for w in heap32.WORKLOADS if w != "idle"])
+def test_every_workload_runs_to_its_end_on_both_ports(device_root, workload):
+    """The stand-ins keep up with the firmware: a firmware call they lack (a new network.hostname,
+    SSLContext.set_ciphers, os.urandom on the WebAssembly port) ends the workload early, and the
+    bench's heap figures with it."""
+    for port in ("unix64", "wasm32"):
+        resident, stepped = heap32.profile(port, device_root, workload)  # Heap32Error unless it ended well
+        assert 0 < resident <= stepped, (port, resident, stepped)

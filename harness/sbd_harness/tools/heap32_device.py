@@ -105,6 +105,9 @@ class _Context:
     def load_verify_locations(self, cadata=None):
         pass
 
+    def set_ciphers(self, ciphers):
+        pass
+
     def load_cert_chain(self, cert, key):
         pass
 
@@ -141,15 +144,84 @@ def _os():
         finally:
             os.chdir(here)
     m.rename = rename
+    if not hasattr(os, "urandom"):  # the WebAssembly port has none: the chip's RNG, stood in for
+        state = [0x2545F491]
+
+        def urandom(n):
+            out = bytearray(n)
+            for i in range(n):
+                x = state[0]
+                x ^= (x << 13) & 0xFFFFFFFF
+                x ^= x >> 17
+                x ^= (x << 5) & 0xFFFFFFFF
+                state[0] = x
+                out[i] = x & 0xFF
+            return bytes(out)
+        m.urandom = urandom
     return m
+
+
+_ERASED = b"\xff" * 256  # made with the stand-ins (the idle run has it too): an erase allocates nothing
+
+
+class _Partition:
+    """esp32.Partition for the app slots, as the port gives it (ports/esp32/esp32_partition.c):
+    RUNNING is ota_0, holding the app image the host wrote; get_next_update() is ota_1. The
+    slots are files (/inputs/ota_0.bin, /data/ota_1.bin), outside the Python heap as the chip's
+    flash is; each block operation opens its file, as the chip's calls allocate nothing that stays."""
+    RUNNING = 1
+    SLOTS = {"ota_0": ("/inputs/ota_0.bin", 0x10000), "ota_1": ("/data/ota_1.bin", 0x190000)}
+    SIZE = 0x180000
+    booted = None  # what set_boot() chose
+
+    def __init__(self, which):
+        self.label = "ota_0" if which == _Partition.RUNNING else which
+
+    def info(self):
+        return (0, 0x10 + int(self.label[-1]), self.SLOTS[self.label][1], self.SIZE, self.label, False)
+
+    def get_next_update(self):
+        return _Partition("ota_1" if self.label == "ota_0" else "ota_0")
+
+    def readblocks(self, block, buf, off=0):
+        with open(self.SLOTS[self.label][0], "rb") as f:
+            f.seek(block * 4096 + off)
+            n = f.readinto(buf)
+        if n < len(buf):  # past what the file holds: erased flash
+            for i in range(n, len(buf)):
+                buf[i] = 0xFF
+
+    def writeblocks(self, block, buf, off=0):
+        with open(self.SLOTS[self.label][0], "r+b") as f:
+            f.seek(block * 4096 + off)
+            f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 6:  # BLOCK_ERASE
+            with open(self.SLOTS[self.label][0], "r+b") as f:
+                f.seek(arg * 4096)
+                for _ in range(4096 // len(_ERASED)):
+                    f.write(_ERASED)
+            return 0
+        return {4: self.SIZE // 4096, 5: 4096}.get(op, 0)
+
+    def set_boot(self):
+        _Partition.booted = self.label
+
+    @staticmethod
+    def mark_app_valid_cancel_rollback():
+        pass
 
 
 def _stand_ins():
     esp32 = _Module()
     esp32.NVS = _NVS
+    esp32.Partition = _Partition
     network = _Module()
     network.WLAN = _WLAN
     network.STA_IF = 0
+    network.AP_IF = 1
+    network.hostname = lambda *name: None  # the port's mDNS/DHCP hostname, set before the interface
     network.STAT_CONNECTING = 1001
     network.STAT_GOT_IP = 1010
     socket = _Module()
@@ -341,12 +413,23 @@ def w_connect():
 def w_ota():
     # Online as above, then an update over MQTT as `sbd ota push` sends it:
     # begin, 1024-byte chunks at their offsets, end; until "installed".
+    yield from _update("/inputs/update.sbdota", "")
+
+
+def w_ota_image():
+    # The same for a whole-firmware update: an app image streamed into the next app
+    # slot (the _Partition stand-in), checked again from it, set_boot(); until "installed".
+    yield from _update("/inputs/image.sbdota", ', "kind": "image"')
+    assert _Partition.booted == "ota_1", _Partition.booted
+
+
+def _update(path, kind):
     import hashlib
     link = yield from _online()
     base = "devices/" + binascii.hexlify(DEVICE_ID).decode() + "/ota/"
     size, h = 0, hashlib.sha256()
     chunk = bytearray(1024)
-    with open("/inputs/update.sbdota", "rb") as f:
+    with open(path, "rb") as f:
         while True:
             n = f.readinto(chunk)
             if not n:
@@ -354,6 +437,7 @@ def w_ota():
             h.update(memoryview(chunk)[:n])
             size += n
         begin = json.dumps({"op": "begin", "size": size, "sha256": binascii.hexlify(h.digest()).decode()})
+        begin = begin[:-1] + kind + "}"
         BROKER.feed(publish_packet(base + "ctl", begin.encode()))
         yield from _ticks(link, lambda: "ready" in BROKER.results)
         f.seek(0)
