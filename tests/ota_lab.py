@@ -174,6 +174,22 @@ def _boot_lines(text: str) -> list[dict]:
     return out
 
 
+def _in_background(push) -> threading.Event:
+    """Runs `push` (a transfer the series will cut short: OTAError is expected) in a thread;
+    the event is set when it has ended."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            push()
+        except ota.OTAError:
+            pass
+        finally:
+            done.set()
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
 def power_cut_series(tmp_path: Path, cuts: int, seed: int = 5) -> dict:
     """`cuts` power cuts across download, verify-and-switch and trial boot, phase after phase; after each
     the board boots a version that verified, and a last update still goes through. Returns the outcomes."""
@@ -200,18 +216,8 @@ def power_cut_series(tmp_path: Path, cuts: int, seed: int = 5) -> dict:
             target = "0.3.0" if current == "0.2.0" else "0.2.0"
             counter += 1
             stream = stream_for(bundles[target], lab.key, counter)
-            done = threading.Event()
-
-            def push() -> None:
-                try:
-                    lab.push(stream, timeout=2 + 2 * transfer_s)
-                except ota.OTAError:
-                    pass
-                finally:
-                    done.set()
-
             started = time.monotonic()
-            threading.Thread(target=push, daemon=True).start()
+            done = _in_background(lambda s=stream: lab.push(s, timeout=2 + 2 * transfer_s))
             if phase == "download":
                 time.sleep(rng.uniform(0.05, max(0.1, transfer_s * 0.8)))
             elif phase == "verify-and-switch":
@@ -284,22 +290,13 @@ def image_power_cut_series(tmp_path: Path, cuts: int, seed: int = 7) -> dict:
             target = "v1.29.0-cut.b" if current == "v1.29.0-cut.a" else "v1.29.0-cut.a"
             counter += 1
             stream = image_stream(lab, apps[names[target]], counter)
-            done = threading.Event()
             # The transfer's own connection, closed at the cut: a push that resumed once the board is
             # back would install the image after all, behind the series' back.
             pusher = Watcher(lab.broker, lab.topic.all)
             assert pusher.wait_subscribed(10), "the transfer's connection was not subscribed"
-
-            def push() -> None:
-                try:
-                    ota.push(pusher, lab.device_id, stream, timeout=2 + 2 * transfer_s)
-                except ota.OTAError:
-                    pass
-                finally:
-                    done.set()
-
             started = time.monotonic()
-            threading.Thread(target=push, daemon=True).start()
+            done = _in_background(
+                lambda s=stream, w=pusher: ota.push(w, lab.device_id, s, timeout=2 + 2 * transfer_s))
             if phase == "download":
                 time.sleep(rng.uniform(0.05, max(0.1, transfer_s * 0.8)))
             elif phase == "verify-and-switch":  # from the host's `end`: the check from flash, set_boot(), the restart
