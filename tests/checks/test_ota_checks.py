@@ -52,6 +52,7 @@ def test_after_a_release_pushed_as_a_maker_would_its_replay_and_a_downgrade_are_
     rollback = _check(report, "update-rollback-refused")
     assert "setup_update_1" not in rollback["evidence"]
     assert _errors(rollback) == {"replay-of-current": "rollback: security counter not higher",
+                                 "same-counter-other-release": "rollback: security counter not higher",
                                  "downgrade": "rollback: security counter not higher"}
     assert rollback["evidence"]["status_before"]["counter"] == rollback["evidence"]["status_after"]["counter"] == 3
     # one check of the running version after the refused cases (a device that installed one boots into it)
@@ -79,6 +80,28 @@ def test_an_ota_check_fails_on_the_variant_broken_for_it(locked_board, ca, relea
     code, status, report = _verify(board, ca, tmp_path, port, *extra, select=(failing,))
     assert status[failing] == "fail", json.dumps(_check(report, failing), indent=1)[-3000:]
     assert reason in _check(report, failing)["message"], _check(report, failing)["message"]
+    assert code == 1
+
+
+def test_a_device_that_refuses_only_the_version_it_runs_fails_the_rollback_check(locked_board, ca, release_key,
+                                                                              tmp_path):
+    """Refusing to install the version it runs is not anti-rollback: after a release (0.1.1, counter 1)
+    such a device refuses the replay of it, and installs another release with the same counter."""
+    port = free_port(lab_address())
+    fw = build_variant("version-not-counter", tmp_path / "fw")
+    board = locked_board(fw, port, [release_key.public_point])
+    update = tmp_path / "release-1.sbdota"
+    built = _sbd("ota", "build", "--firmware", str(fw), "--version", "0.1.1", "--counter", "1", "--out", str(update))
+    assert built.returncode == 0, built.stderr
+    pushed = _sbd("ota", "push", "--board", board.name, "--broker", f"{lab_address()}:{port}", "--pki", str(ca.dir),
+                  "--update", str(update))
+    assert pushed.returncode == 0 and '"committed"' in pushed.stdout, pushed.stdout + pushed.stderr
+    code, status, report = _verify(board, ca, tmp_path, port, "--firmware", str(fw),
+                                   select=("update-rollback-refused",))
+    check = _check(report, "update-rollback-refused")
+    assert status["update-rollback-refused"] == "fail", json.dumps(check, indent=1)[-3000:]
+    assert "installed a rolled-back update (same-counter-other-release: security counter 1" in check["message"]
+    assert _errors(check) == {"replay-of-current": "rollback: this version runs already"}
     assert code == 1
 
 

@@ -232,10 +232,13 @@ def check_update_rollback(sbd_board, sbd_boot, sbd_broker, sbd_bundle, sbd_evide
             before = device.status()
             counter = int(before.get("counter") or 0)
             sbd_evidence["status_before"] = before
-        # The replay is the running release itself, version and files (on a device without anti-rollback
-        # it then runs what it ran, so checks after this one still see the build); the downgrade, another.
-        offers = [("replay-of-current", counter, version)] + (
-            [("downgrade", counter - 1, _label("rollback"))] if counter > 1 else [])
+        # First the running release itself, version and files (a device without anti-rollback that installs
+        # it runs what it ran, so the checks after this one still see the build); then the same counter on
+        # a release of another version (a device that only refuses the version it runs installs that);
+        # then, above 1, a lower counter.
+        offers = [("replay-of-current", counter, version), ("same-counter-other-release", counter,
+                                                             _label("rollback"))]
+        offers += [("downgrade", counter - 1, _label("rollback"))] if counter > 1 else []
         for case, offered, stamped in offers:
             _refused(device, case, _stream(sbd_bundle, stamped, offered, model, key),
                      f"security counter {offered} is not above the device's {counter}: anti-rollback is missing",

@@ -309,6 +309,18 @@ TEST_MISTAKES: tuple[Mistake, ...] = (
              '        except OSError as e:  # broken: a malformed packet escapes to the top\n'),
         )),
     Mistake(
+        'version-not-counter',
+        "Anti-rollback compares the update's version with the running one, not its security counter: "
+        "a release of another version with the same counter installs",
+        checks=('update-rollback-refused',),
+        patches=(
+            ('lib/sbd/ota.py',
+             '        if m["security_counter"] <= _floor(m):\n'
+             '            raise Rejected("rollback: security counter not higher")\n',
+             '        if m["version"] == version.VERSION:  # broken: the version compared, not the counter\n'
+             '            raise Rejected("rollback: this version runs already")\n'),
+        )),
+    Mistake(
         'unchecked-update-files',
         "The signed manifest is checked, the update's files against it never are",
         checks=('unsigned-or-foreign-updates-refused', 'changed-file-caught-at-boot'),

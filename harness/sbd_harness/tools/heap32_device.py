@@ -145,17 +145,12 @@ def _os():
             os.chdir(here)
     m.rename = rename
     if not hasattr(os, "urandom"):  # the WebAssembly port has none: the chip's RNG, stood in for
-        state = [0x2545F491]
+        import random
 
         def urandom(n):
-            out = bytearray(n)
+            out = bytearray(n)  # small ints only: no big-integer garbage per byte
             for i in range(n):
-                x = state[0]
-                x ^= (x << 13) & 0xFFFFFFFF
-                x ^= x >> 17
-                x ^= (x << 5) & 0xFFFFFFFF
-                state[0] = x
-                out[i] = x & 0xFF
+                out[i] = random.getrandbits(8)
             return bytes(out)
         m.urandom = urandom
     return m
