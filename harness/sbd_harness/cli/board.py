@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from sbd_harness.cli.common import CliError, emulated, existing, print_json
 
@@ -23,9 +24,15 @@ def cmd_board_start(args: argparse.Namespace) -> int:
         print_json(emulated(names[0]).start())
         return 0
 
+    lines = threading.Lock()
+
     def done(name: str, desc: dict | None, err: str | None) -> None:
-        print(f"{name}: " + (f"running, {desc['serial']}, {desc['address']}" if desc else f"FAILED: {err}"),
-              file=sys.stderr, flush=True)
+        # Called from the threads that start the boards: print() writes a line and its newline
+        # apart, so two boards' lines ran together; one write of the whole line, one at a time.
+        line = f"{name}: " + (f"running, {desc['serial']}, {desc['address']}" if desc else f"FAILED: {err}") + "\n"
+        with lines:
+            sys.stderr.write(line)
+            sys.stderr.flush()
 
     results = classroom.start_many(names, jobs=args.jobs, on_done=done)
     print_json([r for r in results.values() if isinstance(r, dict)])
