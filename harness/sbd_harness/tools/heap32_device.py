@@ -408,17 +408,17 @@ def w_connect():
 def w_ota():
     # Online as above, then an update over MQTT as `sbd ota push` sends it:
     # begin, 1024-byte chunks at their offsets, end; until "installed".
-    yield from _update("/inputs/update.sbdota", "")
+    yield from _update("/inputs/update.sbdota")
 
 
 def w_ota_image():
     # The same for a whole-firmware update: an app image streamed into the next app
     # slot (the _Partition stand-in), checked again from it, set_boot(); until "installed".
-    yield from _update("/inputs/image.sbdota", ', "kind": "image"')
+    yield from _update("/inputs/image.sbdota", image=True)
     assert _Partition.booted == "ota_1", _Partition.booted
 
 
-def _update(path, kind):
+def _update(path, image=False):
     import hashlib
     link = yield from _online()
     base = "devices/" + binascii.hexlify(DEVICE_ID).decode() + "/ota/"
@@ -431,8 +431,10 @@ def _update(path, kind):
                 break
             h.update(memoryview(chunk)[:n])
             size += n
-        begin = json.dumps({"op": "begin", "size": size, "sha256": binascii.hexlify(h.digest()).decode()})
-        begin = begin[:-1] + kind + "}"
+        begin = {"op": "begin", "size": size, "sha256": binascii.hexlify(h.digest()).decode()}
+        if image:
+            begin["kind"] = "image"  # as `sbd ota push` says it: the device sets aside its one block
+        begin = json.dumps(begin)
         BROKER.feed(publish_packet(base + "ctl", begin.encode()))
         yield from _ticks(link, lambda: "ready" in BROKER.results)
         f.seek(0)
